@@ -1,0 +1,48 @@
+# Config validation and the few helpers the rules share.
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(workflow.current_basedir).parent / "scripts"))
+
+from batchlab import BatchlabError
+from batchlab.config import cells as grid_cells, validate_config
+from batchlab.devices import cuda_available, resolve_device
+
+
+with open(Path(workflow.current_basedir).parent / "schemas" / "params.schema.yaml") as _schema:
+    _validated = validate_config(config, yaml.safe_load(_schema))
+config.clear()
+config.update(_validated)
+
+# CUDA is asked for only when the config may use it (importing torch costs a second).
+TRAIN_DEVICE = (
+    "cpu"
+    if config["train"]["device"] == "cpu"
+    else resolve_device(config["train"]["device"], cuda_available())
+)
+TRAIN_GPUS = 1 if TRAIN_DEVICE == "cuda" else 0
+CELL = "bs{bs}_lr{lr}_s{seed}"
+
+
+wildcard_constraints:
+    bs="[1-9][0-9]*",
+    lr="[0-9]+(\.[0-9]+)?",
+    seed="[0-9]+",
+
+
+def cell_outputs(name):
+    """One training output (losses, epochs or metrics) for every cell of the grid."""
+    cells = grid_cells(config)
+    return expand(
+        getattr(rules.train.output, name),
+        zip,
+        bs=[c["batch_size"] for c in cells],
+        lr=[c["lr_text"] for c in cells],
+        seed=[c["seed"] for c in cells],
+    )
+
+
+def report_targets():
+    return [rules.report.output.html, rules.aggregate.output.metrics]

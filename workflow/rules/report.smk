@@ -1,0 +1,54 @@
+# Aggregate every cell with pandas, then render the self-contained HTML report with Altair.
+
+
+rule aggregate:
+    input:
+        metrics=cell_outputs("metrics"),
+        epochs=cell_outputs("epochs"),
+        losses=cell_outputs("losses"),
+    output:
+        cells="results/summary/cells.parquet",
+        cells_csv=report(
+            "results/summary/cells.csv",
+            caption="../report/cells.rst",
+            category="Summary",
+        ),
+        settings="results/summary/settings.parquet",
+        best_lr="results/summary/best_lr.parquet",
+        epochs="results/summary/epochs.parquet",
+        curves="results/summary/curves.parquet",
+        metrics="results/summary/metrics.json",
+    log:
+        "logs/aggregate.log",
+    params:
+        smooth_samples=config["report"]["smooth_samples"],
+        loss_target=config["report"]["loss_target"],
+        max_points_per_curve=config["report"]["max_points_per_curve"],
+    conda:
+        "../../envs/batchlab.yaml"
+    script:
+        "../scripts/aggregate.py"
+
+
+rule report:
+    input:
+        cells=rules.aggregate.output.cells,
+        settings=rules.aggregate.output.settings,
+        best_lr=rules.aggregate.output.best_lr,
+        epochs=rules.aggregate.output.epochs,
+        curves=rules.aggregate.output.curves,
+        checksums=rules.fetch.output.checksums,
+    output:
+        html=report(
+            "results/report/index.html",
+            caption="../report/study.rst",
+            category="Report",
+        ),
+    log:
+        "logs/report.log",
+    params:
+        config=config,
+    conda:
+        "../../envs/batchlab.yaml"
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,28 @@
+# One training job per cell of the grid: (batch size, learning rate, seed).
+
+
+rule train:
+    input:
+        data=rules.prepare.output.tensors,
+    output:
+        losses=f"results/runs/{CELL}/losses.parquet",
+        epochs=f"results/runs/{CELL}/epochs.parquet",
+        metrics=report(
+            f"results/runs/{CELL}/metrics.json",
+            caption="../report/cell.rst",
+            category="Training cells",
+        ),
+    log:
+        f"logs/train/{CELL}.log",
+    benchmark:
+        f"results/benchmarks/train/{CELL}.tsv"
+    params:
+        train=config["train"],
+        checkpoint=f"results/checkpoints/{CELL}.pt",
+    threads: config["train"]["threads"]
+    resources:
+        gpu=TRAIN_GPUS,
+    conda:
+        "../../envs/batchlab.yaml"
+    script:
+        "../scripts/train.py"

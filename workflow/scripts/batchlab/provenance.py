@@ -1,0 +1,58 @@
+"""The report's version stamp: which code, config, data and software produced it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import platform
+import subprocess
+from pathlib import Path
+
+from batchlab import __version__
+
+PACKAGES = ("torch", "numpy", "pandas", "pyarrow", "altair", "vl-convert-python", "snakemake")
+
+
+def git_state(workdir: str | Path) -> dict:
+    """Commit and dirtiness of the checkout at workdir; None values outside a git checkout."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(workdir), *args], capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status)}
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    out: dict[str, str | None] = {"batchlab": __version__, "python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def version_stamp(
+    git: dict, params_hash: str, data_checksums: dict, devices: list[str], now: dt.datetime
+) -> dict:
+    return {
+        "batchlab": __version__,
+        "git_commit": git.get("commit"),
+        "git_dirty": git.get("dirty"),
+        "params_hash": params_hash,
+        "data_md5": {name: rec["md5_decompressed"] for name, rec in sorted(data_checksums.items())},
+        "packages": package_versions(),
+        "devices": sorted(set(devices)),
+        "host": platform.node(),
+        "date": now.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    }

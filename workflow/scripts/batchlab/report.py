@@ -1,0 +1,577 @@
+"""The study report: Altair charts, findings written from the numbers, one offline HTML file."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass, field
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+ALTAIR_MAX_ROWS = 5000
+LOSS_CLIP = 3.0
+CHART_WIDTH = 440
+CHART_HEIGHT = 260
+
+
+@dataclass
+class Section:
+    """One part of the report: a heading, prose, charts and tables."""
+
+    id: str
+    title: str
+    intro: str = ""
+    charts: list[tuple[str, dict, str]] = field(default_factory=list)  # (id, vega-lite, caption)
+    tables: list[str] = field(default_factory=list)  # HTML
+    findings: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- numbers
+
+
+def nearest(values, target: float) -> float:
+    """The value closest to target on a log scale."""
+    values = sorted(set(float(v) for v in values))
+    return min(values, key=lambda v: abs(math.log(v) - math.log(target)))
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation (NaN with fewer than three points or no spread)."""
+    x = pd.Series(list(x), dtype=float)
+    y = pd.Series(list(y), dtype=float)
+    keep = x.notna() & y.notna()
+    if keep.sum() < 3:
+        return float("nan")
+    rx, ry = x[keep].rank(), y[keep].rank()
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def scaling_exponent(best: pd.DataFrame) -> tuple[float, int]:
+    """Slope of log(best lr) against log(batch size) over batch sizes whose best lr is inside
+    the grid; (NaN, n) with fewer than two such batch sizes."""
+    inside = best[best["at_grid_edge"].isna()]
+    if len(inside) < 2 or inside["batch_size"].nunique() < 2:
+        return float("nan"), len(inside)
+    slope = np.polyfit(np.log(inside["batch_size"]), np.log(inside["best_lr"]), 1)[0]
+    return float(slope), len(inside)
+
+
+def describe_scaling(slope: float) -> str:
+    if not math.isfinite(slope):
+        return "cannot be fitted (fewer than two batch sizes have their best lr inside the grid)"
+    if abs(slope - 1.0) <= 0.2:
+        kind = "close to linear scaling (lr proportional to batch size)"
+    elif abs(slope - 0.5) <= 0.15:
+        kind = "close to square-root scaling (lr proportional to the square root of batch size)"
+    elif abs(slope) <= 0.15:
+        kind = "flat: the best lr does not grow with batch size"
+    elif slope > 0:
+        kind = "growth, but neither linear nor square-root"
+    else:
+        kind = "a best lr that shrinks as batch size grows"
+    return f"slope {slope:.2f} on log-log axes: {kind}"
+
+
+def fmt_int(n) -> str:
+    return f"{int(n):,}"
+
+
+def fmt_num(x: float, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return f"{x:.{digits}g}"
+
+
+def fmt_pct(x: float) -> str:
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    return f"{100 * x:.1f}%"
+
+
+def cell_label(b: int, lr: float) -> str:
+    return f"batch {b} at lr {lr:g}"
+
+
+# ----------------------------------------------------------------------------- findings
+
+
+def oscillation_findings(settings: pd.DataFrame, lr: float) -> list[str]:
+    at = settings[(settings["lr"] == lr) & settings["oscillation"].notna()].sort_values("batch_size")
+    if len(at) < 2:
+        return [f"Too few finished cells at lr {lr:g} to compare oscillation across batch sizes."]
+    rho = spearman(at["batch_size"], at["oscillation"])
+    first, last = at.iloc[0], at.iloc[-1]
+    falls = int((np.diff(at["oscillation"].to_numpy()) < 0).sum())
+    trend = (
+        "falls steadily as batch size grows"
+        if rho <= -0.9
+        else "tends to fall as batch size grows" if rho < -0.5 else "does not fall steadily with batch size"
+    )
+    return [
+        f"Iteration-to-iteration oscillation {trend}: at lr {lr:g} the mean absolute change of the "
+        f"training loss from one iteration to the next is {fmt_num(first['oscillation'])} at batch "
+        f"{int(first['batch_size'])} and {fmt_num(last['oscillation'])} at batch "
+        f"{int(last['batch_size'])} ({falls} of {len(at) - 1} steps up in batch size lower it; "
+        f"Spearman rank correlation {fmt_num(rho, 2)})."
+    ]
+
+
+def speed_findings(cells: pd.DataFrame) -> list[str]:
+    per_bs = cells.groupby("batch_size").agg(
+        ipe=("iterations_per_epoch", "first"),
+        seconds=("epoch_seconds", "median"),
+        sps=("samples_per_s", "median"),
+    ).reset_index()
+    per_bs = per_bs[per_bs["seconds"].notna()]
+    if per_bs.empty:
+        return ["No cell completed an epoch, so there is no time per epoch to compare."]
+    first, last = per_bs.iloc[0], per_bs.iloc[-1]
+    fastest = per_bs.loc[per_bs["seconds"].idxmin()]
+    out = [
+        f"An epoch is ceil(N/b) iterations: {fmt_int(first['ipe'])} at batch {int(first['batch_size'])}"
+        f" and {fmt_int(last['ipe'])} at batch {int(last['batch_size'])}.",
+        f"Wall time per epoch is {fmt_num(first['seconds'])} s at batch {int(first['batch_size'])}"
+        f" ({fmt_int(first['sps'])} samples/s) and {fmt_num(last['seconds'])} s at batch"
+        f" {int(last['batch_size'])} ({fmt_int(last['sps'])} samples/s); the fastest epoch is at"
+        f" batch {int(fastest['batch_size'])} ({fmt_num(fastest['seconds'])} s, median over its cells).",
+    ]
+    return out
+
+
+def failure_findings(cells: pd.DataFrame, epochs_planned: int) -> list[str]:
+    out = []
+    for status, verb in (("diverged", "diverged"), ("collapsed", "collapsed to chance level")):
+        failed = cells[cells["status"] == status].sort_values(["batch_size", "lr", "seed"])
+        if failed.empty:
+            out.append(f"No cell {verb}.")
+            continue
+        parts = []
+        for row in failed.itertuples():
+            planned = row.iterations_per_epoch * epochs_planned
+            when = "late" if row.stopped_step > planned / 2 else "early"
+            parts.append(
+                f"{cell_label(row.batch_size, row.lr)} (seed {row.seed}) at iteration "
+                f"{fmt_int(row.stopped_step)}, epoch {int(row.stopped_epoch)} of {epochs_planned} ({when})"
+            )
+        noun = "cell" if len(failed) == 1 else "cells"
+        out.append(f"{len(failed)} {noun} {verb}: " + "; ".join(parts) + ".")
+    return out
+
+
+def best_lr_findings(best: pd.DataFrame, lrs: list[float]) -> list[str]:
+    listing = ", ".join(f"{r.best_lr:g} at batch {r.batch_size}" for r in best.itertuples())
+    slope, n = scaling_exponent(best)
+    out = [f"The best learning rate (highest mean final test accuracy) is {listing}."]
+    rho = spearman(best["batch_size"], best["best_lr"])
+    if math.isfinite(rho):
+        grows = "grows" if rho > 0.5 else "does not grow"
+        out.append(
+            f"The best lr {grows} with batch size (Spearman {fmt_num(rho, 2)}); fitted over the "
+            f"{n} batch sizes whose best lr lies inside the grid: {describe_scaling(slope)}."
+        )
+    for r in best.itertuples():
+        if r.at_grid_edge:
+            bound = min(lrs) if r.at_grid_edge == "lowest" else max(lrs)
+            way = "lower" if r.at_grid_edge == "lowest" else "higher"
+            out.append(
+                f"Grid edge: at batch {r.batch_size} the best lr is the {r.at_grid_edge} lr of the grid "
+                f"({bound:g}), so the true optimum may be {way}; extend grid.learning_rates."
+            )
+    return out
+
+
+def convergence_findings(cells: pd.DataFrame, best: pd.DataFrame, target: float) -> list[str]:
+    at_best = cells.merge(best[["batch_size", "best_lr"]], left_on=["batch_size", "lr"],
+                          right_on=["batch_size", "best_lr"])
+    if at_best.empty:
+        return []
+    agg = at_best.groupby("batch_size").agg(
+        acc=("final_test_acc", "mean"),
+        steps=("steps_to_target", lambda s: s.astype(float).mean()),
+        samples=("samples_to_target", lambda s: s.astype(float).mean()),
+        seconds=("seconds_to_target", "mean"),
+    ).reset_index()
+    top = agg.loc[agg["acc"].idxmax()]
+    out = [
+        f"How far: at its best lr, the highest final test accuracy is {fmt_pct(top['acc'])} at batch "
+        f"{int(top['batch_size'])}; " + ", ".join(
+            f"{fmt_pct(r.acc)} at batch {r.batch_size}" for r in agg.itertuples()) + "."
+    ]
+    reached = agg[agg["steps"].notna()]
+    missed = agg[agg["steps"].isna()]
+    if not reached.empty:
+        fastest_steps = reached.loc[reached["steps"].idxmin()]
+        fastest_samples = reached.loc[reached["samples"].idxmin()]
+        fastest_time = reached.loc[reached["seconds"].idxmin()]
+        out.append(
+            f"How fast: the smoothed training loss reaches {target:g} in the fewest iterations at batch "
+            f"{int(fastest_steps['batch_size'])} ({fmt_int(fastest_steps['steps'])}), with the fewest "
+            f"samples at batch {int(fastest_samples['batch_size'])} ({fmt_int(fastest_samples['samples'])})"
+            f" and the soonest in wall time at batch {int(fastest_time['batch_size'])}"
+            f" ({fmt_num(fastest_time['seconds'])} s)."
+        )
+    if not missed.empty:
+        out.append(
+            f"Never reaching a smoothed training loss of {target:g} at their best lr: batch "
+            + ", ".join(str(b) for b in missed["batch_size"]) + "."
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- charts
+
+
+def _spec(chart: alt.TopLevelMixin) -> dict:
+    return chart.to_dict()
+
+
+def _bs_color(sort) -> alt.Color:
+    return alt.Color("batch_size:O", title="batch size", sort=sort,
+                     scale=alt.Scale(scheme="viridis"))
+
+
+def thin_curves(curves: pd.DataFrame, max_rows: int = ALTAIR_MAX_ROWS // 2) -> pd.DataFrame:
+    """Keep every k-th point of each curve so a chart stays under Altair's row limit."""
+    if len(curves) <= max_rows:
+        return curves
+    k = math.ceil(len(curves) / max_rows)
+    keys = ["batch_size", "lr", "seed"]
+    return curves[curves.groupby(keys).cumcount() % k == 0]
+
+
+def loss_curve_chart(curves: pd.DataFrame, x: str, title: str) -> dict:
+    """Raw (faint) and smoothed (bold) training loss per batch size."""
+    data = thin_curves(curves).copy()
+    data["loss"] = data["loss"].clip(upper=LOSS_CLIP)
+    data["loss_smooth"] = data["loss_smooth"].clip(upper=LOSS_CLIP)
+    data = data.replace([np.inf, -np.inf], np.nan)
+    sort = sorted(data["batch_size"].unique())
+    x_title = {"step": "iteration (log scale)", "epoch": "epoch"}[x]
+    x_enc = alt.X(f"{x}:Q", title=x_title,
+                  scale=alt.Scale(type="log") if x == "step" else alt.Scale())
+    base = alt.Chart(data).encode(
+        x=x_enc, color=_bs_color(sort), detail="seed:N",
+        tooltip=["batch_size:O", "lr:Q", "seed:N", "step:Q", "epoch:Q", "loss:Q", "loss_smooth:Q"],
+    )
+    raw = base.mark_line(opacity=0.25, strokeWidth=1).encode(
+        y=alt.Y("loss:Q", title=f"training loss (clipped at {LOSS_CLIP:g})",
+                scale=alt.Scale(domain=[0, LOSS_CLIP])))
+    smooth = base.mark_line(strokeWidth=2.5).encode(y="loss_smooth:Q")
+    return _spec((raw + smooth).properties(title=title, width=CHART_WIDTH, height=CHART_HEIGHT))
+
+
+def epoch_metric_chart(epochs: pd.DataFrame, metric: str, title: str, y_title: str) -> dict:
+    data = epochs.copy()
+    sort = sorted(data["batch_size"].unique())
+    chart = alt.Chart(data).mark_line(point=True).encode(
+        x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
+        y=alt.Y(f"{metric}:Q", title=y_title, scale=alt.Scale(zero=False)),
+        color=_bs_color(sort), detail="seed:N",
+        tooltip=["batch_size:O", "lr:Q", "seed:N", "epoch:Q", f"{metric}:Q"],
+    )
+    return _spec(chart.properties(title=title, width=CHART_WIDTH, height=CHART_HEIGHT))
+
+
+def oscillation_chart(settings: pd.DataFrame) -> dict:
+    data = settings[settings["oscillation"].notna() & (settings["oscillation"] > 0)]
+    chart = alt.Chart(data).mark_line(point=True).encode(
+        x=alt.X("batch_size:Q", title="batch size (log scale)", scale=alt.Scale(type="log")),
+        y=alt.Y("oscillation:Q", title="mean |Δ loss| per iteration (log scale)",
+                scale=alt.Scale(type="log")),
+        color=alt.Color("lr:O", title="learning rate", scale=alt.Scale(scheme="plasma")),
+        tooltip=["batch_size:Q", "lr:Q", "oscillation:Q", "seeds:Q"],
+    )
+    return _spec(chart.properties(title="Loss oscillation against batch size", width=CHART_WIDTH,
+                                  height=CHART_HEIGHT))
+
+
+def speed_chart(cells: pd.DataFrame) -> dict:
+    data = cells[["batch_size", "lr", "seed", "iterations_per_epoch", "epoch_seconds",
+                  "samples_per_s"]].dropna()
+    x = alt.X("batch_size:Q", title="batch size (log scale)", scale=alt.Scale(type="log"))
+    ipe = alt.Chart(data).mark_line(point=True).encode(
+        x=x, y=alt.Y("mean(iterations_per_epoch):Q", title="iterations per epoch (log scale)",
+                      scale=alt.Scale(type="log")),
+        tooltip=["batch_size:Q", "mean(iterations_per_epoch):Q"],
+    ).properties(title="Iterations per epoch = ceil(N / b)", width=200, height=220)
+    secs = alt.Chart(data).mark_circle(size=40, opacity=0.5).encode(
+        x=x, y=alt.Y("epoch_seconds:Q", title="wall time per epoch, s (log scale)",
+                      scale=alt.Scale(type="log")),
+        tooltip=["batch_size:Q", "lr:Q", "seed:N", "epoch_seconds:Q", "samples_per_s:Q"],
+    )
+    secs_line = alt.Chart(data).mark_line().encode(x=x, y="median(epoch_seconds):Q")
+    right = (secs + secs_line).properties(title="Wall time per epoch (dots: cells; line: median)",
+                                          width=200, height=220)
+    return _spec(alt.hconcat(ipe, right))
+
+
+def heatmap_chart(settings: pd.DataFrame) -> dict:
+    data = settings.copy()
+    data["outcome"] = np.where(data["diverged"] > 0, "diverged",
+                               np.where(data["collapsed"] > 0, "collapsed", "finished"))
+    data["label"] = [
+        (f"✕ div. it {int(r.first_stop_step):,}" if r.diverged > 0 else
+         f"✕ coll. ep {int(r.first_stop_epoch)}" if r.collapsed > 0 else f"{100 * r.final_test_acc:.1f}")
+        for r in data.itertuples()
+    ]
+    data["lr_label"] = data["lr"].map(lambda v: f"{v:g}")
+    lr_sort = [f"{v:g}" for v in sorted(data["lr"].unique())]
+    base = alt.Chart(data).encode(
+        x=alt.X("lr_label:O", title="learning rate", sort=lr_sort),
+        y=alt.Y("batch_size:O", title="batch size", sort="ascending"),
+    )
+    rect = base.mark_rect().encode(
+        color=alt.Color("final_test_acc:Q", title="final test accuracy",
+                        scale=alt.Scale(scheme="viridis", domain=[0, 1])),
+        tooltip=["batch_size:O", "lr:Q", "final_test_acc:Q", "outcome:N", "first_stop_step:Q",
+                 "seeds:Q"],
+    )
+    failed = base.mark_rect(fill=None, stroke="#d62728", strokeWidth=3).transform_filter(
+        "datum.outcome != 'finished'")
+    text = base.mark_text(fontSize=11).encode(
+        text="label:N",
+        color=alt.condition("datum.final_test_acc > 0.6", alt.value("black"), alt.value("white")),
+    )
+    return _spec((rect + failed + text).properties(
+        title="Final test accuracy (%) by batch size and learning rate; red frame: diverged or collapsed",
+        width=CHART_WIDTH, height=CHART_HEIGHT))
+
+
+def best_lr_chart(best: pd.DataFrame) -> dict:
+    data = best.copy()
+    data["where"] = data["at_grid_edge"].fillna("inside the grid").replace(
+        {"lowest": "at the grid's lowest lr", "highest": "at the grid's highest lr"})
+    b0, lr0 = float(data["batch_size"].iloc[0]), float(data["best_lr"].iloc[0])
+    grid = np.geomspace(data["batch_size"].min(), data["batch_size"].max(), 20)
+    refs = pd.concat([
+        pd.DataFrame({"batch_size": grid, "lr": lr0 * grid / b0, "rule": "linear (lr ∝ b)"}),
+        pd.DataFrame({"batch_size": grid, "lr": lr0 * np.sqrt(grid / b0), "rule": "square root (lr ∝ √b)"}),
+    ])
+    x = alt.X("batch_size:Q", title="batch size (log scale)", scale=alt.Scale(type="log"))
+    y_scale = alt.Scale(type="log")
+    ref = alt.Chart(refs).mark_line(strokeDash=[4, 4], color="gray").encode(
+        x=x, y=alt.Y("lr:Q", scale=y_scale, title="learning rate (log scale)"), detail="rule:N",
+        tooltip=["rule:N"])
+    line = alt.Chart(data).mark_line(color="#1f77b4").encode(x=x, y=alt.Y("best_lr:Q", scale=y_scale))
+    pts = alt.Chart(data).mark_point(size=90, filled=True).encode(
+        x=x, y=alt.Y("best_lr:Q", scale=y_scale),
+        shape=alt.Shape("where:N", title="best lr"),
+        color=alt.Color("where:N", title="best lr"),
+        tooltip=["batch_size:Q", "best_lr:Q", "best_test_acc:Q", "where:N"],
+    )
+    return _spec((ref + line + pts).properties(
+        title="Best learning rate at each batch size (dashed: linear and square-root scaling)",
+        width=CHART_WIDTH, height=CHART_HEIGHT))
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def html_table(frame: pd.DataFrame, css_class: str = "data") -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+        for row in frame.itertuples(index=False)
+    )
+    return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def batch_size_table(cells: pd.DataFrame, settings: pd.DataFrame, best: pd.DataFrame,
+                     ref_lr: float) -> pd.DataFrame:
+    rows = []
+    for r in best.itertuples():
+        at_b = cells[cells["batch_size"] == r.batch_size]
+        at_best = at_b[at_b["lr"] == r.best_lr]
+        ref = settings[(settings["batch_size"] == r.batch_size) & (settings["lr"] == ref_lr)]
+        rows.append({
+            "batch size": r.batch_size,
+            "iterations / epoch": fmt_int(at_b["iterations_per_epoch"].iloc[0]),
+            "s / epoch (median)": fmt_num(at_b["epoch_seconds"].median()),
+            "samples / s (median)": fmt_int(at_b["samples_per_s"].median())
+            if at_b["samples_per_s"].notna().any() else "n/a",
+            f"oscillation at lr {ref_lr:g}": fmt_num(ref["oscillation"].iloc[0]) if len(ref) else "n/a",
+            "best lr": f"{r.best_lr:g}" + (f" (grid's {r.at_grid_edge})" if r.at_grid_edge else ""),
+            "test acc at best lr": fmt_pct(r.best_test_acc),
+            "iterations to target": fmt_int(at_best["steps_to_target"].astype(float).mean())
+            if at_best["steps_to_target"].notna().any() else "not reached",
+        })
+    return pd.DataFrame(rows)
+
+
+def stamp_table(stamp: dict) -> str:
+    rows = [
+        ("batchlab", stamp["batchlab"]),
+        ("git commit", (stamp["git_commit"] or "not a git checkout")
+         + (" (uncommitted changes)" if stamp["git_dirty"] else " (clean)" if stamp["git_dirty"] is False else "")),
+        ("params hash", stamp["params_hash"]),
+        ("data (MD5 of decompressed MNIST files)",
+         "; ".join(f"{k}: {v}" for k, v in stamp["data_md5"].items())),
+        ("packages", ", ".join(f"{k} {v}" for k, v in stamp["packages"].items() if v)),
+        ("devices", ", ".join(stamp["devices"])),
+        ("host", stamp["host"]),
+        ("date", stamp["date"]),
+    ]
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return f'<table class="stamp" id="version-stamp">{body}</table>'
+
+
+# ----------------------------------------------------------------------------- assembly
+
+
+def build_sections(
+    cells: pd.DataFrame, settings: pd.DataFrame, best: pd.DataFrame, epochs: pd.DataFrame,
+    curves: pd.DataFrame, config: dict,
+) -> list[Section]:
+    rep = config["report"]
+    lrs = sorted(settings["lr"].unique())
+    ref_lr = nearest(lrs, rep["reference_lr"])
+    best_pairs = set(zip(best["batch_size"], best["best_lr"]))
+    at_ref = curves[curves["lr"] == ref_lr]
+    at_best = curves[[(b, lr) in best_pairs for b, lr in zip(curves["batch_size"], curves["lr"])]]
+    epochs_best = epochs[[(b, lr) in best_pairs for b, lr in zip(epochs["batch_size"], epochs["lr"])]]
+    planned = config["train"]["epochs"]
+
+    sections = [
+        Section(
+            "findings", "Findings",
+            "Every sentence below is generated from this study's own numbers.",
+            findings=(speed_findings(cells) + oscillation_findings(settings, ref_lr)
+                      + best_lr_findings(best, lrs) + failure_findings(cells, planned)
+                      + convergence_findings(cells, best, rep["loss_target"])),
+        ),
+        Section(
+            "loss-curves", "Training loss, iteration by iteration",
+            f"Faint lines: the training loss of every iteration (log-spaced points kept for drawing);"
+            f" bold lines: its mean over the last {rep['smooth_samples']:,} samples' worth of"
+            f" iterations, so every batch size is smoothed over the same amount of data. Left: the"
+            f" learning rate held fixed at {ref_lr:g}; below: each batch size at its own best lr.",
+            charts=[
+                ("loss-vs-iteration-fixed-lr", loss_curve_chart(at_ref, "step", f"Loss against iteration, lr {ref_lr:g}"), ""),
+                ("loss-vs-epoch-fixed-lr", loss_curve_chart(at_ref, "epoch", f"Loss against epoch, lr {ref_lr:g}"), ""),
+                ("loss-vs-iteration-best-lr", loss_curve_chart(at_best, "step", "Loss against iteration, each batch size at its best lr"), ""),
+                ("loss-vs-epoch-best-lr", loss_curve_chart(at_best, "epoch", "Loss against epoch, each batch size at its best lr"), ""),
+            ],
+        ),
+        Section(
+            "oscillation", "How much the loss oscillates",
+            "Oscillation of a cell = the mean absolute change of the training loss from one"
+            " iteration to the next, |loss(t) − loss(t−1)|, over its last epoch (mean over seeds)."
+            " Small batches estimate the gradient from few samples, so each step's loss jumps more.",
+            charts=[("oscillation-vs-batch-size", oscillation_chart(settings), "")],
+        ),
+        Section(
+            "speed", "Iterations and wall time per epoch",
+            "Fewer, larger iterations per epoch: the per-iteration overhead is paid less often and"
+            " each matrix product does more work.",
+            charts=[("time-per-epoch", speed_chart(cells), "")],
+        ),
+        Section(
+            "lr-grid", "Batch size × learning rate",
+            "Mean final test accuracy over seeds. A diverged cell's training loss became non-finite"
+            f" or exceeded {config['train']['divergence_loss']:g}; a collapsed cell ended an epoch"
+            " at chance level, with a loss near ln 10 = 2.30, answering the same class for most images.",
+            charts=[
+                ("accuracy-heatmap", heatmap_chart(settings), ""),
+                ("best-lr-vs-batch-size", best_lr_chart(best), ""),
+            ],
+            tables=[html_table(batch_size_table(cells, settings, best, ref_lr))],
+        ),
+        Section(
+            "convergence", "How fast and how far",
+            f"Test accuracy after each epoch, each batch size at its best lr. 'Iterations to target'"
+            f" in the table above counts iterations until the smoothed training loss first reaches"
+            f" {rep['loss_target']:g}.",
+            charts=[("test-accuracy-vs-epoch", epoch_metric_chart(
+                epochs_best, "test_acc", "Test accuracy per epoch at each batch size's best lr",
+                "test accuracy"), "")],
+        ),
+    ]
+    return sections
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+.sub{color:#666;margin-top:0} .charts{display:flex;flex-wrap:wrap;gap:1.5em}
+figure{margin:0} ul.findings li{margin:.35em 0}
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}
+th,td{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}
+table.data th{background:#f4f4f4} table.stamp th{background:#f4f4f4;width:16em}
+nav a{margin-right:1em}
+"""
+
+
+def render_html(title: str, sections: list[Section], stamp: dict, vega_bundle: str) -> str:
+    """One self-contained page: the Vega bundle and every chart's spec are inline."""
+    nav = " ".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in sections)
+    parts = []
+    embeds = []
+    for s in sections:
+        parts.append(f'<section id="{s.id}"><h2>{html.escape(s.title)}</h2>')
+        if s.intro:
+            parts.append(f"<p>{html.escape(s.intro)}</p>")
+        if s.findings:
+            parts.append('<ul class="findings">' + "".join(
+                f"<li>{html.escape(f)}</li>" for f in s.findings) + "</ul>")
+        if s.charts:
+            parts.append('<div class="charts">')
+            for chart_id, spec, caption in s.charts:
+                parts.append(f'<figure><div class="chart" id="{chart_id}"></div>'
+                             + (f"<figcaption>{html.escape(caption)}</figcaption>" if caption else "")
+                             + "</figure>")
+                embeds.append((chart_id, spec))
+            parts.append("</div>")
+        parts.extend(s.tables)
+        parts.append("</section>")
+    specs = json.dumps({cid: spec for cid, spec in embeds}).replace("</", "<\\/")
+    script = (
+        "const SPECS = " + specs + ";\n"
+        "for (const [id, spec] of Object.entries(SPECS)) {\n"
+        "  vegaEmbed('#' + id, spec, {renderer: 'svg', actions: false})\n"
+        "    .catch(err => { document.getElementById(id).textContent = 'chart failed: ' + err;"
+        " console.error(err); });\n"
+        "}\n"
+    )
+    commit = (stamp["git_commit"] or "no git")[:10] + ("+dirty" if stamp["git_dirty"] else "")
+    bundle = vega_bundle.replace("</script", "<\\/script")
+    stamp_json = json.dumps(stamp).replace("</", "<\\/")
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="generator" content="batchlab {html.escape(stamp['batchlab'])}">
+<meta name="batchlab-version" content="{html.escape(commit)} params {html.escape(stamp['params_hash'])}">
+<title>{html.escape(title)}</title>
+<style>{CSS}</style>
+<script>{bundle}</script>
+</head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p class="sub">batchlab {html.escape(stamp['batchlab'])} · commit {html.escape(commit)} ·
+params {html.escape(stamp['params_hash'])} · {html.escape(stamp['date'])}</p>
+<nav>{nav} <a href="#version">Version</a></nav>
+{''.join(parts)}
+<section id="version"><h2>Version</h2>
+<p>What produced this report. The same commit, params hash and data checksums reproduce it.</p>
+{stamp_table(stamp)}
+<script type="application/json" id="version-stamp-json">{stamp_json}</script>
+</section>
+<script>
+{script}</script>
+</body>
+</html>
+"""
+
+
+def vega_bundle() -> str:
+    """Vega, Vega-Lite and vega-embed as one inline script (no CDN: the page works offline)."""
+    import vl_convert as vlc
+    from altair.utils._importers import vl_version_for_vl_convert
+
+    return vlc.javascript_bundle(vl_version=vl_version_for_vl_convert())
