@@ -6,12 +6,12 @@ import yaml
 
 sys.path.insert(0, str(Path(workflow.current_basedir).parent / "scripts"))
 
-from batchlab import BatchlabError
 from batchlab.config import cells as grid_cells, validate_config
 from batchlab.devices import cuda_available, resolve_device
 
-
-with open(Path(workflow.current_basedir).parent / "schemas" / "params.schema.yaml") as _schema:
+with open(
+    Path(workflow.current_basedir).parent / "schemas" / "params.schema.yaml"
+) as _schema:
     _validated = validate_config(config, yaml.safe_load(_schema))
 config.clear()
 config.update(_validated)

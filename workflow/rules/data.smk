@@ -10,12 +10,12 @@ rule fetch:
         checksums="data/mnist/raw/checksums.json",
     log:
         "logs/fetch.log",
+    conda:
+        "../../envs/batchlab.yaml"
     params:
         mirrors=config["data"]["mirrors"],
         timeout_s=config["data"]["timeout_s"],
         retries=config["data"]["retries"],
-    conda:
-        "../../envs/batchlab.yaml"
     script:
         "../scripts/fetch.py"
 

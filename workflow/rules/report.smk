@@ -20,12 +20,12 @@ rule aggregate:
         metrics="results/summary/metrics.json",
     log:
         "logs/aggregate.log",
+    conda:
+        "../../envs/batchlab.yaml"
     params:
         smooth_samples=config["report"]["smooth_samples"],
         loss_target=config["report"]["loss_target"],
         max_points_per_curve=config["report"]["max_points_per_curve"],
-    conda:
-        "../../envs/batchlab.yaml"
     script:
         "../scripts/aggregate.py"
 
@@ -46,9 +46,9 @@ rule report:
         ),
     log:
         "logs/report.log",
-    params:
-        config=config,
     conda:
         "../../envs/batchlab.yaml"
+    params:
+        config=config,
     script:
         "../scripts/report.py"

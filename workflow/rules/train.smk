@@ -16,13 +16,13 @@ rule train:
         f"logs/train/{CELL}.log",
     benchmark:
         f"results/benchmarks/train/{CELL}.tsv"
-    params:
-        train=config["train"],
-        checkpoint=f"results/checkpoints/{CELL}.pt",
+    conda:
+        "../../envs/batchlab.yaml"
     threads: config["train"]["threads"]
     resources:
         gpu=TRAIN_GPUS,
-    conda:
-        "../../envs/batchlab.yaml"
+    params:
+        train=config["train"],
+        checkpoint=f"results/checkpoints/{CELL}.pt",
     script:
         "../scripts/train.py"

@@ -3,9 +3,13 @@
 import json
 
 import pandas as pd
-
 from batchlab.aggregate import (
-    CELL_KEYS, best_learning_rates, by_setting, cells_table, downsample_curve, headline_metrics,
+    CELL_KEYS,
+    best_learning_rates,
+    by_setting,
+    cells_table,
+    downsample_curve,
+    headline_metrics,
     summarize_cell,
 )
 from batchlab.cli import run_step
@@ -14,7 +18,7 @@ from batchlab.io import write_json, write_parquet, write_text
 
 def main(log, input, output, params):
     rows, epoch_tables, curves = [], [], []
-    for metrics_path, epochs_path, losses_path in zip(input.metrics, input.epochs, input.losses):
+    for metrics_path, epochs_path, losses_path in zip(input.metrics, input.epochs, input.losses, strict=True):
         with open(metrics_path) as handle:
             metrics = json.load(handle)
         epochs = pd.read_parquet(epochs_path)
@@ -22,8 +26,13 @@ def main(log, input, output, params):
         rows.append(summarize_cell(metrics, epochs, losses, params.smooth_samples, params.loss_target))
         keys = {k: metrics[k] for k in CELL_KEYS}
         epoch_tables.append(epochs.assign(**keys))
-        curve = downsample_curve(losses, metrics["batch_size"], metrics["iterations_per_epoch"],
-                                 params.smooth_samples, params.max_points_per_curve)
+        curve = downsample_curve(
+            losses,
+            metrics["batch_size"],
+            metrics["iterations_per_epoch"],
+            params.smooth_samples,
+            params.max_points_per_curve,
+        )
         curves.append(curve.assign(**keys))
     cells = cells_table(rows)
     settings = by_setting(cells)

@@ -5,7 +5,6 @@ import json
 import os
 
 import pandas as pd
-
 from batchlab.cli import run_step
 from batchlab.config import params_hash
 from batchlab.io import write_text
@@ -31,7 +30,7 @@ def main(log, input, output, params):
         params_hash=params_hash(config),
         data_checksums=checksums,
         devices=[d for d in cells["device"].dropna()],
-        now=dt.datetime.now(dt.timezone.utc),
+        now=dt.datetime.now(dt.UTC),
     )
     write_text(output.html, render_html(config["report"]["title"], sections, stamp, vega_bundle()))
     log(f"wrote {output.html}: {sum(len(s.charts) for s in sections)} charts, stamp {stamp['params_hash']}")

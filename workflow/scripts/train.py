@@ -10,7 +10,6 @@ AGE_AT_START = process_age_s()
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-
 from batchlab import __version__  # noqa: E402
 from batchlab.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from batchlab.config import cell_name  # noqa: E402
@@ -44,43 +43,72 @@ def main(log, wildcards, params, input, output, threads):
 
     resume = load_checkpoint(params.checkpoint, cfg)
     result = train_cell(
-        cfg, data, device, resume=resume,
+        cfg,
+        data,
+        device,
+        resume=resume,
         on_epoch_end=lambda state: save_checkpoint(params.checkpoint, cfg, state),
         log=log,
     )
     t_trained = time.perf_counter()
     ipe = iterations_per_epoch(data.n_train, cfg.batch_size)
     steps = len(result.losses)
-    write_parquet(output.losses, pd.DataFrame({
-        "step": range(1, steps + 1),
-        "epoch": result.epoch_of_step,
-        "loss": result.losses,
-    }))
-    write_parquet(output.epochs, pd.DataFrame(result.epochs, columns=[
-        "epoch", "iterations", "samples", "seconds", "samples_per_s", "ms_per_step",
-        "running_loss", "train_loss", "train_acc", "test_loss", "test_acc", "top_class_share",
-    ]))
-    write_json(output.metrics, {
-        **result.summary(),
-        "cell": name,
-        "iterations_per_epoch": ipe,
-        "device": str(device),
-        "threads": threads,
-        "resumed_from_epoch": resume.epoch if resume else None,
-        "train_seconds": float(sum(row["seconds"] for row in result.epochs)),
-        "overhead_seconds": {
-            "process_start_to_script": AGE_AT_START,
-            "imports": t_imported - T_START,
-            "data_load": t_data - t_imported,
-            "train_and_eval": t_trained - t_data,
+    write_parquet(
+        output.losses,
+        pd.DataFrame(
+            {
+                "step": range(1, steps + 1),
+                "epoch": result.epoch_of_step,
+                "loss": result.losses,
+            }
+        ),
+    )
+    write_parquet(
+        output.epochs,
+        pd.DataFrame(
+            result.epochs,
+            columns=[
+                "epoch",
+                "iterations",
+                "samples",
+                "seconds",
+                "samples_per_s",
+                "ms_per_step",
+                "running_loss",
+                "train_loss",
+                "train_acc",
+                "test_loss",
+                "test_acc",
+                "top_class_share",
+            ],
+        ),
+    )
+    write_json(
+        output.metrics,
+        {
+            **result.summary(),
+            "cell": name,
+            "iterations_per_epoch": ipe,
+            "device": str(device),
+            "threads": threads,
+            "resumed_from_epoch": resume.epoch if resume else None,
+            "train_seconds": float(sum(row["seconds"] for row in result.epochs)),
+            "overhead_seconds": {
+                "process_start_to_script": AGE_AT_START,
+                "imports": t_imported - T_START,
+                "data_load": t_data - t_imported,
+                "train_and_eval": t_trained - t_data,
+            },
+            "versions": {"batchlab": __version__, "torch": torch.__version__},
         },
-        "versions": {"batchlab": __version__, "torch": torch.__version__},
-    })
+    )
     log(f"cell {name}: {result.status}" + (f" ({result.stop_reason})" if result.stop_reason else ""))
     Path(params.checkpoint).unlink(missing_ok=True)  # finished: the outputs are the record
 
 
 run_step(  # noqa: F821 (snakemake is injected by the script directive)
-    lambda log: main(log, snakemake.wildcards, snakemake.params, snakemake.input, snakemake.output, snakemake.threads),
+    lambda log: main(
+        log, snakemake.wildcards, snakemake.params, snakemake.input, snakemake.output, snakemake.threads
+    ),
     snakemake.log[0],
 )

@@ -95,8 +95,16 @@ def cells_table(rows: list[dict]) -> pd.DataFrame:
 
 def by_setting(cells: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds per (batch size, lr), with the number of seeds and of failed seeds."""
-    numeric = ["final_test_acc", "final_train_acc", "final_test_loss", "oscillation",
-               "epoch_seconds", "samples_per_s", "steps_to_target", "seconds_to_target"]
+    numeric = [
+        "final_test_acc",
+        "final_train_acc",
+        "final_test_loss",
+        "oscillation",
+        "epoch_seconds",
+        "samples_per_s",
+        "steps_to_target",
+        "seconds_to_target",
+    ]
     grouped = cells.groupby(["batch_size", "lr"], sort=True)
     out = grouped[numeric].agg(lambda s: pd.to_numeric(s, errors="coerce").astype(float).mean())
     out["seeds"] = grouped.size()
@@ -120,12 +128,14 @@ def best_learning_rates(settings: pd.DataFrame) -> pd.DataFrame:
             edge = "lowest"
         elif best["lr"] == lrs[-1] and len(lrs) > 1:
             edge = "highest"
-        rows.append({
-            "batch_size": int(b),
-            "best_lr": float(best["lr"]),
-            "best_test_acc": float(best["final_test_acc"]),
-            "at_grid_edge": edge,
-        })
+        rows.append(
+            {
+                "batch_size": int(b),
+                "best_lr": float(best["lr"]),
+                "best_test_acc": float(best["final_test_acc"]),
+                "at_grid_edge": edge,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -143,13 +153,15 @@ def downsample_curve(
     smoothed = trailing_mean(losses, smoothing_window(batch_size, smooth_samples))
     idx = curve_points(len(losses), max_points)
     step = idx + 1
-    return pd.DataFrame({
-        "step": step,
-        "epoch": step / ipe,
-        "samples": step * batch_size,
-        "loss": np.asarray(losses, dtype=np.float64)[idx],
-        "loss_smooth": smoothed[idx],
-    })
+    return pd.DataFrame(
+        {
+            "step": step,
+            "epoch": step / ipe,
+            "samples": step * batch_size,
+            "loss": np.asarray(losses, dtype=np.float64)[idx],
+            "loss_smooth": smoothed[idx],
+        }
+    )
 
 
 def headline_metrics(cells: pd.DataFrame, best: pd.DataFrame) -> dict:

@@ -94,7 +94,9 @@ def validate_config(config: dict, schema: dict) -> dict:
         raise ConfigError("the config must be a mapping with groups data, grid, train, report")
     config = _coerce(copy.deepcopy(config), schema, [])
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(
+        validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))
+    )
     if errors:
         lines = [_describe(e) for e in errors]
         raise ConfigError("invalid config:\n  " + "\n  ".join(dict.fromkeys(lines)))

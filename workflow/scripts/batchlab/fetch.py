@@ -76,7 +76,7 @@ def _read_url(url: str, timeout: float) -> bytes:
         if exc.code >= 500 or exc.code == 429:
             raise _Transient(f"HTTP {exc.code} {exc.reason}") from None
         raise FetchError(f"HTTP {exc.code} {exc.reason}") from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise _Transient(f"timed out after {timeout:g} s without data") from None
     except urllib.error.URLError as exc:
         reason = exc.reason
@@ -118,9 +118,7 @@ def _looks_like(blob: bytes) -> str:
     return f"{len(blob)} bytes"
 
 
-def fetch_one(
-    key: str, sources: list[str], timeout: float, retries: int, backoff_s: float = 1.0
-) -> Fetched:
+def fetch_one(key: str, sources: list[str], timeout: float, retries: int, backoff_s: float = 1.0) -> Fetched:
     """Fetch and verify one of the four MNIST files; FetchError lists every source tried."""
     name, expected = MNIST_FILES[key]
     tried = []
@@ -157,9 +155,7 @@ def fetch_one(
     )
 
 
-def fetch_all(
-    sources: list[str], timeout: float, retries: int, backoff_s: float = 1.0
-) -> dict[str, Fetched]:
+def fetch_all(sources: list[str], timeout: float, retries: int, backoff_s: float = 1.0) -> dict[str, Fetched]:
     return {key: fetch_one(key, sources, timeout, retries, backoff_s) for key in MNIST_FILES}
 
 

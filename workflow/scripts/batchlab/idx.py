@@ -63,9 +63,7 @@ def parse_idx(blob: bytes, name: str) -> np.ndarray:
     expected = header + int(np.prod(shape))
     if len(blob) != expected:
         state = "truncated" if len(blob) < expected else "has trailing bytes"
-        raise IdxError(
-            f"{name}: {state}: header says {shape} = {expected} bytes, file has {len(blob)}"
-        )
+        raise IdxError(f"{name}: {state}: header says {shape} = {expected} bytes, file has {len(blob)}")
     return np.frombuffer(blob, dtype=np.uint8, offset=header).reshape(shape)
 
 

@@ -6,10 +6,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
-
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

@@ -41,5 +41,3 @@ def train_step_flops(model_name: str, batch_size: int) -> float:
         raise ValueError("FLOP count is defined for the mlp only")
     forward = 2 * batch_size * (784 * 256 + 256 * 10)
     return 3.0 * forward
-
-

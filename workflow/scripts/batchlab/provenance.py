@@ -54,5 +54,5 @@ def version_stamp(
         "packages": package_versions(),
         "devices": sorted(set(devices)),
         "host": platform.node(),
-        "date": now.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "date": now.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
     }

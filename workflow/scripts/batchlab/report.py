@@ -110,7 +110,9 @@ def oscillation_findings(settings: pd.DataFrame, lr: float) -> list[str]:
     trend = (
         "falls steadily as batch size grows"
         if rho <= -0.9
-        else "tends to fall as batch size grows" if rho < -0.5 else "does not fall steadily with batch size"
+        else "tends to fall as batch size grows"
+        if rho < -0.5
+        else "does not fall steadily with batch size"
     )
     return [
         f"Iteration-to-iteration oscillation {trend}: at lr {lr:g} the mean absolute change of the "
@@ -122,11 +124,15 @@ def oscillation_findings(settings: pd.DataFrame, lr: float) -> list[str]:
 
 
 def speed_findings(cells: pd.DataFrame) -> list[str]:
-    per_bs = cells.groupby("batch_size").agg(
-        ipe=("iterations_per_epoch", "first"),
-        seconds=("epoch_seconds", "median"),
-        sps=("samples_per_s", "median"),
-    ).reset_index()
+    per_bs = (
+        cells.groupby("batch_size")
+        .agg(
+            ipe=("iterations_per_epoch", "first"),
+            seconds=("epoch_seconds", "median"),
+            sps=("samples_per_s", "median"),
+        )
+        .reset_index()
+    )
     per_bs = per_bs[per_bs["seconds"].notna()]
     if per_bs.empty:
         return ["No cell completed an epoch, so there is no time per epoch to compare."]
@@ -186,21 +192,25 @@ def best_lr_findings(best: pd.DataFrame, lrs: list[float]) -> list[str]:
 
 
 def convergence_findings(cells: pd.DataFrame, best: pd.DataFrame, target: float) -> list[str]:
-    at_best = cells.merge(best[["batch_size", "best_lr"]], left_on=["batch_size", "lr"],
-                          right_on=["batch_size", "best_lr"])
+    at_best = at_best_lr(cells, best)
     if at_best.empty:
         return []
-    agg = at_best.groupby("batch_size").agg(
-        acc=("final_test_acc", "mean"),
-        steps=("steps_to_target", lambda s: s.astype(float).mean()),
-        samples=("samples_to_target", lambda s: s.astype(float).mean()),
-        seconds=("seconds_to_target", "mean"),
-    ).reset_index()
+    agg = (
+        at_best.groupby("batch_size")
+        .agg(
+            acc=("final_test_acc", "mean"),
+            steps=("steps_to_target", lambda s: s.astype(float).mean()),
+            samples=("samples_to_target", lambda s: s.astype(float).mean()),
+            seconds=("seconds_to_target", "mean"),
+        )
+        .reset_index()
+    )
     top = agg.loc[agg["acc"].idxmax()]
     out = [
         f"How far: at its best lr, the highest final test accuracy is {fmt_pct(top['acc'])} at batch "
-        f"{int(top['batch_size'])}; " + ", ".join(
-            f"{fmt_pct(r.acc)} at batch {r.batch_size}" for r in agg.itertuples()) + "."
+        f"{int(top['batch_size'])}; "
+        + ", ".join(f"{fmt_pct(r.acc)} at batch {r.batch_size}" for r in agg.itertuples())
+        + "."
     ]
     reached = agg[agg["steps"].notna()]
     missed = agg[agg["steps"].isna()]
@@ -218,7 +228,8 @@ def convergence_findings(cells: pd.DataFrame, best: pd.DataFrame, target: float)
     if not missed.empty:
         out.append(
             f"Never reaching a smoothed training loss of {target:g} at their best lr: batch "
-            + ", ".join(str(b) for b in missed["batch_size"]) + "."
+            + ", ".join(str(b) for b in missed["batch_size"])
+            + "."
         )
     return out
 
@@ -231,8 +242,7 @@ def _spec(chart: alt.TopLevelMixin) -> dict:
 
 
 def _bs_color(sort) -> alt.Color:
-    return alt.Color("batch_size:O", title="batch size", sort=sort,
-                     scale=alt.Scale(scheme="viridis"))
+    return alt.Color("batch_size:O", title="batch size", sort=sort, scale=alt.Scale(scheme="viridis"))
 
 
 def thin_curves(curves: pd.DataFrame, max_rows: int = ALTAIR_MAX_ROWS // 2) -> pd.DataFrame:
@@ -252,15 +262,20 @@ def loss_curve_chart(curves: pd.DataFrame, x: str, title: str) -> dict:
     data = data.replace([np.inf, -np.inf], np.nan)
     sort = sorted(data["batch_size"].unique())
     x_title = {"step": "iteration (log scale)", "epoch": "epoch"}[x]
-    x_enc = alt.X(f"{x}:Q", title=x_title,
-                  scale=alt.Scale(type="log") if x == "step" else alt.Scale())
+    x_enc = alt.X(f"{x}:Q", title=x_title, scale=alt.Scale(type="log") if x == "step" else alt.Scale())
     base = alt.Chart(data).encode(
-        x=x_enc, color=_bs_color(sort), detail="seed:N",
+        x=x_enc,
+        color=_bs_color(sort),
+        detail="seed:N",
         tooltip=["batch_size:O", "lr:Q", "seed:N", "step:Q", "epoch:Q", "loss:Q", "loss_smooth:Q"],
     )
     raw = base.mark_line(opacity=0.25, strokeWidth=1).encode(
-        y=alt.Y("loss:Q", title=f"training loss (clipped at {LOSS_CLIP:g})",
-                scale=alt.Scale(domain=[0, LOSS_CLIP])))
+        y=alt.Y(
+            "loss:Q",
+            title=f"training loss (clipped at {LOSS_CLIP:g})",
+            scale=alt.Scale(domain=[0, LOSS_CLIP]),
+        )
+    )
     smooth = base.mark_line(strokeWidth=2.5).encode(y="loss_smooth:Q")
     return _spec((raw + smooth).properties(title=title, width=CHART_WIDTH, height=CHART_HEIGHT))
 
@@ -268,55 +283,89 @@ def loss_curve_chart(curves: pd.DataFrame, x: str, title: str) -> dict:
 def epoch_metric_chart(epochs: pd.DataFrame, metric: str, title: str, y_title: str) -> dict:
     data = epochs.copy()
     sort = sorted(data["batch_size"].unique())
-    chart = alt.Chart(data).mark_line(point=True).encode(
-        x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
-        y=alt.Y(f"{metric}:Q", title=y_title, scale=alt.Scale(zero=False)),
-        color=_bs_color(sort), detail="seed:N",
-        tooltip=["batch_size:O", "lr:Q", "seed:N", "epoch:Q", f"{metric}:Q"],
+    chart = (
+        alt.Chart(data)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y(f"{metric}:Q", title=y_title, scale=alt.Scale(zero=False)),
+            color=_bs_color(sort),
+            detail="seed:N",
+            tooltip=["batch_size:O", "lr:Q", "seed:N", "epoch:Q", f"{metric}:Q"],
+        )
     )
     return _spec(chart.properties(title=title, width=CHART_WIDTH, height=CHART_HEIGHT))
 
 
 def oscillation_chart(settings: pd.DataFrame) -> dict:
     data = settings[settings["oscillation"].notna() & (settings["oscillation"] > 0)]
-    chart = alt.Chart(data).mark_line(point=True).encode(
-        x=alt.X("batch_size:Q", title="batch size (log scale)", scale=alt.Scale(type="log")),
-        y=alt.Y("oscillation:Q", title="mean |Δ loss| per iteration (log scale)",
-                scale=alt.Scale(type="log")),
-        color=alt.Color("lr:O", title="learning rate", scale=alt.Scale(scheme="plasma")),
-        tooltip=["batch_size:Q", "lr:Q", "oscillation:Q", "seeds:Q"],
+    chart = (
+        alt.Chart(data)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("batch_size:Q", title="batch size (log scale)", scale=alt.Scale(type="log")),
+            y=alt.Y(
+                "oscillation:Q", title="mean |Δ loss| per iteration (log scale)", scale=alt.Scale(type="log")
+            ),
+            color=alt.Color("lr:O", title="learning rate", scale=alt.Scale(scheme="plasma")),
+            tooltip=["batch_size:Q", "lr:Q", "oscillation:Q", "seeds:Q"],
+        )
     )
-    return _spec(chart.properties(title="Loss oscillation against batch size", width=CHART_WIDTH,
-                                  height=CHART_HEIGHT))
+    return _spec(
+        chart.properties(title="Loss oscillation against batch size", width=CHART_WIDTH, height=CHART_HEIGHT)
+    )
 
 
 def speed_chart(cells: pd.DataFrame) -> dict:
-    data = cells[["batch_size", "lr", "seed", "iterations_per_epoch", "epoch_seconds",
-                  "samples_per_s"]].dropna()
+    data = cells[
+        ["batch_size", "lr", "seed", "iterations_per_epoch", "epoch_seconds", "samples_per_s"]
+    ].dropna()
     x = alt.X("batch_size:Q", title="batch size (log scale)", scale=alt.Scale(type="log"))
-    ipe = alt.Chart(data).mark_line(point=True).encode(
-        x=x, y=alt.Y("mean(iterations_per_epoch):Q", title="iterations per epoch (log scale)",
-                      scale=alt.Scale(type="log")),
-        tooltip=["batch_size:Q", "mean(iterations_per_epoch):Q"],
-    ).properties(title="Iterations per epoch = ceil(N / b)", width=200, height=220)
-    secs = alt.Chart(data).mark_circle(size=40, opacity=0.5).encode(
-        x=x, y=alt.Y("epoch_seconds:Q", title="wall time per epoch, s (log scale)",
-                      scale=alt.Scale(type="log")),
-        tooltip=["batch_size:Q", "lr:Q", "seed:N", "epoch_seconds:Q", "samples_per_s:Q"],
+    ipe = (
+        alt.Chart(data)
+        .mark_line(point=True)
+        .encode(
+            x=x,
+            y=alt.Y(
+                "mean(iterations_per_epoch):Q",
+                title="iterations per epoch (log scale)",
+                scale=alt.Scale(type="log"),
+            ),
+            tooltip=["batch_size:Q", "mean(iterations_per_epoch):Q"],
+        )
+        .properties(title="Iterations per epoch = ceil(N / b)", width=200, height=220)
+    )
+    secs = (
+        alt.Chart(data)
+        .mark_circle(size=40, opacity=0.5)
+        .encode(
+            x=x,
+            y=alt.Y(
+                "epoch_seconds:Q", title="wall time per epoch, s (log scale)", scale=alt.Scale(type="log")
+            ),
+            tooltip=["batch_size:Q", "lr:Q", "seed:N", "epoch_seconds:Q", "samples_per_s:Q"],
+        )
     )
     secs_line = alt.Chart(data).mark_line().encode(x=x, y="median(epoch_seconds):Q")
-    right = (secs + secs_line).properties(title="Wall time per epoch (dots: cells; line: median)",
-                                          width=200, height=220)
+    right = (secs + secs_line).properties(
+        title="Wall time per epoch (dots: cells; line: median)", width=200, height=220
+    )
     return _spec(alt.hconcat(ipe, right))
 
 
 def heatmap_chart(settings: pd.DataFrame) -> dict:
     data = settings.copy()
-    data["outcome"] = np.where(data["diverged"] > 0, "diverged",
-                               np.where(data["collapsed"] > 0, "collapsed", "finished"))
+    data["outcome"] = np.where(
+        data["diverged"] > 0, "diverged", np.where(data["collapsed"] > 0, "collapsed", "finished")
+    )
     data["label"] = [
-        (f"✕ div. it {int(r.first_stop_step):,}" if r.diverged > 0 else
-         f"✕ coll. ep {int(r.first_stop_epoch)}" if r.collapsed > 0 else f"{100 * r.final_test_acc:.1f}")
+        (
+            f"✕ div. it {int(r.first_stop_step):,}"
+            if r.diverged > 0
+            else f"✕ coll. ep {int(r.first_stop_epoch)}"
+            if r.collapsed > 0
+            else f"{100 * r.final_test_acc:.1f}"
+        )
         for r in data.itertuples()
     ]
     data["lr_label"] = data["lr"].map(lambda v: f"{v:g}")
@@ -326,47 +375,75 @@ def heatmap_chart(settings: pd.DataFrame) -> dict:
         y=alt.Y("batch_size:O", title="batch size", sort="ascending"),
     )
     rect = base.mark_rect().encode(
-        color=alt.Color("final_test_acc:Q", title="final test accuracy",
-                        scale=alt.Scale(scheme="viridis", domain=[0, 1])),
-        tooltip=["batch_size:O", "lr:Q", "final_test_acc:Q", "outcome:N", "first_stop_step:Q",
-                 "seeds:Q"],
+        color=alt.Color(
+            "final_test_acc:Q", title="final test accuracy", scale=alt.Scale(scheme="viridis", domain=[0, 1])
+        ),
+        tooltip=["batch_size:O", "lr:Q", "final_test_acc:Q", "outcome:N", "first_stop_step:Q", "seeds:Q"],
     )
     failed = base.mark_rect(fill=None, stroke="#d62728", strokeWidth=3).transform_filter(
-        "datum.outcome != 'finished'")
+        "datum.outcome != 'finished'"
+    )
     text = base.mark_text(fontSize=11).encode(
         text="label:N",
         color=alt.condition("datum.final_test_acc > 0.6", alt.value("black"), alt.value("white")),
     )
-    return _spec((rect + failed + text).properties(
-        title="Final test accuracy (%) by batch size and learning rate; red frame: diverged or collapsed",
-        width=CHART_WIDTH, height=CHART_HEIGHT))
+    return _spec(
+        (rect + failed + text).properties(
+            title="Final test accuracy (%) by batch size and learning rate; red frame: diverged or collapsed",
+            width=CHART_WIDTH,
+            height=CHART_HEIGHT,
+        )
+    )
 
 
 def best_lr_chart(best: pd.DataFrame) -> dict:
     data = best.copy()
-    data["where"] = data["at_grid_edge"].fillna("inside the grid").replace(
-        {"lowest": "at the grid's lowest lr", "highest": "at the grid's highest lr"})
+    data["where"] = (
+        data["at_grid_edge"]
+        .fillna("inside the grid")
+        .replace({"lowest": "at the grid's lowest lr", "highest": "at the grid's highest lr"})
+    )
     b0, lr0 = float(data["batch_size"].iloc[0]), float(data["best_lr"].iloc[0])
     grid = np.geomspace(data["batch_size"].min(), data["batch_size"].max(), 20)
-    refs = pd.concat([
-        pd.DataFrame({"batch_size": grid, "lr": lr0 * grid / b0, "rule": "linear (lr ∝ b)"}),
-        pd.DataFrame({"batch_size": grid, "lr": lr0 * np.sqrt(grid / b0), "rule": "square root (lr ∝ √b)"}),
-    ])
+    refs = pd.concat(
+        [
+            pd.DataFrame({"batch_size": grid, "lr": lr0 * grid / b0, "rule": "linear (lr ∝ b)"}),
+            pd.DataFrame(
+                {"batch_size": grid, "lr": lr0 * np.sqrt(grid / b0), "rule": "square root (lr ∝ √b)"}
+            ),
+        ]
+    )
     x = alt.X("batch_size:Q", title="batch size (log scale)", scale=alt.Scale(type="log"))
     y_scale = alt.Scale(type="log")
-    ref = alt.Chart(refs).mark_line(strokeDash=[4, 4], color="gray").encode(
-        x=x, y=alt.Y("lr:Q", scale=y_scale, title="learning rate (log scale)"), detail="rule:N",
-        tooltip=["rule:N"])
-    line = alt.Chart(data).mark_line(color="#1f77b4").encode(x=x, y=alt.Y("best_lr:Q", scale=y_scale))
-    pts = alt.Chart(data).mark_point(size=90, filled=True).encode(
-        x=x, y=alt.Y("best_lr:Q", scale=y_scale),
-        shape=alt.Shape("where:N", title="best lr"),
-        color=alt.Color("where:N", title="best lr"),
-        tooltip=["batch_size:Q", "best_lr:Q", "best_test_acc:Q", "where:N"],
+    ref = (
+        alt.Chart(refs)
+        .mark_line(strokeDash=[4, 4], color="gray")
+        .encode(
+            x=x,
+            y=alt.Y("lr:Q", scale=y_scale, title="learning rate (log scale)"),
+            detail="rule:N",
+            tooltip=["rule:N"],
+        )
     )
-    return _spec((ref + line + pts).properties(
-        title="Best learning rate at each batch size (dashed: linear and square-root scaling)",
-        width=CHART_WIDTH, height=CHART_HEIGHT))
+    line = alt.Chart(data).mark_line(color="#1f77b4").encode(x=x, y=alt.Y("best_lr:Q", scale=y_scale))
+    pts = (
+        alt.Chart(data)
+        .mark_point(size=90, filled=True)
+        .encode(
+            x=x,
+            y=alt.Y("best_lr:Q", scale=y_scale),
+            shape=alt.Shape("where:N", title="best lr"),
+            color=alt.Color("where:N", title="best lr"),
+            tooltip=["batch_size:Q", "best_lr:Q", "best_test_acc:Q", "where:N"],
+        )
+    )
+    return _spec(
+        (ref + line + pts).properties(
+            title="Best learning rate at each batch size (dashed: linear and square-root scaling)",
+            width=CHART_WIDTH,
+            height=CHART_HEIGHT,
+        )
+    )
 
 
 # ----------------------------------------------------------------------------- tables
@@ -381,36 +458,52 @@ def html_table(frame: pd.DataFrame, css_class: str = "data") -> str:
     return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def batch_size_table(cells: pd.DataFrame, settings: pd.DataFrame, best: pd.DataFrame,
-                     ref_lr: float) -> pd.DataFrame:
+def batch_size_table(
+    cells: pd.DataFrame, settings: pd.DataFrame, best: pd.DataFrame, ref_lr: float
+) -> pd.DataFrame:
     rows = []
     for r in best.itertuples():
         at_b = cells[cells["batch_size"] == r.batch_size]
         at_best = at_b[at_b["lr"] == r.best_lr]
         ref = settings[(settings["batch_size"] == r.batch_size) & (settings["lr"] == ref_lr)]
-        rows.append({
-            "batch size": r.batch_size,
-            "iterations / epoch": fmt_int(at_b["iterations_per_epoch"].iloc[0]),
-            "s / epoch (median)": fmt_num(at_b["epoch_seconds"].median()),
-            "samples / s (median)": fmt_int(at_b["samples_per_s"].median())
-            if at_b["samples_per_s"].notna().any() else "n/a",
-            f"oscillation at lr {ref_lr:g}": fmt_num(ref["oscillation"].iloc[0]) if len(ref) else "n/a",
-            "best lr": f"{r.best_lr:g}" + (f" (grid's {r.at_grid_edge})" if r.at_grid_edge else ""),
-            "test acc at best lr": fmt_pct(r.best_test_acc),
-            "iterations to target": fmt_int(at_best["steps_to_target"].astype(float).mean())
-            if at_best["steps_to_target"].notna().any() else "not reached",
-        })
+        rows.append(
+            {
+                "batch size": r.batch_size,
+                "iterations / epoch": fmt_int(at_b["iterations_per_epoch"].iloc[0]),
+                "s / epoch (median)": fmt_num(at_b["epoch_seconds"].median()),
+                "samples / s (median)": fmt_int(at_b["samples_per_s"].median())
+                if at_b["samples_per_s"].notna().any()
+                else "n/a",
+                f"oscillation at lr {ref_lr:g}": fmt_num(ref["oscillation"].iloc[0]) if len(ref) else "n/a",
+                "best lr": f"{r.best_lr:g}" + (f" (grid's {r.at_grid_edge})" if r.at_grid_edge else ""),
+                "test acc at best lr": fmt_pct(r.best_test_acc),
+                "iterations to target": fmt_int(at_best["steps_to_target"].astype(float).mean())
+                if at_best["steps_to_target"].notna().any()
+                else "not reached",
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def stamp_table(stamp: dict) -> str:
     rows = [
         ("batchlab", stamp["batchlab"]),
-        ("git commit", (stamp["git_commit"] or "not a git checkout")
-         + (" (uncommitted changes)" if stamp["git_dirty"] else " (clean)" if stamp["git_dirty"] is False else "")),
+        (
+            "git commit",
+            (stamp["git_commit"] or "not a git checkout")
+            + (
+                " (uncommitted changes)"
+                if stamp["git_dirty"]
+                else " (clean)"
+                if stamp["git_dirty"] is False
+                else ""
+            ),
+        ),
         ("params hash", stamp["params_hash"]),
-        ("data (MD5 of decompressed MNIST files)",
-         "; ".join(f"{k}: {v}" for k, v in stamp["data_md5"].items())),
+        (
+            "data (MD5 of decompressed MNIST files)",
+            "; ".join(f"{k}: {v}" for k, v in stamp["data_md5"].items()),
+        ),
         ("packages", ", ".join(f"{k} {v}" for k, v in stamp["packages"].items() if v)),
         ("devices", ", ".join(stamp["devices"])),
         ("host", stamp["host"]),
@@ -423,55 +516,91 @@ def stamp_table(stamp: dict) -> str:
 # ----------------------------------------------------------------------------- assembly
 
 
+def at_best_lr(frame: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
+    """The rows of frame at each batch size's best learning rate."""
+    keys = best[["batch_size", "best_lr"]].rename(columns={"best_lr": "lr"})
+    return frame.merge(keys, on=["batch_size", "lr"])
+
+
 def build_sections(
-    cells: pd.DataFrame, settings: pd.DataFrame, best: pd.DataFrame, epochs: pd.DataFrame,
-    curves: pd.DataFrame, config: dict,
+    cells: pd.DataFrame,
+    settings: pd.DataFrame,
+    best: pd.DataFrame,
+    epochs: pd.DataFrame,
+    curves: pd.DataFrame,
+    config: dict,
 ) -> list[Section]:
     rep = config["report"]
     lrs = sorted(settings["lr"].unique())
     ref_lr = nearest(lrs, rep["reference_lr"])
-    best_pairs = set(zip(best["batch_size"], best["best_lr"]))
     at_ref = curves[curves["lr"] == ref_lr]
-    at_best = curves[[(b, lr) in best_pairs for b, lr in zip(curves["batch_size"], curves["lr"])]]
-    epochs_best = epochs[[(b, lr) in best_pairs for b, lr in zip(epochs["batch_size"], epochs["lr"])]]
+    at_best = at_best_lr(curves, best)
+    epochs_best = at_best_lr(epochs, best)
     planned = config["train"]["epochs"]
 
     sections = [
         Section(
-            "findings", "Findings",
+            "findings",
+            "Findings",
             "Every sentence below is generated from this study's own numbers.",
-            findings=(speed_findings(cells) + oscillation_findings(settings, ref_lr)
-                      + best_lr_findings(best, lrs) + failure_findings(cells, planned)
-                      + convergence_findings(cells, best, rep["loss_target"])),
+            findings=(
+                speed_findings(cells)
+                + oscillation_findings(settings, ref_lr)
+                + best_lr_findings(best, lrs)
+                + failure_findings(cells, planned)
+                + convergence_findings(cells, best, rep["loss_target"])
+            ),
         ),
         Section(
-            "loss-curves", "Training loss, iteration by iteration",
+            "loss-curves",
+            "Training loss, iteration by iteration",
             f"Faint lines: the training loss of every iteration (log-spaced points kept for drawing);"
             f" bold lines: its mean over the last {rep['smooth_samples']:,} samples' worth of"
             f" iterations, so every batch size is smoothed over the same amount of data. Left: the"
             f" learning rate held fixed at {ref_lr:g}; below: each batch size at its own best lr.",
             charts=[
-                ("loss-vs-iteration-fixed-lr", loss_curve_chart(at_ref, "step", f"Loss against iteration, lr {ref_lr:g}"), ""),
-                ("loss-vs-epoch-fixed-lr", loss_curve_chart(at_ref, "epoch", f"Loss against epoch, lr {ref_lr:g}"), ""),
-                ("loss-vs-iteration-best-lr", loss_curve_chart(at_best, "step", "Loss against iteration, each batch size at its best lr"), ""),
-                ("loss-vs-epoch-best-lr", loss_curve_chart(at_best, "epoch", "Loss against epoch, each batch size at its best lr"), ""),
+                (
+                    "loss-vs-iteration-fixed-lr",
+                    loss_curve_chart(at_ref, "step", f"Loss against iteration, lr {ref_lr:g}"),
+                    "",
+                ),
+                (
+                    "loss-vs-epoch-fixed-lr",
+                    loss_curve_chart(at_ref, "epoch", f"Loss against epoch, lr {ref_lr:g}"),
+                    "",
+                ),
+                (
+                    "loss-vs-iteration-best-lr",
+                    loss_curve_chart(
+                        at_best, "step", "Loss against iteration, each batch size at its best lr"
+                    ),
+                    "",
+                ),
+                (
+                    "loss-vs-epoch-best-lr",
+                    loss_curve_chart(at_best, "epoch", "Loss against epoch, each batch size at its best lr"),
+                    "",
+                ),
             ],
         ),
         Section(
-            "oscillation", "How much the loss oscillates",
+            "oscillation",
+            "How much the loss oscillates",
             "Oscillation of a cell = the mean absolute change of the training loss from one"
             " iteration to the next, |loss(t) − loss(t−1)|, over its last epoch (mean over seeds)."
             " Small batches estimate the gradient from few samples, so each step's loss jumps more.",
             charts=[("oscillation-vs-batch-size", oscillation_chart(settings), "")],
         ),
         Section(
-            "speed", "Iterations and wall time per epoch",
+            "speed",
+            "Iterations and wall time per epoch",
             "Fewer, larger iterations per epoch: the per-iteration overhead is paid less often and"
             " each matrix product does more work.",
             charts=[("time-per-epoch", speed_chart(cells), "")],
         ),
         Section(
-            "lr-grid", "Batch size × learning rate",
+            "lr-grid",
+            "Batch size × learning rate",
             "Mean final test accuracy over seeds. A diverged cell's training loss became non-finite"
             f" or exceeded {config['train']['divergence_loss']:g}; a collapsed cell ended an epoch"
             " at chance level, with a loss near ln 10 = 2.30, answering the same class for most images.",
@@ -482,13 +611,23 @@ def build_sections(
             tables=[html_table(batch_size_table(cells, settings, best, ref_lr))],
         ),
         Section(
-            "convergence", "How fast and how far",
+            "convergence",
+            "How fast and how far",
             f"Test accuracy after each epoch, each batch size at its best lr. 'Iterations to target'"
             f" in the table above counts iterations until the smoothed training loss first reaches"
             f" {rep['loss_target']:g}.",
-            charts=[("test-accuracy-vs-epoch", epoch_metric_chart(
-                epochs_best, "test_acc", "Test accuracy per epoch at each batch size's best lr",
-                "test accuracy"), "")],
+            charts=[
+                (
+                    "test-accuracy-vs-epoch",
+                    epoch_metric_chart(
+                        epochs_best,
+                        "test_acc",
+                        "Test accuracy per epoch at each batch size's best lr",
+                        "test accuracy",
+                    ),
+                    "",
+                )
+            ],
         ),
     ]
     return sections
@@ -517,14 +656,17 @@ def render_html(title: str, sections: list[Section], stamp: dict, vega_bundle: s
         if s.intro:
             parts.append(f"<p>{html.escape(s.intro)}</p>")
         if s.findings:
-            parts.append('<ul class="findings">' + "".join(
-                f"<li>{html.escape(f)}</li>" for f in s.findings) + "</ul>")
+            parts.append(
+                '<ul class="findings">' + "".join(f"<li>{html.escape(f)}</li>" for f in s.findings) + "</ul>"
+            )
         if s.charts:
             parts.append('<div class="charts">')
             for chart_id, spec, caption in s.charts:
-                parts.append(f'<figure><div class="chart" id="{chart_id}"></div>'
-                             + (f"<figcaption>{html.escape(caption)}</figcaption>" if caption else "")
-                             + "</figure>")
+                parts.append(
+                    f'<figure><div class="chart" id="{chart_id}"></div>'
+                    + (f"<figcaption>{html.escape(caption)}</figcaption>" if caption else "")
+                    + "</figure>"
+                )
                 embeds.append((chart_id, spec))
             parts.append("</div>")
         parts.extend(s.tables)
@@ -545,18 +687,18 @@ def render_html(title: str, sections: list[Section], stamp: dict, vega_bundle: s
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<meta name="generator" content="batchlab {html.escape(stamp['batchlab'])}">
-<meta name="batchlab-version" content="{html.escape(commit)} params {html.escape(stamp['params_hash'])}">
+<meta name="generator" content="batchlab {html.escape(stamp["batchlab"])}">
+<meta name="batchlab-version" content="{html.escape(commit)} params {html.escape(stamp["params_hash"])}">
 <title>{html.escape(title)}</title>
 <style>{CSS}</style>
 <script>{bundle}</script>
 </head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p class="sub">batchlab {html.escape(stamp['batchlab'])} · commit {html.escape(commit)} ·
-params {html.escape(stamp['params_hash'])} · {html.escape(stamp['date'])}</p>
+<p class="sub">batchlab {html.escape(stamp["batchlab"])} · commit {html.escape(commit)} ·
+params {html.escape(stamp["params_hash"])} · {html.escape(stamp["date"])}</p>
 <nav>{nav} <a href="#version">Version</a></nav>
-{''.join(parts)}
+{"".join(parts)}
 <section id="version"><h2>Version</h2>
 <p>What produced this report. The same commit, params hash and data checksums reproduce it.</p>
 {stamp_table(stamp)}

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -196,9 +196,8 @@ def train_cell(
                     stopped_step = step + sum(map(len, epoch_losses))
                     status = "diverged"
                     last = float(values[-1])
-                    reason = (
-                        f"training loss {last:.4g} at iteration {stopped_step} "
-                        + ("is not finite" if not math.isfinite(last) else f"exceeds {cfg.divergence_loss:g}")
+                    reason = f"training loss {last:.4g} at iteration {stopped_step} " + (
+                        "is not finite" if not math.isfinite(last) else f"exceeds {cfg.divergence_loss:g}"
                     )
                     break
                 epoch_losses.append(values)

@@ -1,0 +1,51 @@
+# batchlab: `make study` runs the study, `make test` runs the tests; both set themselves up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= all
+SNAKEMAKE_ARGS ?=
+PYTEST_ARGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages the tests use: a headless browser for the report.
+DEBIAN_TEST_PACKAGES := chromium
+
+.PHONY: setup test-setup system-deps study test lint clean
+
+setup: $(VENV)/.batchlab-setup
+
+$(VENV)/.batchlab-setup: envs/requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r envs/requirements.txt
+	@touch $@
+
+test-setup: $(VENV)/.batchlab-test-setup system-deps
+
+$(VENV)/.batchlab-test-setup: $(VENV)/.batchlab-setup envs/requirements-test.txt
+	$(BIN)/python -m pip install --quiet -r envs/requirements-test.txt
+	@touch $@
+
+system-deps:
+	@missing=$$(for p in $(DEBIAN_TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+study: setup
+	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+	@echo
+	@echo "Report: $(CURDIR)/results/report/index.html"
+
+test: test-setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: test-setup
+	$(BIN)/ruff check workflow tests
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint
+
+clean:
+	rm -rf results logs .snakemake

@@ -1,0 +1,117 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from batchlab.aggregate import (
+    best_learning_rates,
+    by_setting,
+    cells_table,
+    curve_points,
+    downsample_curve,
+    first_crossing,
+    headline_metrics,
+    loss_oscillation,
+    smoothing_window,
+    summarize_cell,
+    trailing_mean,
+)
+
+
+def test_oscillation_is_mean_absolute_step_change_over_last_epoch():
+    losses = np.array([9.0, 9.0, 9.0, 1.0, 2.0, 1.0, 2.0])  # last epoch = last 4 iterations
+    assert loss_oscillation(losses, 4) == pytest.approx(1.0)
+    assert loss_oscillation(np.array([1.0, 1.0, 1.0]), 3) == 0.0
+    assert math.isnan(loss_oscillation(np.array([np.nan]), 5))
+
+
+def test_noisier_series_oscillates_more():
+    rng = np.random.default_rng(0)
+    quiet = 1 + 0.01 * rng.standard_normal(500)
+    loud = 1 + 0.5 * rng.standard_normal(500)
+    assert loss_oscillation(loud, 500) > 10 * loss_oscillation(quiet, 500)
+
+
+def test_trailing_mean_and_window():
+    assert smoothing_window(1, 2048) == 2048
+    assert smoothing_window(1000, 2048) == 3
+    assert smoothing_window(4096, 2048) == 1
+    np.testing.assert_allclose(trailing_mean(np.array([1.0, 2, 3, 4]), 2), [1, 1.5, 2.5, 3.5])
+
+
+def test_first_crossing_is_one_based():
+    assert first_crossing(np.array([3.0, 2.0, 0.5, 0.1]), 0.5) == 3
+    assert first_crossing(np.array([3.0, 2.0]), 0.5) is None
+
+
+def test_curve_points_are_bounded_and_log_spaced():
+    idx = curve_points(60000 * 3, 300)
+    assert len(idx) <= 300 and idx[0] == 0 and idx[-1] == 60000 * 3 - 1
+    assert np.all(np.diff(idx) > 0)
+    assert list(curve_points(5, 300)) == [0, 1, 2, 3, 4]
+    curve = downsample_curve(
+        np.linspace(2, 0.1, 1000), batch_size=10, ipe=100, smooth_samples=50, max_points=50
+    )
+    assert len(curve) <= 50 and curve["epoch"].iloc[-1] == 10.0 and curve["samples"].iloc[-1] == 10000
+
+
+def _metrics(b, lr, status="ok", stopped=None):
+    return {
+        "cell": f"bs{b}_lr{lr}_s0",
+        "batch_size": b,
+        "lr": lr,
+        "seed": 0,
+        "status": status,
+        "stopped_step": stopped,
+        "iterations_per_epoch": 10,
+        "final_train_loss": 0.1,
+        "final_train_acc": 0.9,
+        "final_test_loss": 0.2,
+        "final_test_acc": 0.8,
+        "device": "cpu",
+    }
+
+
+def _epochs(acc):
+    return pd.DataFrame(
+        {"epoch": [1], "seconds": [2.0], "samples_per_s": [50.0], "ms_per_step": [200.0], "test_acc": [acc]}
+    )
+
+
+def test_summary_row_counts_steps_samples_and_seconds_to_target():
+    losses = np.r_[np.full(10, 2.0), np.full(10, 0.1)]
+    row = summarize_cell(_metrics(4, 0.1), _epochs(0.8), losses, smooth_samples=4, loss_target=0.3)
+    assert row["steps_to_target"] == 11  # window of 1 iteration (4 samples / batch 4)
+    assert row["samples_to_target"] == 44
+    assert row["seconds_to_target"] == pytest.approx(11 * 0.2)
+    assert row["oscillation"] == 0.0
+
+
+def test_best_lr_per_batch_size_flags_grid_edges():
+    rows = []
+    accs = {
+        (1, 0.01): 0.9,
+        (1, 0.1): 0.8,
+        (1, 1.0): 0.1,
+        (64, 0.01): 0.7,
+        (64, 0.1): 0.95,
+        (64, 1.0): 0.9,
+        (1024, 0.01): 0.5,
+        (1024, 0.1): 0.7,
+        (1024, 1.0): 0.8,
+    }
+    for (b, lr), acc in accs.items():
+        status = "diverged" if acc < 0.2 else "ok"
+        m = _metrics(b, lr, status, stopped=5 if status == "diverged" else None)
+        m["final_test_acc"] = acc
+        rows.append(summarize_cell(m, _epochs(acc), np.ones(10), 2048, 0.3))
+    cells = cells_table(rows)
+    settings = by_setting(cells)
+    best = best_learning_rates(settings)
+    assert best.set_index("batch_size")["best_lr"].to_dict() == {1: 0.01, 64: 0.1, 1024: 1.0}
+    edges = best.set_index("batch_size")["at_grid_edge"].fillna("inside").to_dict()
+    assert edges == {1: "lowest", 64: "inside", 1024: "highest"}
+    assert settings.set_index(["batch_size", "lr"]).loc[(1, 1.0), "diverged"] == 1
+    headline = headline_metrics(cells, best)
+    assert headline["cells"] == 9 and headline["diverged_cells"] == 1
+    assert headline["bs64"] == {"best_lr": 0.1, "best_test_acc": 0.95}

@@ -1,0 +1,149 @@
+"""Report content: findings are computed from the numbers, charts compile, the page is offline."""
+
+import datetime as dt
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import vl_convert as vlc
+from batchlab.aggregate import best_learning_rates, by_setting, cells_table, downsample_curve, summarize_cell
+from batchlab.report import (
+    best_lr_findings,
+    build_sections,
+    describe_scaling,
+    failure_findings,
+    nearest,
+    oscillation_findings,
+    render_html,
+    scaling_exponent,
+    spearman,
+    vega_bundle,
+)
+
+BATCHES = [1, 4, 16, 64]
+LRS = [0.01, 0.04, 0.16]
+
+
+def study(oscillation_sign=-1, best=lambda b: 0.01 * b**0.5, diverge=()):
+    """A synthetic study whose oscillation trend and best lr are known."""
+    rows, epochs, curves = [], [], []
+    for b in BATCHES:
+        ipe = -(-600 // b)
+        for lr in LRS:
+            rng = np.random.default_rng(b)
+            noise = (1.0 / np.sqrt(b)) if oscillation_sign < 0 else 0.05 * np.sqrt(b)
+            losses = np.abs(np.linspace(2.3, 0.2, 3 * ipe) + noise * rng.standard_normal(3 * ipe))
+            acc = 0.95 - abs(np.log(lr) - np.log(nearest(LRS, best(b)))) * 0.1
+            status = "diverged" if (b, lr) in diverge else "ok"
+            stopped = diverge[(b, lr)] if status == "diverged" else None
+            metrics = {
+                "cell": f"bs{b}_lr{lr}_s0",
+                "batch_size": b,
+                "lr": lr,
+                "seed": 0,
+                "status": status,
+                "stopped_step": stopped,
+                "iterations_per_epoch": ipe,
+                "final_train_loss": 0.2,
+                "final_train_acc": acc,
+                "final_test_loss": 0.3,
+                "final_test_acc": 0.1 if status == "diverged" else acc,
+                "device": "cpu",
+            }
+            ep = pd.DataFrame(
+                {
+                    "epoch": [1, 2, 3],
+                    "seconds": [6.0 / b] * 3,
+                    "samples_per_s": [100.0 * b] * 3,
+                    "ms_per_step": [10.0] * 3,
+                    "test_acc": [acc - 0.1, acc - 0.05, acc],
+                    "train_loss": [0.5, 0.3, 0.2],
+                    "test_loss": [0.5, 0.4, 0.3],
+                }
+            )
+            rows.append(summarize_cell(metrics, ep, losses, 64, 0.5))
+            keys = {"batch_size": b, "lr": lr, "seed": 0}
+            epochs.append(ep.assign(**keys))
+            curves.append(downsample_curve(losses, b, ipe, 64, 100).assign(**keys))
+    cells = cells_table(rows)
+    settings = by_setting(cells)
+    return cells, settings, best_learning_rates(settings), pd.concat(epochs), pd.concat(curves)
+
+
+CONFIG = {
+    "train": {"epochs": 3, "divergence_loss": 1000.0},
+    "report": {"reference_lr": 0.04, "smooth_samples": 64, "loss_target": 0.5, "title": "T"},
+}
+STAMP = {
+    "batchlab": "0.1.0",
+    "git_commit": "abc123",
+    "git_dirty": True,
+    "params_hash": "feedbeef",
+    "data_md5": {"t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637"},
+    "packages": {"torch": "2.14.1"},
+    "devices": ["cpu"],
+    "host": "h",
+    "date": dt.datetime(2026, 1, 2).strftime("%Y-%m-%d %H:%M:%S UTC"),
+}
+
+
+def test_oscillation_sentence_follows_the_data():
+    _, settings, _, _, _ = study(oscillation_sign=-1)
+    [falling] = oscillation_findings(settings, 0.04)
+    assert "falls steadily as batch size grows" in falling
+    first = settings[(settings.batch_size == 1) & (settings.lr == 0.04)]["oscillation"].iloc[0]
+    assert f"{first:.3g} at batch 1" in falling
+    _, settings, _, _, _ = study(oscillation_sign=+1)
+    [rising] = oscillation_findings(settings, 0.04)
+    assert "does not fall steadily" in rising
+
+
+def test_scaling_exponent_recognises_linear_and_square_root():
+    best = pd.DataFrame(
+        {"batch_size": [1, 4, 16, 64], "best_lr": [0.01, 0.04, 0.16, 0.64], "at_grid_edge": [None] * 4}
+    )
+    assert scaling_exponent(best)[0] == pytest.approx(1.0)
+    assert "linear" in describe_scaling(1.0)
+    best["best_lr"] = [0.01, 0.02, 0.04, 0.08]
+    assert scaling_exponent(best)[0] == pytest.approx(0.5)
+    assert "square-root" in describe_scaling(0.5)
+    best["at_grid_edge"] = ["lowest", None, None, "highest"]
+    slope, n = scaling_exponent(best)
+    assert n == 2 and slope == pytest.approx(0.5)
+    assert "cannot be fitted" in describe_scaling(float("nan"))
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_best_lr_and_edge_sentences():
+    _, _, best, _, _ = study(best=lambda b: 0.01 * b)
+    text = " ".join(best_lr_findings(best, LRS))
+    assert "0.01 at batch 1" in text and "0.16 at batch 64" in text
+    assert "Grid edge: at batch 1 the best lr is the lowest lr of the grid (0.01)" in text
+    assert "Grid edge: at batch 64 the best lr is the highest lr of the grid (0.16)" in text
+
+
+def test_divergence_sentences_say_when():
+    cells, _, _, _, _ = study(diverge={(1, 0.16): 1700, (4, 0.16): 3})
+    [diverged, collapsed] = failure_findings(cells, 3)
+    assert diverged.startswith("2 cells diverged")
+    assert "batch 1 at lr 0.16 (seed 0) at iteration 1,700, epoch 3 of 3 (late)" in diverged
+    assert "batch 4 at lr 0.16 (seed 0) at iteration 3, epoch 1 of 3 (early)" in diverged
+    assert collapsed == "No cell collapsed to chance level."
+
+
+def test_page_is_self_contained_and_every_chart_compiles():
+    cells, settings, best, epochs, curves = study(diverge={(1, 0.16): 1700})
+    sections = build_sections(cells, settings, best, epochs, curves, CONFIG)
+    page = render_html("T", sections, STAMP, vega_bundle())
+    for section in ("findings", "loss-curves", "oscillation", "speed", "lr-grid", "convergence", "version"):
+        assert f'<section id="{section}">' in page
+    assert not re.search(r"<script[^>]+src=", page) and "cdn.jsdelivr" not in page
+    assert "abc123" in page and "feedbeef" in page and "(uncommitted changes)" in page
+    assert "27ae3e4e09519cfbb04c329615203637" in page
+    specs = json.loads(re.search(r"const SPECS = (.*?);\n", page).group(1).replace("<\\/", "</"))
+    assert len(specs) == sum(len(s.charts) for s in sections) >= 8
+    for chart_id, spec in specs.items():
+        svg = vlc.vegalite_to_svg(spec)
+        assert svg.count("<path") + svg.count("<rect") > 10, chart_id

@@ -1,0 +1,187 @@
+"""The trainer on small synthetic data: determinism, resume, divergence, collapse, logging."""
+
+import inspect
+import math
+
+import batchlab.train as train_module
+import numpy as np
+import pytest
+import torch
+from batchlab.checkpoint import load_checkpoint, save_checkpoint
+from batchlab.data import DeviceData, to_device
+from batchlab.models import build_model, input_shape
+from batchlab.train import (
+    CellConfig,
+    first_bad_step,
+    is_collapsed,
+    iterations_per_epoch,
+    train_cell,
+)
+
+CPU = torch.device("cpu")
+
+
+def synthetic(n_train=600, n_test=200, seed=0) -> DeviceData:
+    """Ten well-separated Gaussian blobs in 784 dimensions (learnable in a few steps)."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(10, 784, generator=g) * 3
+
+    def make(n):
+        y = torch.randint(0, 10, (n,), generator=g)
+        return centers[y] + torch.randn(n, 784, generator=g), y
+
+    (tx, ty), (vx, vy) = make(n_train), make(n_test)
+    return DeviceData(tx, ty, vx, vy)
+
+
+def run(cfg, data=None, **kw):
+    return train_cell(cfg, data or synthetic(), CPU, log=lambda m: None, **kw)
+
+
+def test_iterations_per_epoch_is_ceil_n_over_b():
+    assert iterations_per_epoch(60000, 1) == 60000
+    assert iterations_per_epoch(60000, 64) == 938
+    assert iterations_per_epoch(60000, 1024) == 59
+    assert iterations_per_epoch(60000, 60000) == 1
+
+
+def test_logs_every_iteration_and_learns():
+    result = run(CellConfig(batch_size=32, lr=0.05, seed=0, epochs=3, check_every=7))
+    assert result.status == "ok"
+    assert len(result.losses) == 3 * iterations_per_epoch(600, 32)
+    assert result.epoch_of_step.tolist() == sorted(result.epoch_of_step.tolist())
+    assert set(result.epoch_of_step.tolist()) == {1, 2, 3}
+    assert [row["epoch"] for row in result.epochs] == [1, 2, 3]
+    assert result.epochs[-1]["test_acc"] > 0.9
+    assert result.losses[-20:].mean() < result.losses[:20].mean()
+    for row in result.epochs:
+        assert row["iterations"] == 19 and row["samples_per_s"] > 0 and row["seconds"] > 0
+
+
+def test_same_cell_twice_gives_identical_losses():
+    cfg = CellConfig(batch_size=8, lr=0.02, seed=3, epochs=2)
+    a, b = run(cfg), run(cfg)
+    assert np.array_equal(a.losses, b.losses)
+    c = run(CellConfig(batch_size=8, lr=0.02, seed=4, epochs=2))
+    assert not np.array_equal(a.losses, c.losses)
+
+
+def test_resume_from_checkpoint_is_bit_identical(tmp_path):
+    cfg = CellConfig(batch_size=16, lr=0.05, seed=1, epochs=3, momentum=0.9)
+    full = run(cfg)
+    ckpt = tmp_path / "cell.pt"
+    states = []
+
+    def stop_after_first(state):
+        save_checkpoint(ckpt, cfg, state)
+        states.append(state.epoch)
+        raise KeyboardInterrupt  # the job is killed after epoch 1's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, on_epoch_end=stop_after_first)
+    resume = load_checkpoint(ckpt, cfg)
+    assert resume is not None and resume.epoch == 1
+    resumed = run(cfg, resume=resume)
+    assert np.array_equal(full.losses, resumed.losses)
+    assert [r["test_acc"] for r in full.epochs] == [r["test_acc"] for r in resumed.epochs]
+    # a checkpoint of another cell is never used
+    assert load_checkpoint(ckpt, CellConfig(batch_size=16, lr=0.1, seed=1, epochs=3, momentum=0.9)) is None
+
+
+def test_divergence_at_the_first_step_is_recorded():
+    result = run(CellConfig(batch_size=16, lr=1e4, seed=0, epochs=2))
+    assert result.status == "diverged"
+    assert result.stopped_step is not None and result.stopped_step <= 3
+    assert len(result.losses) == result.stopped_step
+    assert not math.isfinite(result.losses[-1]) or result.losses[-1] > 1000
+    assert result.epochs == []
+    assert "iteration" in result.stop_reason
+    assert result.summary()["final_train_loss"] is None  # JSON-safe
+
+
+def test_late_divergence_is_found_at_its_step(monkeypatch):
+    """A loss that turns non-finite deep into training is found at that exact iteration."""
+    real = train_module.F.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(out, target, **kw):
+        loss = real(out, target, **kw)
+        if kw.get("reduction") == "sum":  # evaluation, not a training step
+            return loss
+        calls["n"] += 1
+        return loss * float("nan") if calls["n"] == 50 else loss
+
+    monkeypatch.setattr(train_module.F, "cross_entropy", poisoned)
+    result = run(CellConfig(batch_size=16, lr=0.01, seed=0, epochs=3, check_every=1000))
+    assert result.status == "diverged" and result.stopped_step == 50
+    assert len(result.epochs) == 1  # epoch 1 (38 iterations) finished, epoch 2 stopped
+    assert np.isnan(result.losses[49]) and np.isfinite(result.losses[:49]).all()
+
+
+def test_first_bad_step():
+    assert first_bad_step(np.array([1.0, 2.0, 3.0]), 10) is None
+    assert first_bad_step(np.array([1.0, np.inf, np.nan]), 10) == 1
+    assert first_bad_step(np.array([1.0, 11.0]), 10) == 1
+
+
+def test_collapse_rule():
+    ln10 = math.log(10)
+    assert is_collapsed(ln10 + 0.002, 0.113, 0.99)
+    assert not is_collapsed(2.18, 0.30, 0.4)  # a slow start: loss falling, varied answers
+    assert not is_collapsed(ln10, 0.11, 0.2)  # near chance but answering varied classes
+    assert not is_collapsed(float("nan"), 0.1, 1.0)
+
+
+def test_dead_network_is_collapsed():
+    """A network whose hidden ReLUs are all dead answers one class: the cell stops as collapsed."""
+    data = synthetic()
+    cfg = CellConfig(batch_size=32, lr=1e-6, seed=0, epochs=3)
+    torch.manual_seed(cfg.seed)
+    model = build_model("mlp")
+    with torch.no_grad():
+        model[0].bias.fill_(-1e4)  # every hidden unit dead from the start
+    state = train_module.TrainState(
+        epoch=0,
+        model=model.state_dict(),
+        optimizer=train_module.make_optimizer(cfg, model.parameters()).state_dict(),
+        generator=torch.Generator().manual_seed(0).get_state(),
+        losses=np.zeros(0, np.float32),
+        epochs=[],
+    )
+    result = run(cfg, data, resume=state)
+    assert result.status == "collapsed"
+    assert result.stopped_step == iterations_per_epoch(600, 32)
+    assert "same class" in result.stop_reason
+
+
+def test_host_copies_are_rare_not_per_step(monkeypatch):
+    """Losses stay on the device: copies to the host happen per check window, not per step."""
+    counts = {"n": 0}
+    for name in ("item", "cpu", "tolist", "numpy", "__float__", "__bool__"):
+        real = getattr(torch.Tensor, name)
+
+        def counting(self, *a, _real=real, **kw):
+            counts["n"] += 1
+            return _real(self, *a, **kw)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    result = run(CellConfig(batch_size=1, lr=0.001, seed=0, epochs=1, check_every=200))
+    steps = len(result.losses)
+    assert steps == 600
+    assert counts["n"] <= 20, f"{counts['n']} host copies for {steps} steps"
+    assert "DataLoader" not in inspect.getsource(train_module).replace("No DataLoader", "")
+
+
+def test_mnist_normalisation_and_shapes():
+    tensors = {
+        "train_images": torch.full((4, 28, 28), 255, dtype=torch.uint8),
+        "train_labels": torch.arange(4),
+        "test_images": torch.zeros((2, 28, 28), dtype=torch.uint8),
+        "test_labels": torch.arange(2),
+    }
+    d = to_device(tensors, input_shape("mlp"), CPU)
+    assert d.train_x.shape == (4, 784) and d.test_x.shape == (2, 784)
+    assert torch.allclose(d.train_x, torch.full_like(d.train_x, (1 - 0.1307) / 0.3081))
+    c = to_device(tensors, input_shape("cnn"), CPU)
+    assert c.train_x.shape == (4, 1, 28, 28)
+    assert build_model("cnn")(c.train_x).shape == (4, 10)
