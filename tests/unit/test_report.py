@@ -118,7 +118,10 @@ def test_scaling_exponent_recognises_linear_and_square_root():
 
 def test_best_lr_and_edge_sentences():
     _, _, best, _, _ = study(best=lambda b: 0.01 * b)
+    best = best.astype({"at_grid_edge": object}).where(best.notna(), float("nan"))  # as read from parquet
     text = " ".join(best_lr_findings(best, LRS))
+    assert "nan" not in text
+    assert text.count("Grid edge") == 3  # batch 1 at the lowest; batches 16 and 64 at the highest
     assert "0.01 at batch 1" in text and "0.16 at batch 64" in text
     assert "Grid edge: at batch 1 the best lr is the lowest lr of the grid (0.01)" in text
     assert "Grid edge: at batch 64 the best lr is the highest lr of the grid (0.16)" in text

@@ -54,7 +54,7 @@ def spearman(x, y) -> float:
 def scaling_exponent(best: pd.DataFrame) -> tuple[float, int]:
     """Slope of log(best lr) against log(batch size) over batch sizes whose best lr is inside
     the grid; (NaN, n) with fewer than two such batch sizes."""
-    inside = best[best["at_grid_edge"].isna()]
+    inside = best[[grid_edge(v) is None for v in best["at_grid_edge"]]]
     if len(inside) < 2 or inside["batch_size"].nunique() < 2:
         return float("nan"), len(inside)
     slope = np.polyfit(np.log(inside["batch_size"]), np.log(inside["best_lr"]), 1)[0]
@@ -75,6 +75,11 @@ def describe_scaling(slope: float) -> str:
     else:
         kind = "a best lr that shrinks as batch size grows"
     return f"slope {slope:.2f} on log-log axes: {kind}"
+
+
+def grid_edge(value) -> str | None:
+    """'lowest', 'highest' or None (a missing value read back from parquet is NaN, not None)."""
+    return value if isinstance(value, str) and value else None
 
 
 def fmt_int(n) -> str:
@@ -181,11 +186,12 @@ def best_lr_findings(best: pd.DataFrame, lrs: list[float]) -> list[str]:
             f"{n} batch sizes whose best lr lies inside the grid: {describe_scaling(slope)}."
         )
     for r in best.itertuples():
-        if r.at_grid_edge:
-            bound = min(lrs) if r.at_grid_edge == "lowest" else max(lrs)
-            way = "lower" if r.at_grid_edge == "lowest" else "higher"
+        edge = grid_edge(r.at_grid_edge)
+        if edge:
+            bound = min(lrs) if edge == "lowest" else max(lrs)
+            way = "lower" if edge == "lowest" else "higher"
             out.append(
-                f"Grid edge: at batch {r.batch_size} the best lr is the {r.at_grid_edge} lr of the grid "
+                f"Grid edge: at batch {r.batch_size} the best lr is the {edge} lr of the grid "
                 f"({bound:g}), so the true optimum may be {way}; extend grid.learning_rates."
             )
     return out
@@ -262,7 +268,9 @@ def loss_curve_chart(curves: pd.DataFrame, x: str, title: str) -> dict:
     data = data.replace([np.inf, -np.inf], np.nan)
     sort = sorted(data["batch_size"].unique())
     x_title = {"step": "iteration (log scale)", "epoch": "epoch"}[x]
-    x_enc = alt.X(f"{x}:Q", title=x_title, scale=alt.Scale(type="log") if x == "step" else alt.Scale())
+    x_enc = alt.X(
+        f"{x}:Q", title=x_title, scale=alt.Scale(type="log", nice=False) if x == "step" else alt.Scale()
+    )
     base = alt.Chart(data).encode(
         x=x_enc,
         color=_bs_color(sort),
@@ -303,9 +311,11 @@ def oscillation_chart(settings: pd.DataFrame) -> dict:
         alt.Chart(data)
         .mark_line(point=True)
         .encode(
-            x=alt.X("batch_size:Q", title="batch size (log scale)", scale=alt.Scale(type="log")),
+            x=alt.X("batch_size:Q", title="batch size (log scale)", scale=alt.Scale(type="log", nice=False)),
             y=alt.Y(
-                "oscillation:Q", title="mean |Δ loss| per iteration (log scale)", scale=alt.Scale(type="log")
+                "oscillation:Q",
+                title="mean |Δ loss| per iteration (log scale)",
+                scale=alt.Scale(type="log", nice=False),
             ),
             color=alt.Color("lr:O", title="learning rate", scale=alt.Scale(scheme="plasma")),
             tooltip=["batch_size:Q", "lr:Q", "oscillation:Q", "seeds:Q"],
@@ -320,7 +330,7 @@ def speed_chart(cells: pd.DataFrame) -> dict:
     data = cells[
         ["batch_size", "lr", "seed", "iterations_per_epoch", "epoch_seconds", "samples_per_s"]
     ].dropna()
-    x = alt.X("batch_size:Q", title="batch size (log scale)", scale=alt.Scale(type="log"))
+    x = alt.X("batch_size:Q", title="batch size (log scale)", scale=alt.Scale(type="log", nice=False))
     ipe = (
         alt.Chart(data)
         .mark_line(point=True)
@@ -329,7 +339,7 @@ def speed_chart(cells: pd.DataFrame) -> dict:
             y=alt.Y(
                 "mean(iterations_per_epoch):Q",
                 title="iterations per epoch (log scale)",
-                scale=alt.Scale(type="log"),
+                scale=alt.Scale(type="log", nice=False),
             ),
             tooltip=["batch_size:Q", "mean(iterations_per_epoch):Q"],
         )
@@ -341,7 +351,9 @@ def speed_chart(cells: pd.DataFrame) -> dict:
         .encode(
             x=x,
             y=alt.Y(
-                "epoch_seconds:Q", title="wall time per epoch, s (log scale)", scale=alt.Scale(type="log")
+                "epoch_seconds:Q",
+                title="wall time per epoch, s (log scale)",
+                scale=alt.Scale(type="log", nice=False),
             ),
             tooltip=["batch_size:Q", "lr:Q", "seed:N", "epoch_seconds:Q", "samples_per_s:Q"],
         )
@@ -371,7 +383,7 @@ def heatmap_chart(settings: pd.DataFrame) -> dict:
     data["lr_label"] = data["lr"].map(lambda v: f"{v:g}")
     lr_sort = [f"{v:g}" for v in sorted(data["lr"].unique())]
     base = alt.Chart(data).encode(
-        x=alt.X("lr_label:O", title="learning rate", sort=lr_sort),
+        x=alt.X("lr_label:O", title="learning rate", sort=lr_sort, axis=alt.Axis(labelAngle=0)),
         y=alt.Y("batch_size:O", title="batch size", sort="ascending"),
     )
     rect = base.mark_rect().encode(
@@ -413,8 +425,8 @@ def best_lr_chart(best: pd.DataFrame) -> dict:
             ),
         ]
     )
-    x = alt.X("batch_size:Q", title="batch size (log scale)", scale=alt.Scale(type="log"))
-    y_scale = alt.Scale(type="log")
+    x = alt.X("batch_size:Q", title="batch size (log scale)", scale=alt.Scale(type="log", nice=False))
+    y_scale = alt.Scale(type="log", nice=False)
     ref = (
         alt.Chart(refs)
         .mark_line(strokeDash=[4, 4], color="gray")
@@ -475,7 +487,8 @@ def batch_size_table(
                 if at_b["samples_per_s"].notna().any()
                 else "n/a",
                 f"oscillation at lr {ref_lr:g}": fmt_num(ref["oscillation"].iloc[0]) if len(ref) else "n/a",
-                "best lr": f"{r.best_lr:g}" + (f" (grid's {r.at_grid_edge})" if r.at_grid_edge else ""),
+                "best lr": f"{r.best_lr:g}"
+                + (f" (grid's {grid_edge(r.at_grid_edge)})" if grid_edge(r.at_grid_edge) else ""),
                 "test acc at best lr": fmt_pct(r.best_test_acc),
                 "iterations to target": fmt_int(at_best["steps_to_target"].astype(float).mean())
                 if at_best["steps_to_target"].notna().any()
