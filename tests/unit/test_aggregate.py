@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+
 from batchlab.aggregate import (
     best_learning_rates,
     by_setting,

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from batchlab.config import ConfigError, cell_name, cells, format_lr, params_hash, validate_config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
+
 from batchlab.fetch import FetchError, checksums_json, fetch_all, fetch_one, sources_from, write_atomically
 from batchlab.idx import MNIST_FILES, decompress, md5
 

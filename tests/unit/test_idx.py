@@ -2,6 +2,7 @@ import gzip
 
 import numpy as np
 import pytest
+
 from batchlab.data import decode_mnist
 from batchlab.idx import MNIST_FILES, IdxError, decompress, md5, parse_idx
 

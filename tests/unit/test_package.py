@@ -7,8 +7,9 @@ import sys
 import tomllib
 from pathlib import Path
 
-import batchlab
 import yaml
+
+import batchlab
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "workflow/scripts/batchlab"

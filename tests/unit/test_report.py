@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import vl_convert as vlc
+
 from batchlab.aggregate import best_learning_rates, by_setting, cells_table, downsample_curve, summarize_cell
 from batchlab.report import (
     best_lr_findings,

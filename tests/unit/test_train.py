@@ -3,10 +3,11 @@
 import inspect
 import math
 
-import batchlab.train as train_module
 import numpy as np
 import pytest
 import torch
+
+import batchlab.train as train_module
 from batchlab.checkpoint import load_checkpoint, save_checkpoint
 from batchlab.data import DeviceData, to_device
 from batchlab.models import build_model, input_shape

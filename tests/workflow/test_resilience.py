@@ -28,8 +28,13 @@ QUICK = "results/runs/bs1000_lr0.05_s0"
 def start(work, *args, env):
     full_env = {**os.environ, **env, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
     return subprocess.Popen(
-        [str(VENV_BIN / "snakemake"), *args], cwd=work, env=full_env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        [str(VENV_BIN / "snakemake"), *args],
+        cwd=work,
+        env=full_env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
@@ -47,8 +52,17 @@ def reference(tmp_path_factory, mnist_mirror):
     """The same grid run without interruption."""
     work = copy_workflow(tmp_path_factory.mktemp("reference"))
     (work / "grid.yaml").write_text(GRID)
-    done = snakemake(work, "--cores", "2", "--configfile", "grid.yaml", SLOW + "/metrics.json",
-                     QUICK + "/metrics.json", env={"BATCHLAB_MNIST_MIRROR": str(mnist_mirror)})
+    # targets before --configfile, which takes every word after it
+    done = snakemake(
+        work,
+        SLOW + "/metrics.json",
+        QUICK + "/metrics.json",
+        "--cores",
+        "2",
+        "--configfile",
+        "grid.yaml",
+        env={"BATCHLAB_MNIST_MIRROR": str(mnist_mirror)},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return work
 
@@ -58,7 +72,7 @@ def test_kill_9_then_rerun_resumes_and_loses_nothing(tmp_path, mnist_mirror, ref
     (work / "grid.yaml").write_text(GRID)
     env = {"BATCHLAB_MNIST_MIRROR": str(mnist_mirror)}
     # one cell finishes first; then the whole study starts and is killed mid-training
-    done = snakemake(work, "--cores", "1", "--configfile", "grid.yaml", QUICK + "/metrics.json", env=env)
+    done = snakemake(work, QUICK + "/metrics.json", "--cores", "1", "--configfile", "grid.yaml", env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     run = start(work, "--cores", "2", "--configfile", "grid.yaml", env=env)
     checkpoint = work / "results/checkpoints/bs16_lr0.05_s0.pt"
@@ -75,8 +89,7 @@ def test_kill_9_then_rerun_resumes_and_loses_nothing(tmp_path, mnist_mirror, ref
     again = snakemake(work, "--cores", "2", "--configfile", "grid.yaml", "--rerun-incomplete", env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (work / QUICK / "metrics.json").stat().st_mtime_ns == quick_mtime  # not retrained
-    assert "bs=1000" not in "".join(
-        line for line in again.stderr.splitlines() if "wildcards:" in line)
+    assert "bs=1000" not in "".join(line for line in again.stderr.splitlines() if "wildcards:" in line)
     metrics = json.loads((work / SLOW / "metrics.json").read_text())
     assert metrics["resumed_from_epoch"] >= 1
     resumed = pd.read_parquet(work / SLOW / "losses.parquet")

@@ -5,6 +5,7 @@ import re
 
 import pandas as pd
 import pytest
+
 from conftest import REPO, VENV_BIN, copy_workflow, snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]

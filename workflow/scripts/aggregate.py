@@ -3,6 +3,7 @@
 import json
 
 import pandas as pd
+
 from batchlab.aggregate import (
     CELL_KEYS,
     best_learning_rates,

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import torch
+
 from batchlab.cli import run_step
 from batchlab.data import decode_mnist
 from batchlab.idx import MNIST_FILES

@@ -5,6 +5,7 @@ import json
 import os
 
 import pandas as pd
+
 from batchlab.cli import run_step
 from batchlab.config import params_hash
 from batchlab.io import write_text

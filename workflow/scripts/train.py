@@ -10,6 +10,7 @@ AGE_AT_START = process_age_s()
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+
 from batchlab import __version__  # noqa: E402
 from batchlab.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from batchlab.config import cell_name  # noqa: E402

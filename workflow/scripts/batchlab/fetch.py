@@ -145,7 +145,7 @@ def fetch_one(key: str, sources: list[str], timeout: float, retries: int, backof
                     f"bytes, got {actual} ({_looks_like(blob)})"
                 )
                 break
-            gz = blob if blob.startswith(GZIP_MAGIC) else gzip.compress(content, mtime=0)
+            gz = blob if blob.startswith(GZIP_MAGIC) else gzip.compress(content, compresslevel=6, mtime=0)
             return Fetched(name=name, source=location, md5=actual, gz_bytes=gz)
     if not sources:
         tried.append(f"no mirror configured (set ${MIRROR_ENV} or data.mirrors)")
