@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests use: a headless browser for the report.
 DEBIAN_TEST_PACKAGES := chromium
 
-.PHONY: setup test-setup system-deps study test lint clean
+.PHONY: setup test-setup system-deps study test lint bench clean
 
 setup: $(VENV)/.batchlab-setup
 
@@ -43,9 +43,13 @@ test: test-setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: test-setup
-	$(BIN)/ruff check workflow tests
+	$(BIN)/ruff check workflow tests benchmarks
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint
+
+bench: setup
+	$(BIN)/snakemake --cores 1 data/mnist/mnist.pt
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf results logs .snakemake

@@ -118,3 +118,55 @@ def test_checksums_record(http_mirror):
     record = json.loads(checksums_json(fetched))
     assert record[TRAIN_LABELS]["md5_decompressed"] == MNIST_FILES["train_labels"][1]
     assert Path(record[TRAIN_LABELS]["source"]).name == f"{TRAIN_LABELS}.gz"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MiB tmpfs (a real full disk); where mounting is not allowed, writes raise ENOSPC."""
+    import errno
+    import os
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+        == 0
+    )
+    if mounted:
+        yield mount, None
+        subprocess.run(["umount", str(mount)], check=True)
+        return
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, blob):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    yield mount, lambda fd, mode: Full(real_fdopen(fd, mode))
+
+
+def test_full_disk_is_named_and_leaves_nothing(http_mirror, tiny_disk, monkeypatch):
+    import batchlab.fetch as fetch_module
+
+    disk, fake_fdopen = tiny_disk
+    if fake_fdopen:
+        monkeypatch.setattr(fetch_module.os, "fdopen", fake_fdopen)
+    fetched = fetch_all([http_mirror.url()], timeout=10, retries=0)
+    files = {disk / "mnist/raw" / f"{f.name}.gz": f.gz_bytes for f in fetched.values()}
+    with pytest.raises(
+        FetchError, match=r"cannot write .*train-images-idx3-ubyte.gz: No space left on device"
+    ):
+        write_atomically(files)
+    assert [p for p in disk.rglob("*") if p.is_file()] == []

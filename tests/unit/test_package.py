@@ -71,3 +71,12 @@ def test_conda_env_pins_the_same_versions_as_the_venv():
 def test_versions_agree():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert project["version"] == batchlab.__version__
+
+
+def test_mlp_flop_count():
+    from batchlab.models import build_model, count_parameters, train_step_flops
+
+    assert count_parameters(build_model("mlp")) == 784 * 256 + 256 + 256 * 10 + 10
+    # forward 2*b*203264, backward twice the big layer's and both weight gradients
+    assert train_step_flops("mlp", 1) == 2 * 2 * 203264 + 2 * 2560
+    assert train_step_flops("mlp", 512) == 512 * train_step_flops("mlp", 1)

@@ -113,10 +113,32 @@ def test_late_divergence_is_found_at_its_step(monkeypatch):
         return loss * float("nan") if calls["n"] == 50 else loss
 
     monkeypatch.setattr(train_module.F, "cross_entropy", poisoned)
-    result = run(CellConfig(batch_size=16, lr=0.01, seed=0, epochs=3, check_every=1000))
+    result = run(CellConfig(batch_size=16, lr=0.01, seed=0, epochs=3, check_every=1000, fused=False))
     assert result.status == "diverged" and result.stopped_step == 50
     assert len(result.epochs) == 1  # epoch 1 (38 iterations) finished, epoch 2 stopped
     assert np.isnan(result.losses[49]) and np.isfinite(result.losses[:49]).all()
+
+
+def test_fused_step_equals_eager_sgd_within_float_tolerance():
+    for b in (1, 7, 32):
+        fused = run(CellConfig(batch_size=b, lr=0.02, seed=5, epochs=2))
+        eager = run(CellConfig(batch_size=b, lr=0.02, seed=5, epochs=2, fused=False))
+        assert fused.summary()["step_implementation"] == "fused plain SGD"
+        assert eager.summary()["step_implementation"] == "eager autograd + torch.optim"
+        assert len(fused.losses) == len(eager.losses) == 2 * iterations_per_epoch(600, b)
+        np.testing.assert_allclose(fused.losses, eager.losses, rtol=1e-4, atol=1e-5)
+        assert [r["test_acc"] for r in fused.epochs] == pytest.approx(
+            [r["test_acc"] for r in eager.epochs], abs=0.01
+        )
+
+
+def test_fused_step_only_where_it_is_plain_sgd():
+    from batchlab.train import uses_fused_step
+
+    assert uses_fused_step(CellConfig(batch_size=1, lr=0.1, seed=0))
+    assert not uses_fused_step(CellConfig(batch_size=1, lr=0.1, seed=0, momentum=0.9))
+    assert not uses_fused_step(CellConfig(batch_size=1, lr=0.1, seed=0, weight_decay=1e-4))
+    assert not uses_fused_step(CellConfig(batch_size=1, lr=0.1, seed=0, model="cnn"))
 
 
 def test_first_bad_step():

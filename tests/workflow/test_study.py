@@ -110,7 +110,10 @@ def test_snakefmt_and_ruff_are_clean():
     )
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
     ruff = subprocess.run(
-        [str(VENV_BIN / "ruff"), "check", "workflow", "tests"], cwd=REPO, capture_output=True, text=True
+        [str(VENV_BIN / "ruff"), "check", "workflow", "tests", "benchmarks"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert ruff.returncode == 0, ruff.stdout + ruff.stderr
 

@@ -162,8 +162,10 @@ def fetch_all(sources: list[str], timeout: float, retries: int, backoff_s: float
 def write_atomically(files: dict[Path, bytes]) -> None:
     """Write every file under a temporary name, then rename all; on any error remove them all."""
     temps: dict[Path, Path] = {}
+    current = None
     try:
         for dest, blob in files.items():
+            current = dest
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
             temps[dest] = Path(tmp)
@@ -172,12 +174,12 @@ def write_atomically(files: dict[Path, bytes]) -> None:
                 handle.flush()
                 os.fsync(handle.fileno())
         for dest, tmp in temps.items():
+            current = dest
             os.replace(tmp, dest)
     except OSError as exc:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
-        target = exc.filename or next(iter(files), "")
-        raise FetchError(f"cannot write {target}: {exc.strerror or exc}") from None
+        raise FetchError(f"cannot write {current}: {exc.strerror or exc}") from None
 
 
 def checksums_json(fetched: dict[str, Fetched]) -> bytes:
