@@ -7,8 +7,8 @@ CORES ?= all
 SNAKEMAKE_ARGS ?=
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests use: a headless browser for the report.
-DEBIAN_TEST_PACKAGES := chromium
+# Debian packages the tests use: a headless browser for the report, a one-node Slurm cluster.
+DEBIAN_TEST_PACKAGES := chromium slurm-wlm munge
 
 .PHONY: setup test-setup system-deps study test lint bench clean
 

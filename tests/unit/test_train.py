@@ -141,6 +141,13 @@ def test_fused_step_only_where_it_is_plain_sgd():
     assert not uses_fused_step(CellConfig(batch_size=1, lr=0.1, seed=0, model="cnn"))
 
 
+def test_a_cell_with_a_zero_learning_rate_is_an_error():
+    from batchlab.train import CellError
+
+    with pytest.raises(CellError, match="learning rate must be a positive number, got 0"):
+        run(CellConfig(batch_size=4, lr=0.0, seed=0))
+
+
 def test_first_bad_step():
     assert first_bad_step(np.array([1.0, 2.0, 3.0]), 10) is None
     assert first_bad_step(np.array([1.0, np.inf, np.nan]), 10) == 1

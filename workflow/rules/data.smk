@@ -1,6 +1,12 @@
 # MNIST: fetch the four canonical files (verified by MD5), then decode them into one tensor file.
 
 
+# light, and compute nodes often have no internet: on a cluster these run where Snakemake runs
+localrules:
+    fetch,
+    prepare,
+
+
 rule fetch:
     output:
         train_images="data/mnist/raw/train-images-idx3-ubyte.gz",

@@ -1,6 +1,11 @@
 # Aggregate every cell with pandas, then render the self-contained HTML report with Altair.
 
 
+localrules:
+    aggregate,
+    report,
+
+
 rule aggregate:
     input:
         metrics=cell_outputs("metrics"),

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from batchlab import BatchlabError
 from batchlab.data import DeviceData
 from batchlab.models import build_model
 
@@ -144,6 +145,21 @@ def make_optimizer(cfg: CellConfig, params) -> torch.optim.Optimizer:
     )
 
 
+class CellError(BatchlabError):
+    pass
+
+
+def check_cell(cfg: CellConfig) -> None:
+    """A cell asked for by path (results/runs/bs{B}_lr{LR}_s{SEED}/...) bypasses the config
+    schema, so the trainer checks its own inputs."""
+    if cfg.batch_size < 1:
+        raise CellError(f"batch size must be at least 1, got {cfg.batch_size}")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise CellError(f"learning rate must be a positive number, got {cfg.lr:g}")
+    if cfg.epochs < 1:
+        raise CellError(f"epochs must be at least 1, got {cfg.epochs}")
+
+
 def uses_fused_step(cfg: CellConfig) -> bool:
     """The fused step computes exactly plain SGD on the mlp: no momentum, no weight decay."""
     return (
@@ -212,6 +228,7 @@ def train_cell(
     log: Callable[[str], None] = print,
 ) -> TrainResult:
     """Train one cell; stop early (and say so) when it diverges or collapses."""
+    check_cell(cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model).to(device)
     optimizer = make_optimizer(cfg, model.parameters())
