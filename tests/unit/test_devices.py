@@ -15,3 +15,51 @@ def test_cuda_without_cuda_names_the_key():
         resolve_device("cuda", cuda_available=False)
     with pytest.raises(DeviceError, match="'tpu' is not one of auto, cpu, cuda"):
         resolve_device("tpu", cuda_available=False)
+
+
+HOLDER = """
+import sys
+from batchlab.devices import claim_gpu
+index, handle = claim_gpu(int(sys.argv[2]), sys.argv[1])
+print(index, flush=True)
+sys.stdin.read()  # hold the GPU until stdin closes
+"""
+
+
+def test_concurrent_jobs_get_distinct_gpus_and_a_dead_job_frees_its_gpu(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from batchlab.devices import claim_gpu
+
+    scripts = str(Path(__file__).resolve().parents[2] / "workflow/scripts")
+    env = {**os.environ, "PYTHONPATH": scripts}
+    jobs = [
+        subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path), "3"], env=env, text=True,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    try:
+        taken = [int(job.stdout.readline()) for job in jobs]
+        assert sorted(taken) == [0, 1, 2]
+        with pytest.raises(DeviceError, match="all 3 GPUs stayed busy"):
+            claim_gpu(3, tmp_path, wait_s=0.2, poll_s=0.05)
+        jobs[1].kill()  # kill -9: the kernel drops its lock
+        jobs[1].wait()
+        index, handle = claim_gpu(3, tmp_path, wait_s=10, poll_s=0.05)
+        assert index == taken[1]
+        handle.close()
+    finally:
+        for job in jobs:
+            job.kill()
+            job.wait()
+
+
+def test_slurm_pinned_jobs_are_left_alone():
+    from batchlab.devices import pinned_by_scheduler
+
+    assert pinned_by_scheduler({"SLURM_JOB_ID": "7", "CUDA_VISIBLE_DEVICES": "2"})
+    assert not pinned_by_scheduler({"CUDA_VISIBLE_DEVICES": "0,1"})
+    assert not pinned_by_scheduler({"SLURM_JOB_ID": "7"})

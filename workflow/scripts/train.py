@@ -1,5 +1,7 @@
 """Snakemake adapter: train one cell (see batchlab.train); resumes from its last checkpoint."""
 
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from batchlab import __version__  # noqa: E402
 from batchlab.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from batchlab.config import cell_name  # noqa: E402
 from batchlab.data import load_prepared, to_device  # noqa: E402
-from batchlab.devices import cuda_available, resolve_device  # noqa: E402
+from batchlab.devices import claim_gpu, cuda_available, pinned_by_scheduler, resolve_device  # noqa: E402
 from batchlab.io import write_json, write_parquet  # noqa: E402
 from batchlab.models import input_shape  # noqa: E402
 from batchlab.train import CellConfig, iterations_per_epoch, train_cell  # noqa: E402
@@ -36,6 +38,12 @@ def main(log, wildcards, params, input, output, threads):
         divergence_loss=train["divergence_loss"],
     )
     device = torch.device(resolve_device(train["device"], cuda_available()))
+    if device.type == "cuda" and not pinned_by_scheduler(os.environ):
+        # Snakemake counts GPUs (--resources gpu=N); which one this job gets is ours to pick
+        lock_dir = os.environ.get("BATCHLAB_GPU_LOCK_DIR", Path(tempfile.gettempdir()) / "batchlab-gpu-locks")
+        index, gpu_lock = claim_gpu(torch.cuda.device_count(), lock_dir)  # held until the job ends
+        torch.cuda.set_device(index)
+        device = torch.device("cuda", index)
     torch.set_num_threads(threads)
     data = to_device(load_prepared(input.data), input_shape(cfg.model), device)
     t_data = time.perf_counter()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import time
+from pathlib import Path
+
 from batchlab import BatchlabError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -30,3 +35,42 @@ def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def claim_gpu(gpu_count: int, lock_dir: str | Path, wait_s: float = 3600.0, poll_s: float = 0.5):
+    """Pin this job to a free GPU: hold an exclusive lock on lock_dir/gpu{i}.lock for the first
+    free index i and return (i, lock handle). Keep the handle open for the job's lifetime; the
+    kernel releases the lock when the process ends, even on kill -9.
+
+    Snakemake counts GPUs (--resources gpu=N) but does not say which one a job gets, so N
+    concurrent jobs each take a different index this way.
+    """
+    if gpu_count < 1:
+        raise DeviceError("no CUDA device to claim")
+    lock_dir = Path(lock_dir)
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_s
+    while True:
+        for index in range(gpu_count):
+            handle = open(lock_dir / f"gpu{index}.lock", "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            return index, handle
+        if time.monotonic() > deadline:
+            raise DeviceError(
+                f"all {gpu_count} GPUs stayed busy for {wait_s:g} s (locks in {lock_dir}); "
+                "run with --resources gpu=N where N is the number of GPUs"
+            )
+        time.sleep(poll_s)
+
+
+def pinned_by_scheduler(environ: dict) -> bool:
+    """Slurm (or the user) already chose the GPUs: CUDA_VISIBLE_DEVICES is set for this job."""
+    return bool(environ.get("SLURM_JOB_ID")) and "CUDA_VISIBLE_DEVICES" in environ
