@@ -64,10 +64,10 @@ class Trainer:
         torch.manual_seed(0)
         cfg = CellConfig(batch_size=b, lr=LR, seed=0, model=model_name)
         self.model = build_model(model_name).to(device)
-        optimizer = make_optimizer(cfg, self.model.parameters())
-        self.step = (
-            fused_mlp_sgd_step(self.model, LR) if uses_fused_step(cfg) else eager_step(self.model, optimizer)
-        )
+        if uses_fused_step(cfg):
+            self.step = fused_mlp_sgd_step(self.model, LR)
+        else:
+            self.step = eager_step(self.model, make_optimizer(cfg, self.model.parameters()))
         perm = torch.randperm(data.n_train, generator=torch.Generator().manual_seed(0)).to(device)
         self.xs, self.ys, self.b, self.pos = data.train_x[perm], data.train_y[perm], b, 0
         self.iters = data.n_train // b

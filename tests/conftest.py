@@ -141,3 +141,25 @@ def tiny_study(tmp_path_factory, mnist_mirror) -> Path:
     if done.returncode != 0:
         pytest.fail(f"the tiny study failed:\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}")
     return work
+
+
+def start_snakemake(work, *args, env):
+    full_env = {**os.environ, **env, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+    return subprocess.Popen(
+        [str(VENV_BIN / "snakemake"), *args],
+        cwd=work,
+        env=full_env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -37,8 +37,13 @@ def test_concurrent_jobs_get_distinct_gpus_and_a_dead_job_frees_its_gpu(tmp_path
     scripts = str(Path(__file__).resolve().parents[2] / "workflow/scripts")
     env = {**os.environ, "PYTHONPATH": scripts}
     jobs = [
-        subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path), "3"], env=env, text=True,
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(tmp_path), "3"],
+            env=env,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         for _ in range(3)
     ]
     try:

@@ -231,7 +231,9 @@ def train_cell(
     check_cell(cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model).to(device)
-    optimizer = make_optimizer(cfg, model.parameters())
+    # The fused step needs no optimizer object, and creating a torch.optim optimizer imports
+    # torch._dynamo: about 3 s of every job's start-up on this machine.
+    optimizer = None if uses_fused_step(cfg) else make_optimizer(cfg, model.parameters())
     generator = torch.Generator().manual_seed(cfg.seed)  # CPU: the same order on every device
     n = data.n_train
     b = cfg.batch_size
@@ -241,14 +243,15 @@ def train_cell(
     start_epoch = 0
     if resume is not None:
         model.load_state_dict(resume.model)
-        optimizer.load_state_dict(resume.optimizer)
+        if optimizer is not None:
+            optimizer.load_state_dict(resume.optimizer)
         generator.set_state(resume.generator)
         losses = [resume.losses.astype(np.float32)]
         epochs = [dict(row) for row in resume.epochs]
         start_epoch = resume.epoch
         log(f"resumed from the checkpoint after epoch {start_epoch}")
 
-    step_fn = fused_mlp_sgd_step(model, cfg.lr) if uses_fused_step(cfg) else eager_step(model, optimizer)
+    step_fn = fused_mlp_sgd_step(model, cfg.lr) if optimizer is None else eager_step(model, optimizer)
     status, stopped_step, reason = "ok", None, None
     step = sum(len(chunk) for chunk in losses)
     model.train()
@@ -317,7 +320,7 @@ def train_cell(
                 TrainState(
                     epoch=epoch,
                     model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                    optimizer=optimizer.state_dict(),
+                    optimizer=optimizer.state_dict() if optimizer is not None else {},
                     generator=generator.get_state(),
                     losses=np.concatenate(losses),
                     epochs=list(epochs),
