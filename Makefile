@@ -18,6 +18,7 @@ $(VENV)/.batchlab-setup: envs/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r envs/requirements.txt
+	PYTHONPATH=workflow/scripts $(BIN)/python -m batchlab.report dvc-template .dvc/plots/offline.html
 	@touch $@
 
 test-setup: $(VENV)/.batchlab-test-setup system-deps

@@ -1,4 +1,5 @@
 # Config validation and the few helpers the rules share.
+import os
 import sys
 from pathlib import Path
 
@@ -9,9 +10,11 @@ sys.path.insert(0, str(Path(workflow.current_basedir).parent / "scripts"))
 from batchlab.config import cells as grid_cells, validate_config
 from batchlab.devices import cuda_available, resolve_device
 
-with open(
+# relative to the working directory, so params stay the same wherever the project lies
+SCHEMA_PATH = os.path.relpath(
     Path(workflow.current_basedir).parent / "schemas" / "params.schema.yaml"
-) as _schema:
+)
+with open(SCHEMA_PATH) as _schema:
     _validated = validate_config(config, yaml.safe_load(_schema))
 config.clear()
 config.update(_validated)

@@ -20,6 +20,8 @@ rule aggregate:
         ),
         settings="results/summary/settings.parquet",
         best_lr="results/summary/best_lr.parquet",
+        best_lr_csv="results/summary/best_lr.csv",
+        loss_curves_csv="results/summary/loss_curves.csv",
         epochs="results/summary/epochs.parquet",
         curves="results/summary/curves.parquet",
         metrics="results/summary/metrics.json",
@@ -42,6 +44,7 @@ rule report:
         best_lr=rules.aggregate.output.best_lr,
         epochs=rules.aggregate.output.epochs,
         curves=rules.aggregate.output.curves,
+        metrics=rules.aggregate.output.metrics,
         checksums=rules.fetch.output.checksums,
     output:
         html=report(
@@ -55,5 +58,6 @@ rule report:
         "../../envs/batchlab.yaml"
     params:
         config=config,
+        schema=SCHEMA_PATH,
     script:
         "../scripts/report.py"

@@ -36,14 +36,22 @@ def main(log, input, output, params):
         )
         curves.append(curve.assign(**keys))
     cells = cells_table(rows)
+    curves = pd.concat(curves, ignore_index=True)
     settings = by_setting(cells)
     best = best_learning_rates(settings)
     write_parquet(output.cells, cells)
     write_text(output.cells_csv, cells.to_csv(index=False))
     write_parquet(output.settings, settings)
     write_parquet(output.best_lr, best)
+    write_text(output.best_lr_csv, best.to_csv(index=False))
+    # DVC plots: smoothed loss against epoch at each batch size's best lr (long format)
+    at_best = curves.merge(best[["batch_size", "best_lr"]].rename(columns={"best_lr": "lr"}))
+    write_text(
+        output.loss_curves_csv,
+        at_best[["batch_size", "lr", "seed", "epoch", "loss_smooth"]].to_csv(index=False),
+    )
     write_parquet(output.epochs, pd.concat(epoch_tables, ignore_index=True))
-    write_parquet(output.curves, pd.concat(curves, ignore_index=True))
+    write_parquet(output.curves, curves)
     write_json(output.metrics, headline_metrics(cells, best))
     log(f"aggregated {len(cells)} cells; best lr per batch size:\n{best.to_string(index=False)}")
 

@@ -5,16 +5,38 @@ import json
 import os
 
 import pandas as pd
+import yaml
 
+from batchlab import BatchlabError
 from batchlab.cli import run_step
-from batchlab.config import params_hash
+from batchlab.config import params_hash, validate_config
 from batchlab.io import write_text
-from batchlab.provenance import git_state, version_stamp
+from batchlab.provenance import git_show, git_state, version_stamp
 from batchlab.report import build_sections, render_html, vega_bundle
+
+
+def previous_version(workdir, schema_path, metrics_path):
+    """The last committed params and headline metrics, to say what changed since."""
+    old_params, old_metrics = (
+        git_show(workdir, "HEAD", "params.yaml"),
+        git_show(workdir, "HEAD", metrics_path),
+    )
+    if old_params is None or old_metrics is None:
+        return None
+    with open(schema_path) as handle:
+        schema = yaml.safe_load(handle)
+    try:
+        params = validate_config(yaml.safe_load(old_params), schema)
+    except BatchlabError:
+        params = yaml.safe_load(old_params)
+    commit = (git_state(workdir)["commit"] or "")[:10]
+    return {"label": f"commit {commit} (HEAD)", "params": params, "metrics": json.loads(old_metrics)}
 
 
 def main(log, input, output, params):
     config = dict(params.config)
+    with open(input.metrics) as handle:
+        metrics = json.load(handle)
     cells = pd.read_parquet(input.cells)
     with open(input.checksums) as handle:
         checksums = json.load(handle)
@@ -25,6 +47,8 @@ def main(log, input, output, params):
         epochs=pd.read_parquet(input.epochs),
         curves=pd.read_parquet(input.curves),
         config=config,
+        previous=previous_version(os.getcwd(), params.schema, input.metrics),
+        metrics=metrics,
     )
     stamp = version_stamp(
         git=git_state(os.getcwd()),

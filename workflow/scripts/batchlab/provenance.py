@@ -56,3 +56,14 @@ def version_stamp(
         "host": platform.node(),
         "date": now.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
     }
+
+
+def git_show(workdir: str | Path, rev: str, path: str) -> str | None:
+    """The text of path at revision rev, or None (no git, no such revision or file)."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(workdir), "show", f"{rev}:{path}"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None

@@ -240,6 +240,63 @@ def convergence_findings(cells: pd.DataFrame, best: pd.DataFrame, target: float)
     return out
 
 
+# ----------------------------------------------------------------------------- versions
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
+    out = {}
+    for key, value in (tree or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def changes_since(previous: dict | None, current: dict) -> list[str]:
+    """Sentences on what changed since an earlier version of the study.
+
+    previous/current: {"label", "params", "metrics"}; previous is None when no earlier version
+    is recorded (results/summary/metrics.json is committed to git at every version).
+    """
+    if previous is None:
+        return ["No earlier version of the study is recorded in this repository's history."]
+    label = previous["label"]
+    old_p, new_p = flatten(previous["params"]), flatten(current["params"])
+    out = []
+    changed = [k for k in sorted(set(old_p) | set(new_p)) if old_p.get(k) != new_p.get(k)]
+    if changed:
+        out.append(
+            f"Params changed since {label}: "
+            + "; ".join(f"{k}: {old_p.get(k, '(unset)')} → {new_p.get(k, '(unset)')}" for k in changed)
+            + "."
+        )
+    else:
+        out.append(f"No params changed since {label}.")
+    old_m, new_m = previous["metrics"] or {}, current["metrics"] or {}
+    for key in ("cells", "diverged_cells", "collapsed_cells"):
+        if old_m.get(key) != new_m.get(key):
+            out.append(f"{key.replace('_', ' ').capitalize()}: {old_m.get(key)} → {new_m.get(key)}.")
+    batches = sorted({int(k[2:]) for k in set(old_m) | set(new_m) if k.startswith("bs") and k[2:].isdigit()})
+    moves = []
+    for b in batches:
+        old, new = old_m.get(f"bs{b}") or {}, new_m.get(f"bs{b}") or {}
+        o_acc, n_acc = old.get("best_test_acc"), new.get("best_test_acc")
+        if o_acc is None and n_acc is None:
+            continue
+        text = f"batch {b}: {fmt_pct(o_acc) if o_acc is not None else 'absent'} → {fmt_pct(n_acc) if n_acc is not None else 'absent'}"
+        if o_acc is not None and n_acc is not None:
+            text += f" ({100 * (n_acc - o_acc):+.1f} points)"
+        if old.get("best_lr") != new.get("best_lr"):
+            text += f", best lr {old.get('best_lr')} → {new.get('best_lr')}"
+        moves.append(text)
+    if moves:
+        out.append("Best test accuracy per batch size since " + label + ": " + "; ".join(moves) + ".")
+    return out
+
+
 # ----------------------------------------------------------------------------- charts
 
 
@@ -542,6 +599,8 @@ def build_sections(
     epochs: pd.DataFrame,
     curves: pd.DataFrame,
     config: dict,
+    previous: dict | None = None,
+    metrics: dict | None = None,
 ) -> list[Section]:
     rep = config["report"]
     lrs = sorted(settings["lr"].unique())
@@ -643,6 +702,15 @@ def build_sections(
             ],
         ),
     ]
+    sections.append(
+        Section(
+            "changes",
+            "Changes since the last version",
+            "This version against the last committed one (git history of params.yaml and"
+            " results/summary/metrics.json; for a DVC experiment, its baseline commit).",
+            findings=changes_since(previous, {"params": config, "metrics": metrics}),
+        )
+    )
     return sections
 
 
@@ -730,3 +798,25 @@ def vega_bundle() -> str:
     from altair.utils._importers import vl_version_for_vl_convert
 
     return vlc.javascript_bundle(vl_version=vl_version_for_vl_convert())
+
+
+def dvc_plots_template(bundle: str) -> str:
+    """An HTML template for `dvc plots show/diff` with Vega inline: DVC's default page loads
+    Vega from a CDN and renders blank offline. DVC fills {plot_divs}; no {scripts} placeholder,
+    so no CDN script tags are added."""
+    bundle = bundle.replace("</script", "<\\/script")
+    return (
+        '<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n<title>batchlab: DVC plots</title>\n'
+        f"<script>{bundle}</script>\n"
+        "<style>body{font-family:system-ui,sans-serif;margin:2em}</style>\n</head>\n<body>\n"
+        "{plot_divs}\n</body>\n</html>\n"
+    )
+
+
+if __name__ == "__main__":  # PYTHONPATH=workflow/scripts python -m batchlab.report dvc-template PATH
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "dvc-template":
+        sys.exit("usage: python -m batchlab.report dvc-template PATH")
+    with open(sys.argv[2], "w") as handle:
+        handle.write(dvc_plots_template(vega_bundle()))
