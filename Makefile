@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests use: a headless browser for the report, a one-node Slurm cluster.
 DEBIAN_TEST_PACKAGES := chromium slurm-wlm munge
 
-.PHONY: setup test-setup system-deps study test lint bench clean
+.PHONY: setup test-setup system-deps study test lint bench repro pull clean
 
 setup: $(VENV)/.batchlab-setup
 
@@ -51,6 +51,15 @@ lint: test-setup
 bench: setup
 	$(BIN)/snakemake --cores 1 data/mnist/mnist.pt
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+repro: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+# dvc pull gives files fresh modification times in no particular order; Snakemake would take
+# that for stale inputs and retrain, so mark the pulled outputs up to date in DAG order.
+pull: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc pull
+	$(BIN)/snakemake --cores 1 --touch --quiet
 
 clean:
 	rm -rf results logs .snakemake

@@ -112,13 +112,15 @@ def oscillation_findings(settings: pd.DataFrame, lr: float) -> list[str]:
     rho = spearman(at["batch_size"], at["oscillation"])
     first, last = at.iloc[0], at.iloc[-1]
     falls = int((np.diff(at["oscillation"].to_numpy()) < 0).sum())
-    trend = (
-        "falls steadily as batch size grows"
-        if rho <= -0.9
-        else "tends to fall as batch size grows"
-        if rho < -0.5
-        else "does not fall steadily with batch size"
-    )
+    steps = len(at) - 1
+    if math.isfinite(rho):
+        trend = (
+            "falls steadily as batch size grows"
+            if rho <= -0.9
+            else "tends to fall as batch size grows" if rho < -0.5 else "does not fall steadily with batch size"
+        )
+    else:  # two batch sizes: the one step decides
+        trend = "falls as batch size grows" if falls == steps else "does not fall with batch size"
     return [
         f"Iteration-to-iteration oscillation {trend}: at lr {lr:g} the mean absolute change of the "
         f"training loss from one iteration to the next is {fmt_num(first['oscillation'])} at batch "
