@@ -151,3 +151,28 @@ def test_page_is_self_contained_and_every_chart_compiles():
     for chart_id, spec in specs.items():
         svg = vlc.vegalite_to_svg(spec)
         assert svg.count("<path") + svg.count("<rect") > 10, chart_id
+
+
+def test_changes_since_names_params_and_metric_moves():
+    from batchlab.report import changes_since
+
+    old = {
+        "label": "commit abc (HEAD)",
+        "params": {"grid": {"learning_rates": [0.1]}, "train": {"epochs": 3}},
+        "metrics": {"cells": 2, "bs64": {"best_lr": 0.1, "best_test_acc": 0.95}},
+    }
+    new = {
+        "params": {"grid": {"learning_rates": [0.1, 0.3]}, "train": {"epochs": 3}},
+        "metrics": {"cells": 4, "bs64": {"best_lr": 0.3, "best_test_acc": 0.97}},
+    }
+    text = " ".join(changes_since(old, new))
+    assert "Params changed since commit abc (HEAD): grid.learning_rates: [0.1] → [0.1, 0.3]." in text
+    assert "train.epochs" not in text
+    assert "Cells: 2 → 4." in text
+    assert "batch 64: 95.0% → 97.0% (+2.0 points), best lr 0.1 → 0.3" in text
+    same = " ".join(changes_since(old, {"params": old["params"], "metrics": old["metrics"]}))
+    assert "No params changed since commit abc (HEAD)." in same and "→" not in same
+    assert "The headline metrics are the same as at commit abc (HEAD)." in same
+    assert changes_since(None, new) == [
+        "No earlier version of the study is recorded in this repository's history."
+    ]

@@ -286,7 +286,7 @@ def changes_since(previous: dict | None, current: dict) -> list[str]:
     for b in batches:
         old, new = old_m.get(f"bs{b}") or {}, new_m.get(f"bs{b}") or {}
         o_acc, n_acc = old.get("best_test_acc"), new.get("best_test_acc")
-        if o_acc is None and n_acc is None:
+        if o_acc == n_acc and old.get("best_lr") == new.get("best_lr"):
             continue
         text = f"batch {b}: {fmt_pct(o_acc) if o_acc is not None else 'absent'} → {fmt_pct(n_acc) if n_acc is not None else 'absent'}"
         if o_acc is not None and n_acc is not None:
@@ -296,6 +296,8 @@ def changes_since(previous: dict | None, current: dict) -> list[str]:
         moves.append(text)
     if moves:
         out.append("Best test accuracy per batch size since " + label + ": " + "; ".join(moves) + ".")
+    elif old_m == new_m:
+        out.append(f"The headline metrics are the same as at {label}.")
     return out
 
 
@@ -708,7 +710,7 @@ def build_sections(
         Section(
             "changes",
             "Changes since the last version",
-            "This version against the last committed one (git history of params.yaml and"
+            "This version against the last committed one (git history of the params file and"
             " results/summary/metrics.json; for a DVC experiment, its baseline commit).",
             findings=changes_since(previous, {"params": config, "metrics": metrics}),
         )
