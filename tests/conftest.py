@@ -104,6 +104,16 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
+# two cells: a slow one (batch 16, 3 epochs) that can be interrupted, and a quick one
+RESILIENCE_GRID = """\
+grid:
+  batch_sizes: [16, 1000]
+  learning_rates: [0.05]
+  seeds: [0]
+train:
+  epochs: 3
+"""
+
 TINY_CONFIG = """\
 grid:
   batch_sizes: [128, 1000]

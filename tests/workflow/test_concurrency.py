@@ -6,18 +6,10 @@ import signal
 import pandas as pd
 import pytest
 
+from conftest import RESILIENCE_GRID as GRID
 from conftest import copy_workflow, snakemake, start_snakemake, wait_for
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
-
-GRID = """\
-grid:
-  batch_sizes: [16, 1000]
-  learning_rates: [0.05]
-  seeds: [0]
-train:
-  epochs: 3
-"""
 
 
 def test_second_concurrent_run_is_refused_and_first_finishes(tmp_path, mnist_mirror):

@@ -7,18 +7,11 @@ import signal
 import pandas as pd
 import pytest
 
+from conftest import RESILIENCE_GRID as GRID
 from conftest import copy_workflow, snakemake, start_snakemake, wait_for
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
-GRID = """\
-grid:
-  batch_sizes: [16, 1000]
-  learning_rates: [0.05]
-  seeds: [0]
-train:
-  epochs: 3
-"""
 SLOW = "results/runs/bs16_lr0.05_s0"
 QUICK = "results/runs/bs1000_lr0.05_s0"
 
