@@ -15,7 +15,7 @@ from batchlab.provenance import git_show, git_state, version_stamp
 from batchlab.report import build_sections, render_html, vega_bundle
 
 
-def previous_version(workdir, schema_path, metrics_path):
+def previous_version(workdir, commit, schema_path, metrics_path):
     """The last committed params and headline metrics, to say what changed since."""
     old_params, old_metrics = (
         git_show(workdir, "HEAD", "params.yaml"),
@@ -29,12 +29,16 @@ def previous_version(workdir, schema_path, metrics_path):
         params = validate_config(yaml.safe_load(old_params), schema)
     except BatchlabError:
         params = yaml.safe_load(old_params)
-    commit = (git_state(workdir)["commit"] or "")[:10]
-    return {"label": f"commit {commit} (HEAD)", "params": params, "metrics": json.loads(old_metrics)}
+    return {
+        "label": f"commit {(commit or '')[:10]} (HEAD)",
+        "params": params,
+        "metrics": json.loads(old_metrics),
+    }
 
 
 def main(log, input, output, params):
     config = dict(params.config)
+    git = git_state(os.getcwd())
     with open(input.metrics) as handle:
         metrics = json.load(handle)
     cells = pd.read_parquet(input.cells)
@@ -47,11 +51,11 @@ def main(log, input, output, params):
         epochs=pd.read_parquet(input.epochs),
         curves=pd.read_parquet(input.curves),
         config=config,
-        previous=previous_version(os.getcwd(), params.schema, input.metrics),
+        previous=previous_version(os.getcwd(), git["commit"], params.schema, input.metrics),
         metrics=metrics,
     )
     stamp = version_stamp(
-        git=git_state(os.getcwd()),
+        git=git,
         params_hash=params_hash(config),
         data_checksums=checksums,
         devices=[d for d in cells["device"].dropna()],

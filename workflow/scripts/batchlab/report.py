@@ -117,7 +117,9 @@ def oscillation_findings(settings: pd.DataFrame, lr: float) -> list[str]:
         trend = (
             "falls steadily as batch size grows"
             if rho <= -0.9
-            else "tends to fall as batch size grows" if rho < -0.5 else "does not fall steadily with batch size"
+            else "tends to fall as batch size grows"
+            if rho < -0.5
+            else "does not fall steadily with batch size"
         )
     else:  # two batch sizes: the one step decides
         trend = "falls as batch size grows" if falls == steps else "does not fall with batch size"

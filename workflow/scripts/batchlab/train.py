@@ -339,7 +339,7 @@ def train_cell(
     return TrainResult(
         config=cfg,
         losses=all_losses.astype(np.float32),
-        epoch_of_step=epoch_of_step.astype(np.int32) + 0,
+        epoch_of_step=epoch_of_step.astype(np.int32),
         epochs=epochs,
         status=status,
         stopped_step=stopped_step,
