@@ -1,0 +1,78 @@
+"""Measurements taken on a model during or after training: gradient noise and sharpness.
+
+- `gradient_norms`: squared gradient norms at two batch sizes from one draw of B_big samples,
+  split into micro-batches of B_small. Their expectations are |G|^2 + tr(Sigma)/B, from which
+  `batchlab.analysis.noise_scale` estimates McCandlish et al.'s B_simple = tr(Sigma)/|G|^2.
+- `hessian_top_eigenvalue`: the largest-magnitude eigenvalue of the Hessian of a loss, by power
+  iteration on Hessian-vector products (Keskar et al.'s sharpness, without the box constraint).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def gradient_norms(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, micro_batches: int
+) -> tuple[float, float]:
+    """(mean over micro-batches of |g_small|^2, |g_big|^2) for the mean cross-entropy.
+
+    x holds B_big samples, split into `micro_batches` equal parts of B_small = B_big / m; g_big
+    is the mean of the micro-batch gradients, i.e. the gradient of the whole draw's mean loss.
+    """
+    if x.shape[0] % micro_batches:
+        raise ValueError(f"{x.shape[0]} samples do not split into {micro_batches} equal micro-batches")
+    params = [p for p in model.parameters() if p.requires_grad]
+    small_sq = torch.zeros((), dtype=torch.float64, device=x.device)
+    total = None
+    with torch.enable_grad():
+        for xm, ym in zip(x.chunk(micro_batches), y.chunk(micro_batches), strict=True):
+            grads = torch.autograd.grad(F.cross_entropy(model(xm), ym), params)
+            flat = _flat(grads).double()
+            small_sq += flat.dot(flat)
+            total = flat if total is None else total + flat
+    big = total / micro_batches
+    host = torch.stack([small_sq / micro_batches, big.dot(big)]).cpu()  # one host copy
+    return float(host[0]), float(host[1])
+
+
+def hessian_top_eigenvalue(
+    loss_fn: Callable[[], torch.Tensor],
+    params: Sequence[torch.Tensor],
+    iterations: int = 20,
+    tol: float = 1e-3,
+    seed: int = 0,
+) -> float:
+    """Power iteration on v -> Hv (double backward); stops when the Rayleigh quotient changes by
+    less than tol (relative). Returns the eigenvalue of largest magnitude (the sharpness)."""
+    params = list(params)
+    with torch.enable_grad():
+        grads = torch.autograd.grad(loss_fn(), params, create_graph=True)
+        g = torch.Generator().manual_seed(seed)
+        v = [torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device) for p in params]
+        norm = math.sqrt(sum(float((u * u).sum()) for u in v))
+        v = [u / norm for u in v]
+        eig = float("nan")
+        for _ in range(iterations):
+            # Hv = d(g . v)/dw; a scalar output, not grad_outputs=v, which makes autograd import
+            # sympy (about 0.35 s, once per training job)
+            g_dot_v = sum((g * u).sum() for g, u in zip(grads, v, strict=True))
+            hv = torch.autograd.grad(g_dot_v, params, retain_graph=True)
+            quotient = float(sum((h * u).sum() for h, u in zip(hv, v, strict=True)))
+            norm = math.sqrt(sum(float((h * h).sum()) for h in hv))
+            if not math.isfinite(quotient) or norm == 0:
+                return quotient if math.isfinite(quotient) else float("nan")
+            done = math.isfinite(eig) and abs(quotient - eig) <= tol * abs(quotient)
+            eig = quotient
+            if done:
+                break
+            v = [h / norm for h in hv]
+    return eig
