@@ -65,7 +65,7 @@ class Trainer:
         cfg = CellConfig(batch_size=b, lr=LR, seed=0, model=model_name)
         self.model = build_model(model_name).to(device)
         if uses_fused_step(cfg):
-            self.step = fused_mlp_sgd_step(self.model, LR)
+            self.step = fused_mlp_sgd_step(self.model)
         else:
             self.step = eager_step(self.model, make_optimizer(cfg, self.model.parameters()))
         perm = torch.randperm(data.n_train, generator=torch.Generator().manual_seed(0)).to(device)
@@ -76,7 +76,9 @@ class Trainer:
         done = 0
         while done < n:
             take = min(n - done, self.iters - self.pos)
-            losses = run_iterations(self.step, self.xs, self.ys, self.b, self.pos, self.pos + take)
+            losses = run_iterations(
+                self.step, self.xs, self.ys, self.b, self.pos, self.pos + take, lambda t: LR
+            )
             torch.stack(losses).cpu()  # the trainer copies losses to the host once per window
             self.pos = (self.pos + take) % self.iters
             done += take

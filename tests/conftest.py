@@ -104,8 +104,17 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
+# the grid only: params.yaml turns the remedy and Solution 2 cells on, these configs turn them off
+GRID_ONLY = """\
+remedies:
+  enabled: false
+solution2:
+  enabled: false
+"""
+
 # two cells: a slow one (batch 16, 3 epochs) that can be interrupted, and a quick one
-RESILIENCE_GRID = """\
+RESILIENCE_GRID = (
+    """\
 grid:
   batch_sizes: [16, 1000]
   learning_rates: [0.05]
@@ -113,8 +122,12 @@ grid:
 train:
   epochs: 3
 """
+    + GRID_ONLY
+)
 
-TINY_CONFIG = """\
+# four grid cells (one diverges at once), as a Slurm cluster or a DVC repo runs them
+BASIC_CONFIG = (
+    """\
 grid:
   batch_sizes: [128, 1000]
   learning_rates: [0.1, 50]
@@ -123,6 +136,35 @@ train:
   epochs: 2
 report:
   reference_lr: 0.1
+"""
+    + GRID_ONLY
+)
+
+# the tiny study: two seeds of the basic grid, a remedy and a Solution 2 comparison, so that
+# every section of the report has data
+TINY_CONFIG = """\
+grid:
+  batch_sizes: [128, 1000]
+  learning_rates: [0.1, 50]
+  seeds: [0, 1]
+train:
+  epochs: 2
+remedies:
+  enabled: true
+  batch_sizes: [4000]
+  reference_batch_size: 128
+  reference_lr: 0.1
+  scaling: [none, linear]
+  warmup_epochs: 1
+solution2:
+  enabled: true
+  batch_size: 1000
+  splits: 4
+  lr: 0.1
+  momentum: [0.0]
+report:
+  reference_lr: 0.1
+  target_test_acc: 0.9
 """
 
 

@@ -32,6 +32,10 @@ train:
   epochs: 1
 report:
   reference_lr: 0.1
+remedies:
+  enabled: false
+solution2:
+  enabled: false
 """
 PROJECT_FILES = [
     "Snakefile",

@@ -3,7 +3,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from batchlab.config import ConfigError, cell_name, cells, format_lr, params_hash, validate_config
+from batchlab.config import (
+    ConfigError,
+    cell_name,
+    cells,
+    format_lr,
+    params_hash,
+    parse_recipe,
+    recipe_suffix,
+    scaled_lr,
+    validate_config,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/params.schema.yaml").read_text())
@@ -113,7 +123,7 @@ def test_cell_names_are_canonical():
     assert format_lr(1e-12) == repr(1e-12)
     assert cell_name(64, 0.32, 0) == "bs64_lr0.32_s0"
     grid = validate_config(PARAMS, SCHEMA)
-    names = [c["name"] for c in cells(grid)]
+    names = [c["name"] for c in cells(grid) if c["group"] == "grid"]
     assert (
         len(names)
         == len(set(names))
@@ -123,6 +133,77 @@ def test_cell_names_are_canonical():
             * len(PARAMS["grid"]["seeds"])
         )
     )
+
+
+def test_recipes_round_trip_and_reject_nonsense():
+    assert recipe_suffix() == ""
+    assert recipe_suffix(warmup_epochs=1, momentum=0.9, splits=8) == "_w1_m0.9_k8"
+    assert parse_recipe("_w0.5_k4") == {"warmup_epochs": 0.5, "momentum": None, "splits": 4}
+    assert parse_recipe("") == {"warmup_epochs": 0.0, "momentum": None, "splits": 1}
+    assert parse_recipe("_m0") == {"warmup_epochs": 0.0, "momentum": 0.0, "splits": 1}
+    with pytest.raises(ConfigError, match="_k8_w1"):
+        parse_recipe("_k8_w1")  # not in canonical order
+    assert cell_name(1024, 0.08, 1, "_m0.9_k8") == "bs1024_lr0.08_s1_m0.9_k8"
+
+
+def test_lr_scaling_rules():
+    assert scaled_lr(0.08, 64, 1024, "none") == 0.08
+    assert scaled_lr(0.08, 64, 1024, "sqrt") == pytest.approx(0.32)
+    assert scaled_lr(0.08, 64, 1024, "linear") == pytest.approx(1.28)
+    assert scaled_lr(0.1, 256, 8192, "linear") == pytest.approx(3.2)
+
+
+def test_remedy_and_solution2_cells_extend_the_grid_without_duplicates():
+    config = validate_config(
+        {
+            "grid": {"batch_sizes": [64, 1024], "learning_rates": [0.08, 0.32], "seeds": [0]},
+            "train": {"epochs": 2},
+            "remedies": {
+                "enabled": True,
+                "batch_sizes": [1024],
+                "scaling": ["none", "sqrt"],
+                "warmup_epochs": 0.5,
+            },
+            "solution2": {"enabled": True, "batch_size": 1024, "splits": 4, "lr": 0.08, "momentum": [0, 0.9]},
+            "report": {},
+        },
+        SCHEMA,
+    )
+    by_group = {}
+    for c in cells(config):
+        by_group.setdefault(c["group"], []).append(c["name"])
+    assert len(by_group["grid"]) == 4
+    # 1024 at 0.08 and 0.32 (sqrt) without warm-up are grid cells already
+    assert by_group["remedies"] == ["bs1024_lr0.08_s0_w0.5", "bs1024_lr0.32_s0_w0.5"]
+    # plain 1024 at lr and at k x lr = 0.32 without momentum are grid cells already
+    assert by_group["solution2"] == [
+        "bs1024_lr0.08_s0_k4",
+        "bs1024_lr0.08_s0_m0.9_k4",
+        "bs1024_lr0.08_s0_m0.9",
+        "bs1024_lr0.32_s0_m0.9",
+    ]
+    off = validate_config({**config, "remedies": {"enabled": False}, "solution2": {"enabled": False}}, SCHEMA)
+    assert {c["group"] for c in cells(off)} == {"grid"}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"remedies": {"enabled": True, "warmup_epochs": 5}},
+            "remedies.warmup_epochs: 5 is longer than training",
+        ),
+        (
+            {"solution2": {"enabled": True, "batch_size": 4, "splits": 8}},
+            "solution2.splits: 8 slices cannot be cut",
+        ),
+        ({"measure": {"noise_batch": 1000, "noise_micro_batches": 3}}, "measure.noise_micro_batches: 3"),
+    ],
+)
+def test_keys_that_must_agree_are_checked_together(change, message):
+    config = {**PARAMS, "train": {**PARAMS["train"], "epochs": 3}, **change}
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        validate_config(config, SCHEMA)
 
 
 def test_params_hash_is_stable_and_sensitive():

@@ -113,7 +113,9 @@ def test_late_divergence_is_found_at_its_step(monkeypatch):
         return loss * float("nan") if calls["n"] == 50 else loss
 
     monkeypatch.setattr(train_module.F, "cross_entropy", poisoned)
-    result = run(CellConfig(batch_size=16, lr=0.01, seed=0, epochs=3, check_every=1000, fused=False))
+    # noise_micro_batches=1: no gradient-noise probe, whose cross-entropy calls would count too
+    cfg = CellConfig(batch_size=16, lr=0.01, seed=0, epochs=3, fused=False, noise_micro_batches=1)
+    result = run(cfg)
     assert result.status == "diverged" and result.stopped_step == 50
     assert len(result.epochs) == 1  # epoch 1 (38 iterations) finished, epoch 2 stopped
     assert np.isnan(result.losses[49]) and np.isfinite(result.losses[:49]).all()
@@ -195,7 +197,9 @@ def test_host_copies_are_rare_not_per_step(monkeypatch):
             return _real(self, *a, **kw)
 
         monkeypatch.setattr(torch.Tensor, name, counting)
-    result = run(CellConfig(batch_size=1, lr=0.001, seed=0, epochs=1, check_every=200))
+    # the final model's sharpness (power iteration, once per cell) is left out of this count
+    cfg = CellConfig(batch_size=1, lr=0.001, seed=0, epochs=1, check_every=200, sharpness_iterations=0)
+    result = run(cfg)
     steps = len(result.losses)
     assert steps == 600
     assert counts["n"] <= 20, f"{counts['n']} host copies for {steps} steps"
@@ -215,3 +219,100 @@ def test_mnist_normalisation_and_shapes():
     c = to_device(tensors, input_shape("cnn"), CPU)
     assert c.train_x.shape == (4, 1, 28, 28)
     assert build_model("cnn")(c.train_x).shape == (4, 10)
+
+
+def test_solution2_equals_one_step_at_k_times_the_lr_for_plain_sgd():
+    """One forward pass, k updates from k slices, all gradients at the same weights: for plain
+    SGD the k updates sum to one full-batch step with k x lr."""
+    data = synthetic(n_train=640)
+    k = 4
+    split = run(CellConfig(batch_size=64, lr=0.01, seed=2, epochs=2, splits=k), data)
+    plain_k = run(CellConfig(batch_size=64, lr=0.01 * k, seed=2, epochs=2, fused=False), data)
+    plain = run(CellConfig(batch_size=64, lr=0.01, seed=2, epochs=2, fused=False), data)
+    assert split.summary()["step_implementation"].startswith("Solution 2")
+    assert split.summary()["updates"] == k * len(split.losses)
+    assert len(split.losses) == len(plain_k.losses) == 20
+    np.testing.assert_allclose(split.losses, plain_k.losses, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(split.losses, plain.losses, rtol=1e-3)
+
+
+def test_solution2_with_momentum_is_not_the_same_as_k_times_the_lr():
+    data = synthetic(n_train=640)
+    split = run(CellConfig(batch_size=64, lr=0.01, seed=2, epochs=2, splits=4, momentum=0.9), data)
+    plain_k = run(CellConfig(batch_size=64, lr=0.04, seed=2, epochs=2, momentum=0.9), data)
+    assert split.losses[0] == pytest.approx(plain_k.losses[0])  # same weights before any update
+    assert np.abs(split.losses[1:] - plain_k.losses[1:]).max() > 1e-3
+
+
+def test_the_naive_solution2_fails_in_pytorch():
+    """What the report says: stepping the optimizer between backward passes of one graph fails,
+    because the weights saved in the graph were changed in place."""
+    torch.manual_seed(0)
+    model = build_model("mlp")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(8, 784), torch.randint(0, 10, (8,))
+    per_sample = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+    per_sample[:4].mean().backward(retain_graph=True)
+    opt.step()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        per_sample[4:].mean().backward()
+
+
+def test_linear_warmup_schedule():
+    from batchlab.train import lr_schedule, warmup_steps
+
+    lr_at = lr_schedule(0.8, 4)
+    assert [lr_at(t) for t in range(6)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 0.8, 0.8])
+    assert lr_schedule(0.8, 0)(0) == 0.8
+    assert warmup_steps(CellConfig(batch_size=64, lr=1, seed=0, warmup_epochs=0.5), 938) == 469
+
+
+def test_warmup_changes_early_steps_only_through_the_lr():
+    data = synthetic()
+    warm = run(CellConfig(batch_size=60, lr=0.5, seed=1, epochs=2, warmup_epochs=1), data)
+    cold = run(CellConfig(batch_size=60, lr=0.5, seed=1, epochs=2), data)
+    fused_warm = run(CellConfig(batch_size=60, lr=0.5, seed=1, epochs=2, warmup_epochs=1, fused=False), data)
+    assert warm.losses[0] == cold.losses[0]  # same initial weights and first batch
+    assert warm.losses[1] != cold.losses[1]  # the first update was 1/10 as large
+    np.testing.assert_allclose(warm.losses, fused_warm.losses, rtol=1e-4, atol=1e-5)
+
+
+def test_probes_measure_without_changing_the_trajectory():
+    data = synthetic()
+    probed = run(CellConfig(batch_size=10, lr=0.05, seed=0, epochs=2, probe_every_samples=150), data)
+    quiet = run(CellConfig(batch_size=10, lr=0.05, seed=0, epochs=2, probe_every_samples=0), data)
+    assert np.array_equal(probed.losses, quiet.losses)
+    steps = [p["step"] for p in probed.probes]
+    assert steps == [15, 30, 45, 60, 75, 90, 105, 120]  # every 15 iterations; epoch ends at 60, 120
+    assert [p["step"] for p in quiet.probes] == [60, 120]  # epoch ends only
+    last = probed.probes[-1]
+    assert last["test_acc"] == probed.epochs[-1]["test_acc"]
+    assert last["b_small"] * 4 == last["b_big"] == 512 and last["g_small_sq"] > last["g_big_sq"] > 0
+    assert probed.final["sharpness"] > 0
+    times = probed.measure_seconds
+    assert times["noise"] > 0 and times["sharpness"] > 0 and times["training"] > 0
+
+
+def test_resume_keeps_the_probes_and_their_random_stream(tmp_path):
+    cfg = CellConfig(batch_size=16, lr=0.05, seed=1, epochs=3, probe_every_samples=200)
+    full = run(cfg)
+    ckpt = tmp_path / "cell.pt"
+
+    def stop_after_first(state):
+        save_checkpoint(ckpt, cfg, state)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, on_epoch_end=stop_after_first)
+    resumed = run(cfg, resume=load_checkpoint(ckpt, cfg))
+    assert np.array_equal(full.losses, resumed.losses)
+    assert [p["g_small_sq"] for p in full.probes] == [p["g_small_sq"] for p in resumed.probes]
+
+
+def test_solution2_cells_check_their_slices():
+    from batchlab.train import CellError
+
+    with pytest.raises(CellError, match="cannot split a batch of 4 into 8 parts"):
+        run(CellConfig(batch_size=4, lr=0.1, seed=0, splits=8))
+    with pytest.raises(CellError, match="warm-up must last 0 to 3 epochs"):
+        run(CellConfig(batch_size=4, lr=0.1, seed=0, warmup_epochs=5))

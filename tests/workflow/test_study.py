@@ -1,5 +1,6 @@
 """The real snakemake command line on a tiny grid with real MNIST from the local mirror."""
 
+import html
 import json
 import re
 
@@ -56,28 +57,37 @@ def test_cells_log_every_iteration_and_diverged_cells_say_when(tiny_study):
 
 def test_summary_tables_and_metrics(tiny_study):
     cells = pd.read_parquet(tiny_study / "results/summary/cells.parquet")
-    assert len(cells) == 4
-    assert sorted(zip(cells["batch_size"], cells["lr"], strict=True)) == [
-        (128, 0.1),
-        (128, 50.0),
-        (1000, 0.1),
-        (1000, 50.0),
+    # grid 2 x 2 x 2 seeds; remedies: batch 4000 at lr 0.1 and 0.1 * 4000/128, with and without
+    # warm-up; Solution 2: k = 4 at lr 0.1 and plain training at 0.4 (plain at 0.1 is in the grid)
+    assert len(cells) == 8 + 8 + 4
+    grid = cells[cells["in_grid"]]
+    assert sorted(set(zip(grid["batch_size"], grid["lr"], grid["seed"], strict=True))) == [
+        (b, lr, s) for b in (128, 1000) for lr in (0.1, 50.0) for s in (0, 1)
     ]
-    ok = cells[cells["status"] == "ok"].set_index("batch_size")
-    assert ok.loc[128, "oscillation"] > ok.loc[1000, "oscillation"] > 0
-    assert ok.loc[128, "iterations_per_epoch"] == 469
+    assert sorted(cells.loc[~cells["in_grid"], "cell"]) == sorted(
+        [f"bs4000_lr{lr}_s{s}{w}" for lr in ("0.1", "3.125") for s in (0, 1) for w in ("", "_w1")]
+        + [f"bs1000_lr0.1_s{s}_k4" for s in (0, 1)]
+        + [f"bs1000_lr0.4_s{s}" for s in (0, 1)]
+    )
+    ok = grid[grid["status"] == "ok"].groupby("batch_size")
+    assert ok["oscillation"].min().loc[128] > ok["oscillation"].max().loc[1000] > 0
+    assert ok["iterations_per_epoch"].first().loc[128] == 469
+    assert (grid.loc[grid["lr"] == 50, "status"] == "diverged").all()
+    finished = cells[cells["status"] == "ok"]
+    assert (finished["final_sharpness"] > 0).all() and finished["b_simple_end"].notna().any()
     metrics = json.loads((tiny_study / "results/summary/metrics.json").read_text())
-    assert metrics["cells"] == 4 and metrics["diverged_cells"] == 2
+    assert metrics["cells"] == 20 and metrics["diverged_cells"] >= 4
     assert metrics["bs128"]["best_lr"] == 0.1
-    assert (tiny_study / "results/summary/cells.csv").read_text().startswith("cell,batch_size,lr,seed,status")
+    assert (tiny_study / "results/summary/cells.csv").read_text().startswith("cell,batch_size,lr,seed,recipe,")
 
 
 def test_report_answers_the_questions(tiny_study):
     page = (tiny_study / "results/report/index.html").read_text()
     for section in ("findings", "loss-curves", "oscillation", "speed", "lr-grid", "convergence", "version"):
         assert f'<section id="{section}">' in page
+    assert "seed; shaded: the 95% interval over seeds" in page
     assert "An epoch is ceil(N/b) iterations: 469 at batch 128 and 60 at batch 1000." in page
-    assert "2 cells diverged: batch 128 at lr 50 (seed 0) at iteration" in page
+    assert "4 cells diverged: batch 128 at lr 50 (seed 0) at iteration" in page
     assert "Grid edge: at batch 128 the best lr is the lowest lr of the grid (0.1)" in page
     stamp = json.loads(re.search(r'id="version-stamp-json">(.*?)</script>', page).group(1))
     assert stamp["devices"] == ["cpu"] and len(stamp["params_hash"]) == 12
@@ -139,3 +149,58 @@ def test_snakemake_report_embeds_the_study_report(tiny_study):
     embedded = [n for n in archive.namelist() if n.endswith("/index.html") and "/data/raw/" in n]
     assert [archive.read(n) == ours for n in embedded] == [True]
     assert any(n.endswith("/cells.csv") for n in archive.namelist())
+
+
+SECTIONS_BEYOND = {
+    "verdicts": [],
+    "steps-to-target": ["steps-to-target", "samples-to-target"],
+    "noise-scale": ["noise-scale"],
+    "remedies": ["remedies-accuracy-bs4000", "remedies-loss-bs4000"],
+    "solution2": ["solution2-m0"],
+    "sharpness": ["sharpness-vs-batch-size", "gap-vs-batch-size"],
+}
+
+
+def section_text(page: str, section: str) -> str:
+    body = re.search(rf'<section id="{section}">(.*?)</section>', page, re.S).group(1)
+    return html.unescape(re.sub(r"<[^>]+>", " ", body))
+
+
+def test_report_goes_beyond_the_first_observations(tiny_study):
+    """Each section of issue 7 is there, with its charts and numbers taken from the data."""
+    page = (tiny_study / "results/report/index.html").read_text()
+    specs = json.loads(re.search(r"const SPECS = (.*?);\n", page).group(1).replace("<\\/", "</"))
+    for section, charts in SECTIONS_BEYOND.items():
+        assert f'<section id="{section}">' in page, section
+        for chart in charts:
+            assert chart in specs, chart
+    analysis = json.loads((tiny_study / "results/summary/analysis.json").read_text())
+    targets = pd.read_parquet(tiny_study / "results/summary/targets.parquet")
+    cells = pd.read_parquet(tiny_study / "results/summary/cells.parquet")
+
+    # verdicts: one row per claim, each verdict one of the four words
+    verdicts = re.findall(
+        r"<tr><td>([^<]+)</td><td>([^<]+)</td><td>", page.split('id="verdicts"')[1].split("</table>")[0]
+    )
+    assert len(verdicts) == 7
+    assert {v for _, v in verdicts} <= {"supported", "not supported", "mixed", "inconclusive"}
+
+    # steps to 90% test accuracy: batch 128 gets there, with its lr and steps in the table
+    at128 = targets.set_index("batch_size").loc[128]
+    assert at128["reached"] and at128["lr"] == 0.1
+    seeds = cells[(cells["batch_size"] == 128) & (cells["lr"] == 0.1) & cells["in_grid"]]
+    assert at128["steps"] == pytest.approx(seeds["steps_to_acc"].mean())
+    assert f"batch 128 in {round(at128['steps']):,} steps" in section_text(page, "steps-to-target")
+
+    # Solution 2 with plain SGD follows plain training at 4 x lr
+    plain_sgd = [e for e in analysis["solution2_equivalence"] if e["momentum"] == 0.0]
+    assert len(plain_sgd) == 2 and all(e["max_rel"] < 0.01 for e in plain_sgd)
+    assert "the same trajectory" in section_text(page, "solution2")
+
+    # the noise scale and sharpness sections quote measured values
+    noise = section_text(page, "noise-scale")
+    assert "A public replication measured B_simple of about 870-900" in noise
+    assert "of a cell's training time" in noise
+    assert "Sharpness (top Hessian eigenvalue)" in section_text(page, "sharpness")
+    remedies = section_text(page, "remedies")
+    assert "Batch 4000: with no remedy (lr 0.1)" in remedies

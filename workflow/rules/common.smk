@@ -26,17 +26,19 @@ TRAIN_DEVICE = (
     else resolve_device(config["train"]["device"], cuda_available())
 )
 TRAIN_GPUS = 1 if TRAIN_DEVICE == "cuda" else 0
-CELL = "bs{bs}_lr{lr}_s{seed}"
+# a cell: batch size, learning rate, seed, and its recipe (empty for plain training)
+CELL = "bs{bs}_lr{lr}_s{seed}{recipe}"
 
 
 wildcard_constraints:
     bs="[1-9][0-9]*",
     lr="[0-9]+(\.[0-9]+)?",
     seed="[0-9]+",
+    recipe="(_w[0-9.]+)?(_m[0-9.]+)?(_k[0-9]+)?",
 
 
 def cell_outputs(name):
-    """One training output (losses, epochs or metrics) for every cell of the grid."""
+    """One training output (losses, epochs, probes or metrics) for every cell of the study."""
     cells = grid_cells(config)
     return expand(
         getattr(rules.train.output, name),
@@ -44,6 +46,7 @@ def cell_outputs(name):
         bs=[c["batch_size"] for c in cells],
         lr=[c["lr_text"] for c in cells],
         seed=[c["seed"] for c in cells],
+        recipe=[c["recipe"] for c in cells],
     )
 
 

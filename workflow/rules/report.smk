@@ -11,6 +11,7 @@ rule aggregate:
         metrics=cell_outputs("metrics"),
         epochs=cell_outputs("epochs"),
         losses=cell_outputs("losses"),
+        probes=cell_outputs("probes"),
     output:
         cells="results/summary/cells.parquet",
         cells_csv=report(
@@ -24,14 +25,20 @@ rule aggregate:
         loss_curves_csv="results/summary/loss_curves.csv",
         epochs="results/summary/epochs.parquet",
         curves="results/summary/curves.parquet",
+        probes="results/summary/probes.parquet",
+        targets="results/summary/targets.parquet",
+        analysis="results/summary/analysis.json",
         metrics="results/summary/metrics.json",
     log:
         "logs/aggregate.log",
     conda:
         "../../envs/batchlab.yaml"
     params:
+        grid=config["grid"],
         smooth_samples=config["report"]["smooth_samples"],
         loss_target=config["report"]["loss_target"],
+        target_test_acc=config["report"]["target_test_acc"],
+        noise_smoothing_probes=config["report"]["noise_smoothing_probes"],
         max_points_per_curve=config["report"]["max_points_per_curve"],
     script:
         "../scripts/aggregate.py"
@@ -44,6 +51,9 @@ rule report:
         best_lr=rules.aggregate.output.best_lr,
         epochs=rules.aggregate.output.epochs,
         curves=rules.aggregate.output.curves,
+        probes=rules.aggregate.output.probes,
+        targets=rules.aggregate.output.targets,
+        analysis=rules.aggregate.output.analysis,
         metrics=rules.aggregate.output.metrics,
         checksums=rules.fetch.output.checksums,
     output:

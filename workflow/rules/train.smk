@@ -1,4 +1,5 @@
-# One training job per cell of the grid: (batch size, learning rate, seed).
+# One training job per cell: (batch size, learning rate, seed), plus the recipe of the
+# remedy and Solution 2 cells (warm-up, momentum, slices).
 
 
 rule train:
@@ -7,6 +8,7 @@ rule train:
     output:
         losses=f"results/runs/{CELL}/losses.parquet",
         epochs=f"results/runs/{CELL}/epochs.parquet",
+        probes=f"results/runs/{CELL}/probes.parquet",
         metrics=report(
             f"results/runs/{CELL}/metrics.json",
             caption="../report/cell.rst",
@@ -23,6 +25,7 @@ rule train:
         gpu=TRAIN_GPUS,
     params:
         train=config["train"],
+        measure=config["measure"],
         checkpoint=f"results/checkpoints/{CELL}.pt",
     script:
         "../scripts/train.py"

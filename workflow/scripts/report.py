@@ -42,6 +42,8 @@ def main(log, input, output, params):
     with open(input.metrics) as handle:
         metrics = json.load(handle)
     cells = pd.read_parquet(input.cells)
+    with open(input.analysis) as handle:
+        analysis = json.load(handle)
     with open(input.checksums) as handle:
         checksums = json.load(handle)
     sections = build_sections(
@@ -53,6 +55,9 @@ def main(log, input, output, params):
         config=config,
         previous=previous_version(os.getcwd(), git["commit"], params.schema, input.metrics),
         metrics=metrics,
+        probes=pd.read_parquet(input.probes),
+        targets=pd.read_parquet(input.targets),
+        analysis=analysis,
     )
     stamp = version_stamp(
         git=git,

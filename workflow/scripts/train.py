@@ -15,17 +15,18 @@ import torch  # noqa: E402
 
 from batchlab import __version__  # noqa: E402
 from batchlab.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from batchlab.config import cell_name  # noqa: E402
+from batchlab.config import cell_name, parse_recipe  # noqa: E402
 from batchlab.data import load_prepared, to_device  # noqa: E402
 from batchlab.devices import claim_gpu, cuda_available, pinned_by_scheduler, resolve_device  # noqa: E402
 from batchlab.io import write_json, write_parquet  # noqa: E402
 from batchlab.models import input_shape  # noqa: E402
-from batchlab.train import CellConfig, iterations_per_epoch, train_cell  # noqa: E402
+from batchlab.train import PROBE_COLUMNS, CellConfig, iterations_per_epoch, train_cell  # noqa: E402
 
 
 def main(log, wildcards, params, input, output, threads):
     t_imported = time.perf_counter()
-    train = params.train
+    train, measure = params.train, params.measure
+    recipe = parse_recipe(wildcards.recipe)
     cfg = CellConfig(
         batch_size=int(wildcards.bs),
         lr=float(wildcards.lr),
@@ -33,9 +34,12 @@ def main(log, wildcards, params, input, output, threads):
         epochs=train["epochs"],
         model=train["model"],
         optimizer=train["optimizer"],
-        momentum=train["momentum"],
+        momentum=train["momentum"] if recipe["momentum"] is None else recipe["momentum"],
         weight_decay=train["weight_decay"],
         divergence_loss=train["divergence_loss"],
+        warmup_epochs=recipe["warmup_epochs"],
+        splits=recipe["splits"],
+        **measure,
     )
     device = torch.device(resolve_device(train["device"], cuda_available()))
     if device.type == "cuda" and not pinned_by_scheduler(os.environ):
@@ -47,7 +51,7 @@ def main(log, wildcards, params, input, output, threads):
     torch.set_num_threads(threads)
     data = to_device(load_prepared(input.data), input_shape(cfg.model), device)
     t_data = time.perf_counter()
-    name = cell_name(cfg.batch_size, cfg.lr, cfg.seed)
+    name = cell_name(cfg.batch_size, cfg.lr, cfg.seed, wildcards.recipe)
     log(f"cell {name}: {cfg} on {device} with {threads} thread(s)")
 
     resume = load_checkpoint(params.checkpoint, cfg)
@@ -92,11 +96,13 @@ def main(log, wildcards, params, input, output, threads):
             ],
         ),
     )
+    write_parquet(output.probes, pd.DataFrame(result.probes, columns=PROBE_COLUMNS))
     write_json(
         output.metrics,
         {
             **result.summary(),
             "cell": name,
+            "recipe": wildcards.recipe,
             "iterations_per_epoch": ipe,
             "device": str(device),
             "threads": threads,

@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pandas as pd
 
-CELL_KEYS = ["batch_size", "lr", "seed"]
+from batchlab.analysis import first_reach, fit_critical_batch, mean_ci, noise_scale, scaling_regimes
+
+CELL_KEYS = ["batch_size", "lr", "seed", "recipe"]
 
 
 def smoothing_window(batch_size: int, smooth_samples: int) -> int:
@@ -43,20 +45,47 @@ def first_crossing(smoothed: np.ndarray, target: float) -> int | None:
     return int(hits[0]) + 1 if hits.size else None
 
 
+def noise_table(probes: pd.DataFrame, window: int) -> pd.DataFrame:
+    """A cell's probes with the smoothed |G|^2, tr(Sigma) and B_simple at each."""
+    out = probes.copy()
+    if out.empty:
+        return out.assign(g2=[], trace=[], b_simple=[])
+    out["g2"], out["trace"], out["b_simple"] = noise_scale(
+        out["g_small_sq"], out["g_big_sq"], out["b_small"], out["b_big"], window
+    )
+    return out
+
+
 def summarize_cell(
-    metrics: dict, epochs: pd.DataFrame, losses: np.ndarray, smooth_samples: int, loss_target: float
+    metrics: dict,
+    epochs: pd.DataFrame,
+    losses: np.ndarray,
+    smooth_samples: int,
+    loss_target: float,
+    probes: pd.DataFrame | None = None,
+    target_acc: float = 0.95,
+    noise_window: int = 4,
 ) -> dict:
-    """One summary row per cell: speed, oscillation, convergence, outcome."""
+    """One summary row per cell: speed, oscillation, convergence, outcome, measurements."""
     b = int(metrics["batch_size"])
     ipe = int(metrics["iterations_per_epoch"])
     smoothed = trailing_mean(losses, smoothing_window(b, smooth_samples))
     to_target = first_crossing(smoothed, loss_target)
     ms_per_step = float(epochs["ms_per_step"].mean()) if len(epochs) else float("nan")
+    probes = probes if probes is not None else pd.DataFrame(columns=["step", "test_acc"])
+    to_acc = first_reach(probes["step"], probes["test_acc"], target_acc) if len(probes) else None
+    noise = noise_table(probes, noise_window) if "g_small_sq" in probes else pd.DataFrame()
+    b_simple = noise["b_simple"].dropna() if len(noise) else pd.Series(dtype=float)
+    share = (metrics.get("measure_seconds") or {}).get("noise_and_sharpness_share")
     row = {
         "cell": metrics["cell"],
         "batch_size": b,
         "lr": float(metrics["lr"]),
         "seed": int(metrics["seed"]),
+        "recipe": metrics.get("recipe", ""),
+        "warmup_epochs": float(metrics.get("warmup_epochs", 0.0)),
+        "momentum": float(metrics.get("momentum", 0.0)),
+        "splits": int(metrics.get("splits", 1)),
         "status": metrics["status"],
         "stopped_step": metrics.get("stopped_step"),
         "stopped_epoch": (math.ceil(metrics["stopped_step"] / ipe) if metrics.get("stopped_step") else None),
@@ -76,6 +105,13 @@ def summarize_cell(
         "steps_to_target": to_target,
         "samples_to_target": to_target * b if to_target else None,
         "seconds_to_target": to_target * ms_per_step / 1000.0 if to_target else None,
+        "steps_to_acc": to_acc,
+        "samples_to_acc": to_acc * b if to_acc is not None else None,
+        "seconds_to_acc": to_acc * ms_per_step / 1000.0 if to_acc is not None else None,
+        "b_simple_end": float(b_simple.iloc[-1]) if len(b_simple) else float("nan"),
+        "final_sharpness": _num(metrics.get("final_sharpness")),
+        "generalization_gap": _num(metrics.get("final_train_acc")) - _num(metrics.get("final_test_acc")),
+        "measure_share": _num(share),
         "device": metrics.get("device"),
     }
     return row
@@ -89,12 +125,47 @@ def cells_table(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     for col in ("stopped_step", "stopped_epoch", "steps_to_target", "samples_to_target"):
         df[col] = pd.array(df[col], dtype="Int64")
-    df["seconds_to_target"] = pd.to_numeric(df["seconds_to_target"], errors="coerce").astype(float)
+    for col in ("seconds_to_target", "steps_to_acc", "samples_to_acc", "seconds_to_acc"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     return df.sort_values(CELL_KEYS).reset_index(drop=True)
 
 
+def grid_mask(frame: pd.DataFrame, grid: dict) -> pd.Series:
+    """Rows of the (batch size, lr, seed) grid: plain training at a grid batch size and lr (a
+    remedy cell may train plainly at a batch size or lr outside the grid)."""
+    lrs = np.asarray(grid["learning_rates"], dtype=float)
+    lr_ok = frame["lr"].map(lambda v: bool(np.isclose(v, lrs, rtol=1e-9, atol=0).any()))
+    return (
+        (frame["recipe"].fillna("") == "")
+        & frame["batch_size"].isin(grid["batch_sizes"])
+        & frame["seed"].isin(grid["seeds"])
+        & lr_ok
+    )
+
+
+def grid_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """The cells of the (batch size, lr, seed) grid (column in_grid; else all plain cells)."""
+    if "in_grid" in cells:
+        return cells[cells["in_grid"].astype(bool)]
+    if "recipe" in cells:
+        return cells[cells["recipe"].fillna("") == ""]
+    return cells
+
+
+# the measures given 95% intervals over seeds, with the range each can take
+CI_COLUMNS = {
+    "final_test_acc": (0.0, 1.0),
+    "oscillation": (0.0, math.inf),
+    "epoch_seconds": (0.0, math.inf),
+    "final_sharpness": None,
+    "generalization_gap": (-1.0, 1.0),
+}
+
+
 def by_setting(cells: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds per (batch size, lr), with the number of seeds and of failed seeds."""
+    """Mean over seeds per (batch size, lr) of the grid, with the number of seeds and of failed
+    seeds, and 95% intervals (columns *_lo, *_hi) of the main measures."""
+    cells = grid_cells(cells)
     numeric = [
         "final_test_acc",
         "final_train_acc",
@@ -112,7 +183,50 @@ def by_setting(cells: pd.DataFrame) -> pd.DataFrame:
     out["collapsed"] = grouped["status"].agg(lambda s: int((s == "collapsed").sum()))
     out["first_stop_step"] = grouped["stopped_step"].min()
     out["first_stop_epoch"] = grouped["stopped_epoch"].min()
+    for col, bounds in CI_COLUMNS.items():
+        ci = grouped[col].agg(lambda s, b=bounds: mean_ci(pd.to_numeric(s, errors="coerce").astype(float), b))
+        out[f"{col}_lo"] = ci.map(lambda c: c["lo"])
+        out[f"{col}_hi"] = ci.map(lambda c: c["hi"])
     return out.reset_index()
+
+
+def steps_to_target_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per batch size of the grid, the lr that reaches the target test accuracy in the fewest
+    steps (mean over seeds; only lrs where every seed reached it), with 95% intervals of its
+    steps, samples and seconds. Batch sizes where no lr reached it get reached=False."""
+    grid = grid_cells(cells)
+    rows = []
+    for b, at_b in grid.groupby("batch_size", sort=True):
+        best = None
+        for lr, at in at_b.groupby("lr"):
+            if at["steps_to_acc"].notna().all():
+                mean = float(at["steps_to_acc"].mean())
+                if best is None or mean < best[1]:
+                    best = (lr, mean, at)
+        row = {"batch_size": int(b), "reached": best is not None}
+        if best is not None:
+            lr, _, at = best
+            row["lr"] = float(lr)
+            row["seeds"] = int(len(at))
+            for what in ("steps", "samples", "seconds"):
+                ci = mean_ci(at[f"{what}_to_acc"], (0.0, math.inf))
+                row[what], row[f"{what}_lo"], row[f"{what}_hi"] = ci["mean"], ci["lo"], ci["hi"]
+        else:
+            row["best_acc"] = float(at_b["best_test_acc"].max())
+        rows.append(row)
+    cols = ["batch_size", "reached", "lr", "seeds", "best_acc"] + [
+        f"{w}{s}" for w in ("steps", "samples", "seconds") for s in ("", "_lo", "_hi")
+    ]
+    return pd.DataFrame(rows).reindex(columns=cols)
+
+
+def critical_batch(targets: pd.DataFrame) -> dict:
+    """The S = S_min (1 + B_crit / B) fit over the batch sizes that reached the target,
+    and the scaling regime of each step up in batch size."""
+    reached = targets[targets["reached"].astype(bool)]
+    fit = fit_critical_batch(reached["batch_size"], reached["steps"])
+    fit["regimes"] = scaling_regimes(list(reached["batch_size"]), list(reached["steps"]))
+    return fit
 
 
 def best_learning_rates(settings: pd.DataFrame) -> pd.DataFrame:
@@ -164,7 +278,21 @@ def downsample_curve(
     )
 
 
-def headline_metrics(cells: pd.DataFrame, best: pd.DataFrame) -> dict:
+def solution2_pairs(cells: pd.DataFrame) -> list[tuple[str, str, float]]:
+    """(Solution 2 cell, plain cell at k x lr with the same batch, seed and momentum, momentum):
+    the pair that is equivalent for plain SGD."""
+    from batchlab.config import cell_name, parse_recipe, recipe_suffix
+
+    out = []
+    for row in cells[cells["splits"] > 1].itertuples():
+        recipe = parse_recipe(row.recipe)
+        plain = recipe_suffix(warmup_epochs=recipe["warmup_epochs"], momentum=recipe["momentum"])
+        lr = float(f"{row.splits * row.lr:.6g}")
+        out.append((row.cell, cell_name(row.batch_size, lr, row.seed, plain), float(row.momentum)))
+    return out
+
+
+def headline_metrics(cells: pd.DataFrame, best: pd.DataFrame, critical: dict | None = None) -> dict:
     """The numbers DVC tracks (metrics.json): flat, JSON-safe."""
     out: dict = {
         "cells": int(len(cells)),
@@ -172,6 +300,8 @@ def headline_metrics(cells: pd.DataFrame, best: pd.DataFrame) -> dict:
         "collapsed_cells": int((cells["status"] == "collapsed").sum()),
         "best_test_acc": _json_num(cells["final_test_acc"].max()),
     }
+    if critical is not None:
+        out["critical_batch_fit"] = _json_num(critical["b_crit"])
     for row in best.itertuples():
         out[f"bs{row.batch_size}"] = {
             "best_lr": row.best_lr,

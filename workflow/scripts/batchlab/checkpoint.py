@@ -11,7 +11,7 @@ import torch
 from batchlab.io import atomic_path
 from batchlab.train import CellConfig, TrainState
 
-FORMAT = 1
+FORMAT = 2
 
 
 def save_checkpoint(path: str | Path, cfg: CellConfig, state: TrainState) -> None:
@@ -24,6 +24,8 @@ def save_checkpoint(path: str | Path, cfg: CellConfig, state: TrainState) -> Non
         "generator": state.generator,
         "losses": torch.from_numpy(np.ascontiguousarray(state.losses, dtype=np.float32)),
         "epochs": state.epochs,
+        "probes": state.probes,
+        "probe_generator": state.probe_generator,
     }
     with atomic_path(path) as tmp:
         torch.save(record, tmp)
@@ -47,4 +49,6 @@ def load_checkpoint(path: str | Path, cfg: CellConfig) -> TrainState | None:
         generator=record["generator"],
         losses=record["losses"].numpy(),
         epochs=record["epochs"],
+        probes=record["probes"],
+        probe_generator=record["probe_generator"],
     )

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import math
+import re
 from typing import Any
 
 import jsonschema
@@ -100,7 +101,33 @@ def validate_config(config: dict, schema: dict) -> dict:
     if errors:
         lines = [_describe(e) for e in errors]
         raise ConfigError("invalid config:\n  " + "\n  ".join(dict.fromkeys(lines)))
+    problems = _cross_checks(config)
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     return config
+
+
+def _cross_checks(config: dict) -> list[str]:
+    """Rules that tie two keys together, which the JSON schema cannot say."""
+    out = []
+    epochs = config["train"]["epochs"]
+    rem, sol, mea = config.get("remedies", {}), config.get("solution2", {}), config.get("measure", {})
+    if rem.get("enabled") and rem["warmup_epochs"] > epochs:
+        out.append(
+            f"config key remedies.warmup_epochs: {rem['warmup_epochs']:g} is longer than training"
+            f" (train.epochs = {epochs})"
+        )
+    if sol.get("enabled") and sol["splits"] > sol["batch_size"]:
+        out.append(
+            f"config key solution2.splits: {sol['splits']} slices cannot be cut from a batch of"
+            f" {sol['batch_size']} (solution2.batch_size)"
+        )
+    if mea and mea["noise_batch"] % mea["noise_micro_batches"]:
+        out.append(
+            f"config key measure.noise_micro_batches: {mea['noise_micro_batches']} does not divide"
+            f" measure.noise_batch = {mea['noise_batch']} into equal micro-batches"
+        )
+    return out
 
 
 def params_hash(config: dict) -> str:
@@ -117,16 +144,94 @@ def format_lr(lr: float) -> str:
     return text
 
 
-def cell_name(batch_size: int, lr: float, seed: int) -> str:
-    return f"bs{int(batch_size)}_lr{format_lr(lr)}_s{int(seed)}"
+def _num_text(x: float) -> str:
+    return format_lr(x)
+
+
+def recipe_suffix(warmup_epochs: float = 0.0, momentum: float | None = None, splits: int = 1) -> str:
+    """The part of a cell's name that says how it deviates from the plain training of `train`:
+    _w{E} a linear lr warm-up over E epochs, _m{M} momentum M, _k{K} Solution 2 with K slices."""
+    out = ""
+    if warmup_epochs:
+        out += f"_w{_num_text(warmup_epochs)}"
+    if momentum is not None:
+        out += f"_m{_num_text(momentum)}"
+    if splits > 1:
+        out += f"_k{int(splits)}"
+    return out
+
+
+RECIPE_PATTERN = re.compile(
+    r"(?:_w(?P<w>[0-9]+(?:\.[0-9]+)?))?(?:_m(?P<m>[0-9]+(?:\.[0-9]+)?))?(?:_k(?P<k>[0-9]+))?"
+)
+
+
+def parse_recipe(text: str) -> dict:
+    """The inverse of recipe_suffix: {'warmup_epochs', 'momentum' (None: train.momentum), 'splits'}."""
+    match = RECIPE_PATTERN.fullmatch(text or "")
+    if match is None:
+        raise ConfigError(
+            f"cell recipe {text!r} is not understood; it is made of _w<epochs>, _m<momentum>, _k<slices>"
+        )
+    return {
+        "warmup_epochs": float(match["w"]) if match["w"] else 0.0,
+        "momentum": float(match["m"]) if match["m"] else None,
+        "splits": int(match["k"]) if match["k"] else 1,
+    }
+
+
+def cell_name(batch_size: int, lr: float, seed: int, recipe: str = "") -> str:
+    return f"bs{int(batch_size)}_lr{format_lr(lr)}_s{int(seed)}{recipe}"
+
+
+def scaled_lr(reference_lr: float, reference_batch: int, batch_size: int, rule: str) -> float:
+    """Learning-rate scaling with batch size: none, sqrt (lr ∝ √b) or linear (lr ∝ b)."""
+    power = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}[rule]
+    return float(f"{reference_lr * (batch_size / reference_batch) ** power:.6g}")
+
+
+def _cell(b: int, lr: float, seed: int, recipe: str, group: str) -> dict:
+    return {
+        "batch_size": int(b),
+        "lr": float(lr),
+        "lr_text": format_lr(lr),
+        "seed": int(seed),
+        "recipe": recipe,
+        "name": cell_name(b, lr, seed, recipe),
+        "group": group,
+    }
 
 
 def cells(config: dict) -> list[dict]:
-    """Every (batch size, learning rate, seed) cell of the grid, in a stable order."""
+    """Every cell of the study in a stable order: the (batch size, learning rate, seed) grid,
+    then the huge-batch remedy cells and the Solution 2 comparison that are not in the grid."""
     grid = config["grid"]
-    return [
-        {"batch_size": b, "lr": float(lr), "lr_text": format_lr(lr), "seed": s, "name": cell_name(b, lr, s)}
+    seeds = sorted(grid["seeds"])
+    out = [
+        _cell(b, lr, s, "", "grid")
         for b in sorted(grid["batch_sizes"])
         for lr in sorted(grid["learning_rates"])
-        for s in sorted(grid["seeds"])
+        for s in seeds
     ]
+    rem = config.get("remedies") or {}
+    if rem.get("enabled"):
+        for b in sorted(rem["batch_sizes"]):
+            for rule in rem["scaling"]:
+                lr = scaled_lr(rem["reference_lr"], rem["reference_batch_size"], b, rule)
+                for warmup in (0.0, rem["warmup_epochs"]):
+                    out += [_cell(b, lr, s, recipe_suffix(warmup_epochs=warmup), "remedies") for s in seeds]
+    sol = config.get("solution2") or {}
+    if sol.get("enabled"):
+        base_momentum = config["train"]["momentum"]
+        b, k, lr = sol["batch_size"], sol["splits"], sol["lr"]
+        for m in sol["momentum"]:
+            mom = None if m == base_momentum else m
+            for lr_i, splits in ((lr, k), (lr, 1), (float(f"{k * lr:.6g}"), 1)):
+                recipe = recipe_suffix(momentum=mom, splits=splits)
+                out += [_cell(b, lr_i, s, recipe, "solution2") for s in seeds]
+    seen, unique = set(), []
+    for cell in out:
+        if cell["name"] not in seen:
+            seen.add(cell["name"])
+            unique.append(cell)
+    return unique

@@ -323,8 +323,34 @@ def thin_curves(curves: pd.DataFrame, max_rows: int = ALTAIR_MAX_ROWS // 2) -> p
     return curves[curves.groupby(keys).cumcount() % k == 0]
 
 
+def seed_bands(curves: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% interval over seeds of the smoothed loss at each (batch size, lr, step)
+    that at least two seeds reached."""
+    from batchlab.analysis import mean_ci
+
+    rows = []
+    for (b, lr, step), g in curves.groupby(["batch_size", "lr", "step"], sort=False):
+        if len(g) < 2:
+            continue
+        ci = mean_ci(g["loss_smooth"], (0.0, math.inf))
+        if math.isfinite(ci["lo"]):
+            rows.append(
+                {
+                    "batch_size": b,
+                    "lr": lr,
+                    "step": step,
+                    "epoch": float(g["epoch"].iloc[0]),
+                    "band_lo": min(ci["lo"], LOSS_CLIP),
+                    "band_hi": min(ci["hi"], LOSS_CLIP),
+                }
+            )
+    return pd.DataFrame(rows, columns=["batch_size", "lr", "step", "epoch", "band_lo", "band_hi"])
+
+
 def loss_curve_chart(curves: pd.DataFrame, x: str, title: str) -> dict:
-    """Raw (faint) and smoothed (bold) training loss per batch size."""
+    """Raw (faint) and smoothed (bold) training loss per batch size and seed, with the 95%
+    interval over seeds of the smoothed loss as a band."""
+    bands = thin_curves(seed_bands(curves).assign(seed=0))
     data = thin_curves(curves).copy()
     data["loss"] = data["loss"].clip(upper=LOSS_CLIP)
     data["loss_smooth"] = data["loss_smooth"].clip(upper=LOSS_CLIP)
@@ -348,7 +374,15 @@ def loss_curve_chart(curves: pd.DataFrame, x: str, title: str) -> dict:
         )
     )
     smooth = base.mark_line(strokeWidth=2.5).encode(y="loss_smooth:Q")
-    return _spec((raw + smooth).properties(title=title, width=CHART_WIDTH, height=CHART_HEIGHT))
+    layers = [raw, smooth]
+    if len(bands):
+        band = (
+            alt.Chart(bands)
+            .mark_area(opacity=0.25)
+            .encode(x=x_enc, y="band_lo:Q", y2="band_hi:Q", color=_bs_color(sort), detail="lr:Q")
+        )
+        layers.insert(0, band)
+    return _spec(alt.layer(*layers).properties(title=title, width=CHART_WIDTH, height=CHART_HEIGHT))
 
 
 def epoch_metric_chart(epochs: pd.DataFrame, metric: str, title: str, y_title: str) -> dict:
@@ -607,7 +641,14 @@ def build_sections(
     config: dict,
     previous: dict | None = None,
     metrics: dict | None = None,
+    probes: pd.DataFrame | None = None,
+    targets: pd.DataFrame | None = None,
+    analysis: dict | None = None,
 ) -> list[Section]:
+    from batchlab import report_scaling as scaling
+
+    all_cells, all_curves, all_epochs = cells, curves, epochs
+    cells, curves, epochs = (scaling.grid_only(f) for f in (cells, curves, epochs))
     rep = config["report"]
     lrs = sorted(settings["lr"].unique())
     ref_lr = nearest(lrs, rep["reference_lr"])
@@ -634,7 +675,8 @@ def build_sections(
             "Training loss, iteration by iteration",
             f"Faint lines: the training loss of every iteration (log-spaced points kept for drawing);"
             f" bold lines: its mean over the last {rep['smooth_samples']:,} samples' worth of"
-            f" iterations, so every batch size is smoothed over the same amount of data. Left: the"
+            f" iterations, so every batch size is smoothed over the same amount of data, one line per"
+            f" seed; shaded: the 95% interval over seeds of the smoothed loss. Left: the"
             f" learning rate held fixed at {ref_lr:g}; below: each batch size at its own best lr.",
             charts=[
                 (
@@ -708,6 +750,57 @@ def build_sections(
             ],
         ),
     ]
+    if probes is not None and targets is not None and analysis is not None:
+        # JSON has no NaN: a fit that could not be made was written as null
+        fit = {k: float("nan") if v is None else v for k, v in analysis.get("critical_batch", {}).items()}
+        target = analysis.get("target_test_acc", rep["target_test_acc"])
+        noise = scaling.noise_at_best(probes, best)
+        end = scaling.b_simple_summary(all_cells, best)
+        seeds = int(cells["seed"].nunique())
+        sections.insert(
+            1,
+            scaling.verdict_section(
+                scaling.verdicts(all_cells, settings, best, targets, probes, all_epochs, analysis, config),
+                seeds,
+            ),
+        )
+        sections.append(
+            Section(
+                "steps-to-target",
+                "Steps, samples and seconds to a target",
+                f"Shallue et al. (2018): how many steps (and samples, and seconds) each batch size needs to"
+                f" reach {target:.1%} test accuracy, at the learning rate that gets there fastest (mean over"
+                " seeds; every seed must reach it; bars: 95% intervals; test accuracy is measured every"
+                f" {config['measure']['probe_every_samples']:,} samples and the crossing interpolated)."
+                " On log-log axes perfect scaling (twice the batch, half the steps) is a line of slope −1;"
+                " where the curve flattens, bigger batches stop saving steps.",
+                charts=[
+                    ("steps-to-target", scaling.steps_chart(targets, fit, "steps"), ""),
+                    ("samples-to-target", scaling.steps_chart(targets, fit, "samples"), ""),
+                ],
+                tables=[html_table(scaling.targets_table(targets))],
+                findings=scaling.target_findings(targets, fit, target),
+            )
+        )
+        sections.append(
+            Section(
+                "noise-scale",
+                "Gradient noise scale and the critical batch size",
+                "McCandlish et al. (2018): B_simple = tr(Σ)/|G|², the batch size at which the gradient's"
+                " noise and signal are equal, predicts the critical batch size beyond which larger batches"
+                " stop paying off. Estimated from squared gradient norms at two batch sizes"
+                f" (B_small = {config['measure']['noise_batch'] // config['measure']['noise_micro_batches']},"
+                f" B_big = {config['measure']['noise_batch']}, random training images at every probe),"
+                f" each averaged over {rep['noise_smoothing_probes']} probes before the ratio is taken.",
+                charts=[("noise-scale", scaling.noise_chart(noise), "")] if len(noise) else [],
+                findings=scaling.noise_findings(noise, end, fit, all_cells),
+            )
+        )
+        if config.get("remedies", {}).get("enabled"):
+            sections.append(scaling.remedies_section(all_cells, probes, all_curves, config))
+        if config.get("solution2", {}).get("enabled"):
+            sections.append(scaling.solution2_section(all_cells, all_curves, analysis, config))
+        sections.append(scaling.sharpness_section(all_cells, best, config))
     sections.append(
         Section(
             "changes",

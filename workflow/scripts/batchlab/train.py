@@ -1,8 +1,15 @@
 """Train one cell of the study: whole dataset on the device, batches sliced from a randperm.
 
 No DataLoader and no `.item()` per step: each iteration's loss stays on the device and the
-losses are copied to the host once every `check_every` iterations (and at the end of each
-epoch), which is also when divergence is checked.
+losses are copied to the host once every `check_every` iterations (and at each probe and epoch
+end), which is also when divergence is checked.
+
+A cell's recipe may add a linear learning-rate warm-up (Goyal et al. 2017) or the "Solution 2"
+step (one forward pass over the batch, then k updates from k slices of it). Every
+`probe_every_samples` training samples the cell is probed: test accuracy (for steps to a target)
+and gradient norms at two batch sizes (for the gradient noise scale). Probes use their own
+random generator, so they never change the training trajectory, and their time is kept out of
+the epoch timings. The final model's sharpness is measured once, after training.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import torch.nn.functional as F
 
 from batchlab import BatchlabError
 from batchlab.data import DeviceData
+from batchlab.measure import gradient_norms, hessian_top_eigenvalue
 from batchlab.models import build_model
 
 LN10 = math.log(10.0)
@@ -29,6 +37,18 @@ COLLAPSE_LOSS_TOLERANCE = 0.03
 COLLAPSE_MAX_ACCURACY = 0.15
 COLLAPSE_MIN_SHARE = 0.5
 EVAL_CHUNK = 10000
+PROBE_COLUMNS = [
+    "step",
+    "epoch",
+    "samples",
+    "recent_train_loss",
+    "test_loss",
+    "test_acc",
+    "b_small",
+    "b_big",
+    "g_small_sq",
+    "g_big_sq",
+]
 
 
 @dataclass(frozen=True)
@@ -46,6 +66,14 @@ class CellConfig:
     divergence_loss: float = 1000.0
     check_every: int = 1000
     fused: bool = True  # the fused plain-SGD step for the mlp, where it applies
+    warmup_epochs: float = 0.0  # linear warm-up of the lr from lr/steps to lr over these epochs
+    splits: int = 1  # "Solution 2": k updates per forward pass, each from 1/k of the batch
+    probe_every_samples: int = 20000  # test accuracy + gradient noise every this many samples
+    noise_batch: int = 512  # B_big of the noise-scale measurement
+    noise_micro_batches: int = 4  # B_small = noise_batch / noise_micro_batches
+    train_eval_size: int = 10000  # training loss/accuracy at epoch ends: the first n images
+    sharpness_subset: int = 512  # Hessian of the training loss on the first n images
+    sharpness_iterations: int = 12  # power-iteration steps (0: no sharpness)
 
 
 @dataclass
@@ -58,6 +86,8 @@ class TrainState:
     generator: torch.Tensor
     losses: np.ndarray
     epochs: list[dict]
+    probes: list[dict] = field(default_factory=list)
+    probe_generator: torch.Tensor | None = None
 
 
 @dataclass
@@ -70,6 +100,8 @@ class TrainResult:
     stopped_step: int | None = None
     stop_reason: str | None = None
     final: dict = field(default_factory=dict)  # evaluation of the final weights
+    probes: list[dict] = field(default_factory=list)  # one row per probe
+    measure_seconds: dict = field(default_factory=dict)  # time spent measuring, not training
 
     def summary(self) -> dict:
         return {
@@ -78,11 +110,11 @@ class TrainResult:
             "stopped_step": self.stopped_step,
             "stop_reason": self.stop_reason,
             "steps": int(len(self.losses)),
+            "updates": int(len(self.losses)) * max(1, self.config.splits),
             "epochs_completed": len(self.epochs),
-            "step_implementation": "fused plain SGD"
-            if uses_fused_step(self.config)
-            else "eager autograd + torch.optim",
+            "step_implementation": step_implementation(self.config),
             **{f"final_{k}": _finite_or_none(v) for k, v in self.final.items()},
+            "measure_seconds": self.measure_seconds,
         }
 
 
@@ -158,6 +190,14 @@ def check_cell(cfg: CellConfig) -> None:
         raise CellError(f"learning rate must be a positive number, got {cfg.lr:g}")
     if cfg.epochs < 1:
         raise CellError(f"epochs must be at least 1, got {cfg.epochs}")
+    if cfg.splits < 1:
+        raise CellError(f"Solution 2 needs at least 1 split, got {cfg.splits}")
+    if cfg.splits > cfg.batch_size:
+        raise CellError(f"Solution 2 cannot split a batch of {cfg.batch_size} into {cfg.splits} parts")
+    if not (0 <= cfg.warmup_epochs <= cfg.epochs):
+        raise CellError(f"warm-up must last 0 to {cfg.epochs} epochs, got {cfg.warmup_epochs:g}")
+    if not (0 <= cfg.momentum < 1):
+        raise CellError(f"momentum must be in [0, 1), got {cfg.momentum:g}")
 
 
 def uses_fused_step(cfg: CellConfig) -> bool:
@@ -168,10 +208,35 @@ def uses_fused_step(cfg: CellConfig) -> bool:
         and cfg.optimizer == "sgd"
         and cfg.momentum == 0
         and cfg.weight_decay == 0
+        and cfg.splits == 1
     )
 
 
-def fused_mlp_sgd_step(model: torch.nn.Module, lr: float) -> Callable:
+def step_implementation(cfg: CellConfig) -> str:
+    if cfg.splits > 1:
+        return f"Solution 2: one forward pass, {cfg.splits} torch.optim updates"
+    return "fused plain SGD" if uses_fused_step(cfg) else "eager autograd + torch.optim"
+
+
+def warmup_steps(cfg: CellConfig, iters_per_epoch: int) -> int:
+    return round(cfg.warmup_epochs * iters_per_epoch)
+
+
+def lr_schedule(lr: float, warmup: int) -> Callable[[int], float]:
+    """lr at 0-based iteration t: linear warm-up lr*(t+1)/warmup over `warmup` iterations, then lr."""
+    if warmup <= 0:
+        return lambda t: lr
+    return lambda t: lr * min(1.0, (t + 1) / warmup)
+
+
+def probe_interval(cfg: CellConfig) -> int:
+    """Iterations between probes (0: probe at epoch ends only)."""
+    if cfg.probe_every_samples <= 0:
+        return 0
+    return max(1, round(cfg.probe_every_samples / cfg.batch_size))
+
+
+def fused_mlp_sgd_step(model: torch.nn.Module) -> Callable:
     """Forward, backward and SGD update of the 784-256-10 mlp by hand, in one pass.
 
     The update W -= lr * dL/dW is applied by the backward GEMM itself (addmm_ with alpha=-lr),
@@ -183,7 +248,7 @@ def fused_mlp_sgd_step(model: torch.nn.Module, lr: float) -> Callable:
     w1, b1, w2, b2 = first.weight.data, first.bias.data, last.weight.data, last.bias.data
 
     @torch.no_grad()
-    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def step(x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
         h = torch.addmm(b1, x, w1.t())
         a = torch.relu(h)
         logp = torch.log_softmax(torch.addmm(b2, a, w2.t()), dim=1)
@@ -201,8 +266,15 @@ def fused_mlp_sgd_step(model: torch.nn.Module, lr: float) -> Callable:
     return step
 
 
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        if group["lr"] != lr:
+            group["lr"] = lr
+
+
 def eager_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Callable:
-    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def step(x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
+        _set_lr(optimizer, lr)
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -212,11 +284,112 @@ def eager_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Call
     return step
 
 
+def split_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, k: int) -> Callable:
+    """The original post's "Solution 2", done so that it works: one forward pass over the batch,
+    then k optimizer updates, the j-th from the mean loss of the j-th k-th of the batch.
+
+    The naive version (backward and `optimizer.step()` k times on one graph) fails in PyTorch:
+    the first step changes the weights in place, and they are saved in the graph for the later
+    backward passes. Here all k gradients are taken from the graph first (retain_graph), then
+    applied in turn. They are therefore all gradients at the same weights: for plain SGD the k
+    updates sum to lr * sum_j g_j = (k * lr) * g_batch, one full-batch step with k times the lr
+    (exact for equal slices); with momentum the k steps build the velocity in between, so the
+    equivalence is no longer exact. The returned loss is the batch's mean loss before the updates.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step(x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
+        _set_lr(optimizer, lr)
+        per_sample = F.cross_entropy(model(x), y, reduction="none")
+        slices = [s for s in torch.tensor_split(per_sample, k) if s.numel()]
+        grads = [
+            torch.autograd.grad(s.mean(), params, retain_graph=i < len(slices) - 1)
+            for i, s in enumerate(slices)
+        ]
+        for grad in grads:
+            for p, g in zip(params, grad, strict=True):
+                p.grad = g
+            optimizer.step()
+        return per_sample.mean().detach()
+
+    return step
+
+
 def run_iterations(
-    step_fn: Callable, xs: torch.Tensor, ys: torch.Tensor, b: int, first: int, stop: int
+    step_fn: Callable,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    b: int,
+    first: int,
+    stop: int,
+    lr_at: Callable[[int], float],
+    offset: int = 0,
 ) -> list[torch.Tensor]:
-    """Iterations first..stop-1 of an epoch over the shuffled data; losses stay on the device."""
-    return [step_fn(xs[i * b : (i + 1) * b], ys[i * b : (i + 1) * b]) for i in range(first, stop)]
+    """Iterations first..stop-1 of an epoch over the shuffled data; losses stay on the device.
+    offset: iterations done before this epoch (the warm-up counts across epochs)."""
+    return [
+        step_fn(xs[i * b : (i + 1) * b], ys[i * b : (i + 1) * b], lr_at(offset + i))
+        for i in range(first, stop)
+    ]
+
+
+class Prober:
+    """Test accuracy and gradient norms at two batch sizes, on the current weights.
+
+    Draws its noise-scale samples with its own generator (saved in checkpoints), so probing
+    never changes the training trajectory; keeps its own time."""
+
+    def __init__(self, cfg: CellConfig, data: DeviceData, model: torch.nn.Module, state=None):
+        self.cfg, self.data, self.model = cfg, data, model
+        self.generator = torch.Generator().manual_seed(cfg.seed + 7919)
+        if state is not None:
+            self.generator.set_state(state)
+        self.big = min(cfg.noise_batch, data.n_train)
+        self.micro = cfg.noise_micro_batches if self.big % cfg.noise_micro_batches == 0 else 1
+        self.seconds = {"test_eval": 0.0, "noise": 0.0}
+
+    def _sync(self):
+        if self.data.train_x.device.type == "cuda":
+            torch.cuda.synchronize(self.data.train_x.device)
+
+    def __call__(self, step: int, iters_per_epoch: int, recent_loss: float, test: dict | None = None) -> dict:
+        t0 = time.perf_counter()
+        if test is None:
+            test = evaluate(self.model, self.data.test_x, self.data.test_y)
+        t1 = time.perf_counter()
+        self.seconds["test_eval"] += t1 - t0
+        row = {
+            "step": step,
+            "epoch": step / iters_per_epoch,
+            "samples": step * self.cfg.batch_size,
+            "recent_train_loss": recent_loss,
+            "test_loss": test["loss"],
+            "test_acc": test["acc"],
+            "b_small": self.big // self.micro,
+            "b_big": self.big,
+            "g_small_sq": float("nan"),
+            "g_big_sq": float("nan"),
+        }
+        if self.micro > 1 and math.isfinite(recent_loss):
+            idx = torch.randperm(self.data.n_train, generator=self.generator)[: self.big]
+            idx = idx.to(self.data.train_x.device)
+            row["g_small_sq"], row["g_big_sq"] = gradient_norms(
+                self.model, self.data.train_x[idx], self.data.train_y[idx], self.micro
+            )
+        self._sync()
+        self.seconds["noise"] += time.perf_counter() - t1
+        return row
+
+
+def final_sharpness(cfg: CellConfig, data: DeviceData, model: torch.nn.Module) -> float:
+    if cfg.sharpness_iterations <= 0 or cfg.sharpness_subset <= 0:
+        return float("nan")
+    n = min(cfg.sharpness_subset, data.n_train)
+    x, y = data.train_x[:n], data.train_y[:n]
+    params = [p for p in model.parameters() if p.requires_grad]
+    return hessian_top_eigenvalue(
+        lambda: F.cross_entropy(model(x), y), params, cfg.sharpness_iterations, seed=cfg.seed
+    )
 
 
 def train_cell(
@@ -238,8 +411,11 @@ def train_cell(
     n = data.n_train
     b = cfg.batch_size
     iters = iterations_per_epoch(n, b)
+    lr_at = lr_schedule(cfg.lr, warmup_steps(cfg, iters))
+    every = probe_interval(cfg)
     losses: list[np.ndarray] = []
     epochs: list[dict] = []
+    probes: list[dict] = []
     start_epoch = 0
     if resume is not None:
         model.load_state_dict(resume.model)
@@ -248,10 +424,18 @@ def train_cell(
         generator.set_state(resume.generator)
         losses = [resume.losses.astype(np.float32)]
         epochs = [dict(row) for row in resume.epochs]
+        probes = [dict(row) for row in resume.probes]
         start_epoch = resume.epoch
         log(f"resumed from the checkpoint after epoch {start_epoch}")
+    probe = Prober(cfg, data, model, resume.probe_generator if resume is not None else None)
+    train_eval_n = min(cfg.train_eval_size, n) if cfg.train_eval_size > 0 else n
 
-    step_fn = fused_mlp_sgd_step(model, cfg.lr) if optimizer is None else eager_step(model, optimizer)
+    if optimizer is None:
+        step_fn = fused_mlp_sgd_step(model)
+    elif cfg.splits > 1:
+        step_fn = split_step(model, optimizer, cfg.splits)
+    else:
+        step_fn = eager_step(model, optimizer)
     status, stopped_step, reason = "ok", None, None
     step = sum(len(chunk) for chunk in losses)
     model.train()
@@ -259,11 +443,18 @@ def train_cell(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
+        probe_s0 = sum(probe.seconds.values())
+        offset = step  # iterations before this epoch
         perm = torch.randperm(n, generator=generator).to(device)
         xs, ys = data.train_x[perm], data.train_y[perm]  # one gather per epoch, views per step
         epoch_losses: list[np.ndarray] = []
-        for first in range(0, iters, cfg.check_every):
-            window = run_iterations(step_fn, xs, ys, b, first, min(iters, first + cfg.check_every))
+        since_probe: list[np.ndarray] = []
+        pos = 0
+        while pos < iters:
+            stop = min(iters, pos + cfg.check_every - pos % cfg.check_every)
+            if every:
+                stop = min(stop, every - (offset + pos) % every + pos)
+            window = run_iterations(step_fn, xs, ys, b, pos, stop, lr_at, offset)
             values = torch.stack(window).float().cpu().numpy()  # the one host sync per window
             bad = first_bad_step(values, cfg.divergence_loss)
             if bad is not None:
@@ -277,15 +468,22 @@ def train_cell(
                 )
                 break
             epoch_losses.append(values)
-        seconds = time.perf_counter() - t0
+            since_probe.append(values)
+            pos = stop
+            if every and (offset + pos) % every == 0 and pos < iters:
+                probes.append(probe(offset + pos, iters, float(np.mean(np.concatenate(since_probe)))))
+                since_probe = []
+        seconds = time.perf_counter() - t0 - (sum(probe.seconds.values()) - probe_s0)
         chunk = np.concatenate(epoch_losses) if epoch_losses else np.zeros(0, np.float32)
         losses.append(chunk)
         step += len(chunk)
         if status == "diverged":
             log(f"epoch {epoch}: DIVERGED: {reason}; stopping this cell")
             break
-        train_eval = evaluate(model, data.train_x, data.train_y)
+        train_eval = evaluate(model, data.train_x[:train_eval_n], data.train_y[:train_eval_n])
         test_eval = evaluate(model, data.test_x, data.test_y)
+        recent = float(np.mean(np.concatenate(since_probe))) if since_probe else float(np.mean(chunk))
+        probes.append(probe(step, iters, recent, test=test_eval))
         row = {
             "epoch": epoch,
             "iterations": iters,
@@ -324,6 +522,8 @@ def train_cell(
                     generator=generator.get_state(),
                     losses=np.concatenate(losses),
                     epochs=list(epochs),
+                    probes=list(probes),
+                    probe_generator=probe.generator.get_state(),
                 )
             )
 
@@ -332,10 +532,18 @@ def train_cell(
     if status == "diverged":
         final = {"train_loss": float("nan"), "train_acc": float("nan")}
         test_eval = evaluate(model, data.test_x, data.test_y)
-        final.update(test_loss=test_eval["loss"], test_acc=test_eval["acc"])
+        final.update(test_loss=test_eval["loss"], test_acc=test_eval["acc"], sharpness=float("nan"))
+        sharp_s = 0.0
     else:
         last = epochs[-1]
         final = {k: last[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
+        t0 = time.perf_counter()
+        final["sharpness"] = final_sharpness(cfg, data, model)
+        sharp_s = time.perf_counter() - t0
+    train_s = float(sum(row["seconds"] for row in epochs))
+    measure = {**probe.seconds, "sharpness": sharp_s, "training": train_s}
+    if train_s > 0:
+        measure["noise_and_sharpness_share"] = (probe.seconds["noise"] + sharp_s) / train_s
     return TrainResult(
         config=cfg,
         losses=all_losses.astype(np.float32),
@@ -345,4 +553,6 @@ def train_cell(
         stopped_step=stopped_step,
         stop_reason=reason,
         final=final,
+        probes=probes,
+        measure_seconds=measure,
     )
