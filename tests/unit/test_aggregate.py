@@ -116,3 +116,50 @@ def test_best_lr_per_batch_size_flags_grid_edges():
     headline = headline_metrics(cells, best)
     assert headline["cells"] == 9 and headline["diverged_cells"] == 1
     assert headline["bs64"] == {"best_lr": 0.1, "best_test_acc": 0.95}
+
+
+def test_steps_to_target_takes_the_fastest_lr_that_every_seed_reaches():
+    from batchlab.aggregate import critical_batch, steps_to_target_table
+
+    rows = []
+    # (batch, lr) -> steps per seed; None = that seed never reached the target
+    steps = {
+        (16, 0.01): [950, 1050],
+        (16, 0.1): [400, None],  # faster, but one seed missed: not eligible
+        (64, 0.1): [300, 340],
+        (64, 0.4): [500, 520],
+        (256, 0.4): [150, 170],
+        (1024, 0.4): [None, None],
+    }
+    for (b, lr), per_seed in steps.items():
+        for seed, s in enumerate(per_seed):
+            rows.append(
+                {
+                    "cell": f"bs{b}_lr{lr}_s{seed}",
+                    "batch_size": b,
+                    "lr": lr,
+                    "seed": seed,
+                    "recipe": "",
+                    "status": "ok",
+                    "stopped_step": None,
+                    "stopped_epoch": None,
+                    "steps_to_target": None,
+                    "samples_to_target": None,
+                    "seconds_to_target": None,
+                    "steps_to_acc": s,
+                    "samples_to_acc": s * b if s else None,
+                    "seconds_to_acc": s * 0.01 if s else None,
+                    "best_test_acc": 0.9,
+                }
+            )
+    table = steps_to_target_table(cells_table(rows)).set_index("batch_size")
+    assert table.loc[16, "lr"] == 0.01 and table.loc[16, "steps"] == 1000
+    assert table.loc[16, "steps_lo"] == pytest.approx(
+        1000 - 12.706 * np.std([950, 1050], ddof=1) / np.sqrt(2)
+    )
+    assert table.loc[64, "lr"] == 0.1 and table.loc[64, "samples"] == 320 * 64
+    assert not table.loc[1024, "reached"] and table.loc[1024, "best_acc"] == 0.9
+    fit = critical_batch(table.reset_index())
+    assert fit["n"] == 3 and math.isfinite(fit["b_crit"])
+    # 16 -> 64: 1000 -> 320 steps, log(3.1)/log(4) = 82% of ideal; 64 -> 256: 320 -> 160, 50%
+    assert [r["regime"] for r in fit["regimes"]] == ["perfect scaling", "diminishing returns"]

@@ -211,3 +211,16 @@ def test_params_hash_is_stable_and_sensitive():
     b = validate_config(with_change("train.epochs", 4), SCHEMA)
     assert params_hash(a) == params_hash(validate_config(PARAMS, SCHEMA))
     assert params_hash(a) != params_hash(b)
+
+
+def test_the_full_study_config_is_valid_and_as_documented():
+    """config/full.yaml, deep-merged over params.yaml as --configfile does: the cnn, five seeds,
+    the complete grid, a 99% target."""
+    full = yaml.safe_load((REPO / "config" / "full.yaml").read_text())
+    merged = {k: {**PARAMS.get(k, {}), **full.get(k, {})} for k in set(PARAMS) | set(full)}
+    config = validate_config(merged, SCHEMA)
+    assert config["train"]["model"] == "cnn" and len(config["grid"]["seeds"]) == 5
+    assert config["report"]["target_test_acc"] == 0.99
+    grid = [c for c in cells(config) if c["group"] == "grid"]
+    assert len(grid) == 14 * 14 * 5
+    assert {c["group"] for c in cells(config)} == {"grid", "remedies", "solution2"}

@@ -176,3 +176,15 @@ def test_changes_since_names_params_and_metric_moves():
     assert changes_since(None, new) == [
         "No earlier version of the study is recorded in this repository's history."
     ]
+
+
+def test_a_verdict_counts_only_when_the_intervals_support_it():
+    from batchlab.report_scaling import _verdict, ci_text
+
+    assert _verdict(True, 1) == "supported"
+    assert _verdict(True, 0) == "inconclusive"  # right direction, overlapping intervals
+    assert _verdict(True, None) == "inconclusive"  # one seed: no interval
+    assert _verdict(False, -1) == "not supported"
+    assert _verdict(False, 0) == "inconclusive"
+    assert ci_text({"mean": 0.5, "lo": 0.25, "hi": 0.75}) == "0.5 [0.25, 0.75]"
+    assert ci_text({"mean": 0.5, "lo": float("nan"), "hi": float("nan")}) == "0.5 (1 seed)"

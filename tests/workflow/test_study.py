@@ -78,7 +78,9 @@ def test_summary_tables_and_metrics(tiny_study):
     metrics = json.loads((tiny_study / "results/summary/metrics.json").read_text())
     assert metrics["cells"] == 20 and metrics["diverged_cells"] >= 4
     assert metrics["bs128"]["best_lr"] == 0.1
-    assert (tiny_study / "results/summary/cells.csv").read_text().startswith("cell,batch_size,lr,seed,recipe,")
+    assert (
+        (tiny_study / "results/summary/cells.csv").read_text().startswith("cell,batch_size,lr,seed,recipe,")
+    )
 
 
 def test_report_answers_the_questions(tiny_study):
