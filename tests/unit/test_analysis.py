@@ -110,4 +110,13 @@ def test_gradient_cosine():
 
 def test_series_difference():
     d = series_difference([1.0, 2.0, 3.0], [1.0, 2.5, 3.0, 9.0])
-    assert d == {"steps": 3, "max_abs": 0.5, "max_rel": pytest.approx(0.2)}
+    assert d == {
+        "steps": 3,
+        "max_abs": 0.5,
+        "max_rel": pytest.approx(0.2),
+        "first_update_rel": pytest.approx(0.2),
+        "agree_steps": 1,
+    }
+    # equal to rounding for 3 iterations, then apart
+    d = series_difference([2.0, 1.0, 0.5, 0.9], [2.0, 1.0 + 1e-7, 0.5, 0.3])
+    assert d["agree_steps"] == 3 and d["first_update_rel"] < 1e-6

@@ -10,6 +10,15 @@ sys.path.insert(0, str(Path(workflow.current_basedir).parent / "scripts"))
 from batchlab.config import cells as grid_cells, validate_config
 from batchlab.devices import cuda_available, resolve_device
 
+# The package modules each rule's results depend on are inputs of that rule, so editing one
+# reruns what it affects (Snakemake's code trigger sees only the adapter script itself).
+PACKAGE = Path(workflow.current_basedir).parent / "scripts" / "batchlab"
+
+
+def package(*modules):
+    return [os.path.relpath(PACKAGE / f"{m}.py") for m in modules]
+
+
 # relative to the working directory, so params stay the same wherever the project lies
 SCHEMA_PATH = os.path.relpath(
     Path(workflow.current_basedir).parent / "schemas" / "params.schema.yaml"

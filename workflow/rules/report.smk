@@ -12,6 +12,7 @@ rule aggregate:
         epochs=cell_outputs("epochs"),
         losses=cell_outputs("losses"),
         probes=cell_outputs("probes"),
+        code=package("aggregate", "analysis", "config"),
     output:
         cells="results/summary/cells.parquet",
         cells_csv=report(
@@ -56,6 +57,7 @@ rule report:
         analysis=rules.aggregate.output.analysis,
         metrics=rules.aggregate.output.metrics,
         checksums=rules.fetch.output.checksums,
+        code=package("report", "report_scaling", "analysis", "aggregate", "provenance"),
     output:
         html=report(
             "results/report/index.html",

@@ -185,13 +185,29 @@ def gradient_cosine_sq(b_simple: float, batch_size) -> np.ndarray:
 # ----------------------------------------------------------------------------- Solution 2
 
 
+AGREE_REL = 1e-4  # two float32 losses this close (relative) agree to rounding
+
+
 def series_difference(a, b) -> dict:
-    """Largest absolute and relative difference of two loss series over their common steps."""
+    """How two loss series (one value per iteration) differ over their common steps: the
+    largest absolute and relative difference, the relative difference after the first update
+    (the second loss), and for how many leading iterations they agree within AGREE_REL.
+
+    Two runs that are the same in exact arithmetic agree to rounding at first; at a large
+    learning rate the rounding differences then grow, so the leading agreement is the test."""
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
     n = min(a.size, b.size)
     if n == 0:
-        return {"steps": 0, "max_abs": float("nan"), "max_rel": float("nan")}
+        nan = float("nan")
+        return {"steps": 0, "max_abs": nan, "max_rel": nan, "first_update_rel": nan, "agree_steps": 0}
     d = np.abs(a[:n] - b[:n])
     rel = d / np.maximum(np.abs(b[:n]), 1e-12)
-    return {"steps": int(n), "max_abs": float(np.nanmax(d)), "max_rel": float(np.nanmax(rel))}
+    off = np.flatnonzero(~(rel <= AGREE_REL))
+    return {
+        "steps": int(n),
+        "max_abs": float(np.nanmax(d)),
+        "max_rel": float(np.nanmax(rel)),
+        "first_update_rel": float(rel[1]) if n > 1 else float("nan"),
+        "agree_steps": int(off[0]) if off.size else int(n),
+    }

@@ -778,7 +778,7 @@ def build_sections(
                     ("steps-to-target", scaling.steps_chart(targets, fit, "steps"), ""),
                     ("samples-to-target", scaling.steps_chart(targets, fit, "samples"), ""),
                 ],
-                tables=[html_table(scaling.targets_table(targets))],
+                tables=[html_table(scaling.targets_table(targets, all_cells))],
                 findings=scaling.target_findings(targets, fit, target),
             )
         )
