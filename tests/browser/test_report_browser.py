@@ -60,6 +60,12 @@ def test_every_chart_draws_offline(page_of):
         assert count >= 2, f"{chart_id} drew {count} marks"
     assert errors == [] and blocked == []
     assert shot.stat().st_size > 50_000
+    # every section keeps its heading and text once the charts are drawn (a chart drawn into an
+    # element that shares its id would replace the section)
+    sections = page.evaluate(
+        "Array.from(document.querySelectorAll('section')).map(s => [s.id, s.querySelector('h2') !== null])"
+    )
+    assert len(sections) >= 12 and all(has_heading for _, has_heading in sections), sections
 
 
 def test_heatmap_marks_diverged_cells(page_of):

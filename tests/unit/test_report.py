@@ -188,3 +188,11 @@ def test_a_verdict_counts_only_when_the_intervals_support_it():
     assert _verdict(False, 0) == "inconclusive"
     assert ci_text({"mean": 0.5, "lo": 0.25, "hi": 0.75}) == "0.5 [0.25, 0.75]"
     assert ci_text({"mean": 0.5, "lo": float("nan"), "hi": float("nan")}) == "0.5 (1 seed)"
+
+
+def test_a_chart_may_not_share_its_id_with_a_section():
+    from batchlab.report import Section
+
+    clash = [Section("noise", "Noise", charts=[("noise", {"mark": "point"}, "")])]
+    with pytest.raises(ValueError, match="ids used twice: noise"):
+        render_html("T", clash, STAMP, "")

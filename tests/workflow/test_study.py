@@ -155,8 +155,8 @@ def test_snakemake_report_embeds_the_study_report(tiny_study):
 
 SECTIONS_BEYOND = {
     "verdicts": [],
-    "steps-to-target": ["steps-to-target", "samples-to-target"],
-    "noise-scale": ["noise-scale"],
+    "steps-to-target": ["steps-vs-batch-size", "samples-vs-batch-size"],
+    "noise-scale": ["noise-scale-vs-loss"],
     "remedies": ["remedies-accuracy-bs4000", "remedies-loss-bs4000"],
     "solution2": ["solution2-m0"],
     "sharpness": ["sharpness-vs-batch-size", "gap-vs-batch-size"],

@@ -49,10 +49,18 @@ def mean_ci(values, bounds: tuple[float, float] | None = None) -> dict:
     return {"mean": mean, "lo": lo, "hi": hi, "n": n}
 
 
+def is_finite(value) -> bool:
+    """A real, finite number (None, NaN, pandas' NA and infinities are not)."""
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
 def compare_intervals(a: dict, b: dict) -> int | None:
     """+1 when a's interval lies wholly above b's, -1 wholly below, 0 when they overlap;
     None when either has no interval (fewer than two values)."""
-    if not all(math.isfinite(v) for v in (a["lo"], a["hi"], b["lo"], b["hi"])):
+    if not all(is_finite(v) for v in (a["lo"], a["hi"], b["lo"], b["hi"])):
         return None
     if a["lo"] > b["hi"]:
         return 1

@@ -775,8 +775,8 @@ def build_sections(
                 " On log-log axes perfect scaling (twice the batch, half the steps) is a line of slope −1;"
                 " where the curve flattens, bigger batches stop saving steps.",
                 charts=[
-                    ("steps-to-target", scaling.steps_chart(targets, fit, "steps"), ""),
-                    ("samples-to-target", scaling.steps_chart(targets, fit, "samples"), ""),
+                    ("steps-vs-batch-size", scaling.steps_chart(targets, fit, "steps"), ""),
+                    ("samples-vs-batch-size", scaling.steps_chart(targets, fit, "samples"), ""),
                 ],
                 tables=[html_table(scaling.targets_table(targets, all_cells))],
                 findings=scaling.target_findings(targets, fit, target),
@@ -792,7 +792,7 @@ def build_sections(
                 f" (B_small = {config['measure']['noise_batch'] // config['measure']['noise_micro_batches']},"
                 f" B_big = {config['measure']['noise_batch']}, random training images at every probe),"
                 f" each averaged over {rep['noise_smoothing_probes']} probes before the ratio is taken.",
-                charts=[("noise-scale", scaling.noise_chart(noise), "")] if len(noise) else [],
+                charts=[("noise-scale-vs-loss", scaling.noise_chart(noise), "")] if len(noise) else [],
                 findings=scaling.noise_findings(noise, end, fit, all_cells),
             )
         )
@@ -827,7 +827,14 @@ nav a{margin-right:1em}
 
 
 def render_html(title: str, sections: list[Section], stamp: dict, vega_bundle: str) -> str:
-    """One self-contained page: the Vega bundle and every chart's spec are inline."""
+    """One self-contained page: the Vega bundle and every chart's spec are inline.
+
+    Element ids must be unique: vegaEmbed('#id') draws into the first element with that id, and
+    a section sharing its id with a chart would be overwritten by the chart."""
+    ids = [s.id for s in sections] + [c[0] for s in sections for c in s.charts] + ["version"]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"report element ids used twice: {', '.join(duplicates)}")
     nav = " ".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in sections)
     parts = []
     embeds = []

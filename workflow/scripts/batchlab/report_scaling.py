@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from batchlab.aggregate import grid_cells
-from batchlab.analysis import AGREE_REL, compare_intervals, gradient_cosine_sq, mean_ci
+from batchlab.analysis import AGREE_REL, compare_intervals, gradient_cosine_sq, is_finite, mean_ci
 from batchlab.config import recipe_suffix, scaled_lr
 from batchlab.report import (
     CHART_HEIGHT,
@@ -44,9 +44,9 @@ def equivalent(pairs: list[dict]) -> bool:
 
 
 def ci_text(ci: dict, fmt=fmt_num) -> str:
-    if not math.isfinite(ci["mean"]):
+    if not is_finite(ci["mean"]):
         return "n/a"
-    if math.isfinite(ci["lo"]):
+    if is_finite(ci["lo"]) and is_finite(ci["hi"]):
         return f"{fmt(ci['mean'])} [{fmt(ci['lo'])}, {fmt(ci['hi'])}]"
     return f"{fmt(ci['mean'])} (1 seed)"
 
@@ -75,7 +75,7 @@ def steps_chart(targets: pd.DataFrame, fit: dict, what: str) -> dict:
         bs = np.geomspace(targets["batch_size"].min(), targets["batch_size"].max(), 40)
         ideal = s0 * b0 / bs if what == "steps" else np.full_like(bs, s0)
         lines = [pd.DataFrame({"batch_size": bs, "value": ideal, "curve": "perfect scaling"})]
-        if math.isfinite(fit.get("b_crit", float("nan"))):
+        if is_finite(fit.get("b_crit", float("nan"))):
             s_fit = fit["s_min"] * (1 + fit["b_crit"] / bs)
             fitted = s_fit if what == "steps" else s_fit * bs
             lines.append(
@@ -135,7 +135,7 @@ def target_findings(targets: pd.DataFrame, fit: dict, target: float) -> list[str
     out.append(
         f"{fmt_pct(target)} test accuracy is reached (by every seed) at batch "
         + ", ".join(
-            f"{r.batch_size} in {fmt_int(r.steps)} steps ({fmt_int(r.samples)} samples, lr {r.lr:g})"
+            f"{r.batch_size} in {fmt_int_safe(r.steps)} steps ({fmt_int_safe(r.samples)} samples, lr {r.lr:g})"
             for r in reached.itertuples()
         )
         + "."
@@ -149,12 +149,12 @@ def target_findings(targets: pd.DataFrame, fit: dict, target: float) -> list[str
     for reg in fit.get("regimes", []):
         out.append(
             f"From batch {reg['from']} to {reg['to']} the steps to target realise {reg['efficiency']:.0%}"
-            f" of the ideal {reg['to'] / reg['from']:g}× reduction (on log scale): {reg['regime']}."
+            f" of the ideal {reg['to'] / reg['from']:.3g}× reduction (on log scale): {reg['regime']}."
         )
-    if math.isfinite(fit.get("b_crit", float("nan"))):
+    if is_finite(fit.get("b_crit", float("nan"))):
         out.append(
-            f"Fitting S = S_min(1 + B_crit/B) to the steps gives S_min = {fmt_int(fit['s_min'])} steps,"
-            f" E_min = {fmt_int(fit['e_min'])} samples and a critical batch size B_crit ="
+            f"Fitting S = S_min(1 + B_crit/B) to the steps gives S_min = {fmt_int_safe(fit['s_min'])} steps,"
+            f" E_min = {fmt_int_safe(fit['e_min'])} samples and a critical batch size B_crit ="
             f" {fmt_num(fit['b_crit'])} (root-mean-square residual {fmt_num(fit['rms_log'], 2)} in log steps,"
             f" {fit['n']} batch sizes)."
         )
@@ -195,7 +195,7 @@ def targets_table(targets: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def fmt_int_safe(x) -> str:
-    return fmt_int(round(x)) if x is not None and math.isfinite(x) else "n/a"
+    return fmt_int(round(x)) if x is not None and is_finite(x) else "n/a"
 
 
 # ----------------------------------------------------------------------------- noise scale
@@ -264,7 +264,7 @@ def noise_findings(data: pd.DataFrame, end: dict, fit: dict, cells: pd.DataFrame
         f" {ci_text(end)} (mean and 95% interval over the finished cells at each batch size's best lr)."
     )
     lo, hi = PUBLIC_B_SIMPLE
-    if math.isfinite(end["mean"]):
+    if is_finite(end["mean"]):
         ratio = end["mean"] / ((lo + hi) / 2)
         out.append(
             f"A public replication measured B_simple of about {lo}-{hi} on MNIST; ours is {ratio:.2g}× that."
@@ -272,7 +272,7 @@ def noise_findings(data: pd.DataFrame, end: dict, fit: dict, cells: pd.DataFrame
             f" {fmt_num(late)} as the loss fell), on the model and on the learning rate, so a study that"
             " trains longer, or another network, lands elsewhere."
         )
-    if math.isfinite(fit.get("b_crit", float("nan"))) and math.isfinite(end["mean"]):
+    if is_finite(fit.get("b_crit", float("nan"))) and is_finite(end["mean"]):
         out.append(
             f"The two estimates of the critical batch size: B_simple {fmt_num(end['mean'])} from the"
             f" gradient noise, B_crit {fmt_num(fit['b_crit'])} from the steps-to-target trade-off"
@@ -363,7 +363,7 @@ def remedies_section(cells, probes, curves, config) -> Section:
         )
     for b, at in table.groupby("batch size") if len(table) else []:
         plain = at[at["variant"] == "none scaling"]
-        best = at.loc[at["_acc"].map(lambda c: c["mean"] if math.isfinite(c["mean"]) else -1).idxmax()]
+        best = at.loc[at["_acc"].map(lambda c: c["mean"] if is_finite(c["mean"]) else -1).idxmax()]
         text = (
             f"Batch {b}: with no remedy (lr {plain['lr'].iloc[0] if len(plain) else '?'}) test accuracy is "
             + (ci_text(plain["_acc"].iloc[0], fmt_pct) if len(plain) else "n/a")
@@ -611,10 +611,14 @@ def sharpness_section(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> 
             ("gap", "The generalization gap (train − test accuracy)"),
         ):
             rho = spearman(table["batch_size"], table[col])
+            basis = f"Spearman {fmt_num(rho, 2)}"
+            if not is_finite(rho) and len(table) == 2:  # two batch sizes: the one step decides
+                rho = 1.0 if last[col] > first[col] else -1.0 if last[col] < first[col] else 0.0
+                basis = "two batch sizes"
             way = "grows" if rho >= 0.5 else "falls" if rho <= -0.5 else "shows no steady trend"
             fmt = fmt_num if col == "sharpness" else (lambda v: f"{100 * v:+.2f} points")
             findings.append(
-                f"{name} {way} with batch size (Spearman {fmt_num(rho, 2)}): {fmt(first[col])} at batch"
+                f"{name} {way} with batch size ({basis}): {fmt(first[col])} at batch"
                 f" {int(first['batch_size'])} and {fmt(last[col])} at batch {int(last['batch_size'])},"
                 " each at its best lr."
             )
@@ -686,7 +690,7 @@ def verdicts(cells, settings, best, targets, probes, epochs, analysis, config) -
         cl = {"mean": big["oscillation"], "lo": big["oscillation_lo"], "hi": big["oscillation_hi"]}
         rho = spearman(at["batch_size"], at["oscillation"])
         v = _verdict(
-            rho <= -0.8 if math.isfinite(rho) else s["oscillation"] > big["oscillation"],
+            rho <= -0.8 if is_finite(rho) else s["oscillation"] > big["oscillation"],
             compare_intervals(cs, cl),
         )
         out.append(
@@ -698,26 +702,30 @@ def verdicts(cells, settings, best, targets, probes, epochs, analysis, config) -
             }
         )
     # 2. small batches are slower per epoch
+
+    def ipe(b: int) -> str:
+        return fmt_int(grid.loc[grid["batch_size"] == b, "iterations_per_epoch"].iloc[0])
+
     es = mean_ci(grid[grid["batch_size"] == small_b]["epoch_seconds"])
     el = mean_ci(grid[grid["batch_size"] == large_b]["epoch_seconds"])
-    if math.isfinite(es["mean"]) and math.isfinite(el["mean"]):
+    if is_finite(es["mean"]) and is_finite(el["mean"]):
         out.append(
             {
                 "claim": "Small batches are slower per epoch.",
                 "verdict": _verdict(es["mean"] > el["mean"], compare_intervals(es, el)),
                 "evidence": f"Seconds per epoch: {ci_text(es)} at batch {small_b} vs {ci_text(el)} at batch {large_b}"
-                f" (over all its cells); {fmt_int(-(-60000 // small_b))} vs {fmt_int(-(-60000 // large_b))} iterations per epoch.",
+                f" (over all its cells); {ipe(small_b)} vs {ipe(large_b)} iterations per epoch.",
             }
         )
     # 3. large batches: the gradient direction barely changes
     end = b_simple_summary(cells, best)
-    if math.isfinite(end["mean"]):
+    if is_finite(end["mean"]):
         cos = float(gradient_cosine_sq(end["mean"], large_b))
         lo_ci = {
             "mean": cos,
-            "lo": float(gradient_cosine_sq(end["hi"], large_b)) if math.isfinite(end["hi"]) else float("nan"),
+            "lo": float(gradient_cosine_sq(end["hi"], large_b)) if is_finite(end["hi"]) else float("nan"),
             "hi": float(gradient_cosine_sq(max(end["lo"], 1e-9), large_b))
-            if math.isfinite(end["lo"])
+            if is_finite(end["lo"])
             else float("nan"),
         }
         half = {"mean": 0.5, "lo": 0.5, "hi": 0.5}
@@ -805,7 +813,7 @@ def verdicts(cells, settings, best, targets, probes, epochs, analysis, config) -
         sep_l = compare_intervals(acc(large_b, lr_l), acc(large_b, lr_s))
         sep_s = compare_intervals(acc(small_b, lr_s), acc(small_b, lr_l))
         sep = None if sep_l is None or sep_s is None else (1 if sep_l == 1 and sep_s == 1 else 0)
-        direction = lr_l > lr_s and (rho >= 0.8 if math.isfinite(rho) else True)
+        direction = lr_l > lr_s and (rho >= 0.8 if is_finite(rho) else True)
         out.append(
             {
                 "claim": "Small batches want a small learning rate and large batches a large one.",
@@ -826,7 +834,7 @@ def verdicts(cells, settings, best, targets, probes, epochs, analysis, config) -
         plain = mean_ci(select(cells, b, lr, "")["final_test_acc"], UNIT)
         plain_k = mean_ci(select(cells, b, klr, "")["final_test_acc"], UNIT)
         eq = [e for e in analysis.get("solution2_equivalence", []) if e["momentum"] == base_m]
-        if math.isfinite(split["mean"]) and math.isfinite(plain["mean"]):
+        if is_finite(split["mean"]) and is_finite(plain["mean"]):
             sep = compare_intervals(split, plain)
             same = equivalent(eq)
             if sep == 1 and same:

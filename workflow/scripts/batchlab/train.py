@@ -7,7 +7,8 @@ end), which is also when divergence is checked.
 A cell's recipe may add a linear learning-rate warm-up (Goyal et al. 2017) or the "Solution 2"
 step (one forward pass over the batch, then k updates from k slices of it). Every
 `probe_every_samples` training samples the cell is probed: test accuracy (for steps to a target)
-and gradient norms at two batch sizes (for the gradient noise scale). Probes use their own
+and gradient norms at two batch sizes (for the gradient noise scale); before the first such
+probe, test accuracy alone at 1/2, 1/4, ... 1/256 of that. Probes use their own
 random generator, so they never change the training trajectory, and their time is kept out of
 the epoch timings. The final model's sharpness is measured once, after training.
 """
@@ -230,10 +231,24 @@ def lr_schedule(lr: float, warmup: int) -> Callable[[int], float]:
 
 
 def probe_interval(cfg: CellConfig) -> int:
-    """Iterations between probes (0: probe at epoch ends only)."""
+    """Iterations between regular probes (0: probe at epoch ends only)."""
     if cfg.probe_every_samples <= 0:
         return 0
     return max(1, round(cfg.probe_every_samples / cfg.batch_size))
+
+
+EARLY_PROBES = 8  # test-accuracy probes at 1/2, 1/4, ... 1/256 of the probe interval
+
+
+def early_probe_steps(cfg: CellConfig) -> list[int]:
+    """Iterations of the early probes: test accuracy only, at probe_every_samples / 2^k samples
+    (k = 1..8), so that steps to a target reached before the first regular probe are resolved
+    on a log scale rather than read as the first probe's step."""
+    every = probe_interval(cfg)
+    if not every:
+        return []
+    steps = {round(cfg.probe_every_samples / 2**k / cfg.batch_size) for k in range(1, EARLY_PROBES + 1)}
+    return sorted(s for s in steps if 0 < s < every)
 
 
 def fused_mlp_sgd_step(model: torch.nn.Module) -> Callable:
@@ -352,7 +367,14 @@ class Prober:
         if self.data.train_x.device.type == "cuda":
             torch.cuda.synchronize(self.data.train_x.device)
 
-    def __call__(self, step: int, iters_per_epoch: int, recent_loss: float, test: dict | None = None) -> dict:
+    def __call__(
+        self,
+        step: int,
+        iters_per_epoch: int,
+        recent_loss: float,
+        test: dict | None = None,
+        noise: bool = True,
+    ) -> dict:
         t0 = time.perf_counter()
         if test is None:
             test = evaluate(self.model, self.data.test_x, self.data.test_y)
@@ -370,7 +392,7 @@ class Prober:
             "g_small_sq": float("nan"),
             "g_big_sq": float("nan"),
         }
-        if self.micro > 1 and math.isfinite(recent_loss):
+        if noise and self.micro > 1 and math.isfinite(recent_loss):
             idx = torch.randperm(self.data.n_train, generator=self.generator)[: self.big]
             idx = idx.to(self.data.train_x.device)
             row["g_small_sq"], row["g_big_sq"] = gradient_norms(
@@ -413,6 +435,7 @@ def train_cell(
     iters = iterations_per_epoch(n, b)
     lr_at = lr_schedule(cfg.lr, warmup_steps(cfg, iters))
     every = probe_interval(cfg)
+    early = set(early_probe_steps(cfg))
     losses: list[np.ndarray] = []
     epochs: list[dict] = []
     probes: list[dict] = []
@@ -454,6 +477,9 @@ def train_cell(
             stop = min(iters, pos + cfg.check_every - pos % cfg.check_every)
             if every:
                 stop = min(stop, every - (offset + pos) % every + pos)
+            upcoming = [s - offset for s in early if s > offset + pos]
+            if upcoming:
+                stop = min(stop, min(upcoming))
             window = run_iterations(step_fn, xs, ys, b, pos, stop, lr_at, offset)
             values = torch.stack(window).float().cpu().numpy()  # the one host sync per window
             bad = first_bad_step(values, cfg.divergence_loss)
@@ -470,8 +496,10 @@ def train_cell(
             epoch_losses.append(values)
             since_probe.append(values)
             pos = stop
-            if every and (offset + pos) % every == 0 and pos < iters:
-                probes.append(probe(offset + pos, iters, float(np.mean(np.concatenate(since_probe)))))
+            at = offset + pos
+            if pos < iters and ((every and at % every == 0) or at in early):
+                recent = float(np.mean(np.concatenate(since_probe)))
+                probes.append(probe(at, iters, recent, noise=at not in early))
                 since_probe = []
         seconds = time.perf_counter() - t0 - (sum(probe.seconds.values()) - probe_s0)
         chunk = np.concatenate(epoch_losses) if epoch_losses else np.zeros(0, np.float32)
