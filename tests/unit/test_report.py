@@ -27,23 +27,23 @@ BATCHES = [1, 4, 16, 64]
 LRS = [0.01, 0.04, 0.16]
 
 
-def study(oscillation_sign=-1, best=lambda b: 0.01 * b**0.5, diverge=()):
+def study(oscillation_sign=-1, best=lambda b: 0.01 * b**0.5, diverge=(), seeds=(0,)):
     """A synthetic study whose oscillation trend and best lr are known."""
     rows, epochs, curves = [], [], []
-    for b in BATCHES:
+    for b, lr, seed in ((b, lr, seed) for b in BATCHES for lr in LRS for seed in seeds):
         ipe = -(-600 // b)
-        for lr in LRS:
-            rng = np.random.default_rng(b)
+        if True:
+            rng = np.random.default_rng(1000 * b + seed)
             noise = (1.0 / np.sqrt(b)) if oscillation_sign < 0 else 0.05 * np.sqrt(b)
             losses = np.abs(np.linspace(2.3, 0.2, 3 * ipe) + noise * rng.standard_normal(3 * ipe))
-            acc = 0.95 - abs(np.log(lr) - np.log(nearest(LRS, best(b)))) * 0.1
+            acc = 0.95 - abs(np.log(lr) - np.log(nearest(LRS, best(b)))) * 0.1 + 0.001 * seed
             status = "diverged" if (b, lr) in diverge else "ok"
             stopped = diverge[(b, lr)] if status == "diverged" else None
             metrics = {
-                "cell": f"bs{b}_lr{lr}_s0",
+                "cell": f"bs{b}_lr{lr}_s{seed}",
                 "batch_size": b,
                 "lr": lr,
-                "seed": 0,
+                "seed": seed,
                 "status": status,
                 "stopped_step": stopped,
                 "iterations_per_epoch": ipe,
@@ -56,7 +56,7 @@ def study(oscillation_sign=-1, best=lambda b: 0.01 * b**0.5, diverge=()):
             ep = pd.DataFrame(
                 {
                     "epoch": [1, 2, 3],
-                    "seconds": [6.0 / b] * 3,
+                    "seconds": [6.0 / b * (1 + 0.01 * seed)] * 3,
                     "samples_per_s": [100.0 * b] * 3,
                     "ms_per_step": [10.0] * 3,
                     "test_acc": [acc - 0.1, acc - 0.05, acc],
@@ -65,7 +65,7 @@ def study(oscillation_sign=-1, best=lambda b: 0.01 * b**0.5, diverge=()):
                 }
             )
             rows.append(summarize_cell(metrics, ep, losses, 64, 0.5))
-            keys = {"batch_size": b, "lr": lr, "seed": 0}
+            keys = {"batch_size": b, "lr": lr, "seed": seed}
             epochs.append(ep.assign(**keys))
             curves.append(downsample_curve(losses, b, ipe, 64, 100).assign(**keys))
     cells = cells_table(rows)
@@ -196,3 +196,39 @@ def test_a_chart_may_not_share_its_id_with_a_section():
     clash = [Section("noise", "Noise", charts=[("noise", {"mark": "point"}, "")])]
     with pytest.raises(ValueError, match="ids used twice: noise"):
         render_html("T", clash, STAMP, "")
+
+
+def test_verdicts_follow_a_study_with_known_answers():
+    """Two seeds; small batches noisier and slower per epoch; the best lr grows linearly with
+    the batch; the smallest batch at the lr nearest 0.02 diverges late in both seeds; the
+    training loss still falls in the last epoch. No noise probes and no Solution 2 cells: those
+    claims are left out rather than guessed."""
+    from batchlab.report_scaling import verdicts
+
+    blow_lr = nearest(LRS, 0.02)
+    cells, settings, best, epochs, curves = study(
+        best=lambda b: 0.01 * b, diverge={(1, blow_lr): 1500}, seeds=(0, 1)
+    )
+    config = {**CONFIG, "solution2": {"enabled": False}}
+    found = {v["claim"]: v for v in verdicts(cells, settings, best, None, None, epochs, {}, config)}
+    assert {claim: v["verdict"] for claim, v in found.items()} == {
+        "Small batches make the loss oscillate more from one iteration to the next.": "supported",
+        "Small batches are slower per epoch.": "supported",
+        "Large batches get stuck in local minima.": "not supported",
+        f"Batch 1 with lr {blow_lr:g} blows up late in training.": "supported",
+        "Small batches want a small learning rate and large batches a large one.": "supported",
+    }
+    assert (
+        "2 of 2 seeds failed, 2 of them in the second half"
+        in found[f"Batch 1 with lr {blow_lr:g} blows up late in training."]["evidence"]
+    )
+    # the same study with one seed: the claims judged over seeds have no interval and become
+    # inconclusive; time per epoch is pooled over a batch size's cells (all its lrs), and the
+    # blow-up is a count
+    one = study(best=lambda b: 0.01 * b, diverge={(1, blow_lr): 1500})
+    single = {
+        v["claim"]: v["verdict"] for v in verdicts(one[0], one[1], one[2], None, None, one[3], {}, config)
+    }
+    assert single.pop("Small batches are slower per epoch.") == "supported"
+    assert single.pop(f"Batch 1 with lr {blow_lr:g} blows up late in training.") == "supported"
+    assert set(single.values()) == {"inconclusive"} and len(single) == 3
