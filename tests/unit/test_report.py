@@ -32,42 +32,41 @@ def study(oscillation_sign=-1, best=lambda b: 0.01 * b**0.5, diverge=(), seeds=(
     rows, epochs, curves = [], [], []
     for b, lr, seed in ((b, lr, seed) for b in BATCHES for lr in LRS for seed in seeds):
         ipe = -(-600 // b)
-        if True:
-            rng = np.random.default_rng(1000 * b + seed)
-            noise = (1.0 / np.sqrt(b)) if oscillation_sign < 0 else 0.05 * np.sqrt(b)
-            losses = np.abs(np.linspace(2.3, 0.2, 3 * ipe) + noise * rng.standard_normal(3 * ipe))
-            acc = 0.95 - abs(np.log(lr) - np.log(nearest(LRS, best(b)))) * 0.1 + 0.001 * seed
-            status = "diverged" if (b, lr) in diverge else "ok"
-            stopped = diverge[(b, lr)] if status == "diverged" else None
-            metrics = {
-                "cell": f"bs{b}_lr{lr}_s{seed}",
-                "batch_size": b,
-                "lr": lr,
-                "seed": seed,
-                "status": status,
-                "stopped_step": stopped,
-                "iterations_per_epoch": ipe,
-                "final_train_loss": 0.2,
-                "final_train_acc": acc,
-                "final_test_loss": 0.3,
-                "final_test_acc": 0.1 if status == "diverged" else acc,
-                "device": "cpu",
+        rng = np.random.default_rng(1000 * b + seed)
+        noise = (1.0 / np.sqrt(b)) if oscillation_sign < 0 else 0.05 * np.sqrt(b)
+        losses = np.abs(np.linspace(2.3, 0.2, 3 * ipe) + noise * rng.standard_normal(3 * ipe))
+        acc = 0.95 - abs(np.log(lr) - np.log(nearest(LRS, best(b)))) * 0.1 + 0.001 * seed
+        status = "diverged" if (b, lr) in diverge else "ok"
+        stopped = diverge[(b, lr)] if status == "diverged" else None
+        metrics = {
+            "cell": f"bs{b}_lr{lr}_s{seed}",
+            "batch_size": b,
+            "lr": lr,
+            "seed": seed,
+            "status": status,
+            "stopped_step": stopped,
+            "iterations_per_epoch": ipe,
+            "final_train_loss": 0.2,
+            "final_train_acc": acc,
+            "final_test_loss": 0.3,
+            "final_test_acc": 0.1 if status == "diverged" else acc,
+            "device": "cpu",
+        }
+        ep = pd.DataFrame(
+            {
+                "epoch": [1, 2, 3],
+                "seconds": [6.0 / b * (1 + 0.01 * seed)] * 3,
+                "samples_per_s": [100.0 * b] * 3,
+                "ms_per_step": [10.0] * 3,
+                "test_acc": [acc - 0.1, acc - 0.05, acc],
+                "train_loss": [0.5, 0.3, 0.2],
+                "test_loss": [0.5, 0.4, 0.3],
             }
-            ep = pd.DataFrame(
-                {
-                    "epoch": [1, 2, 3],
-                    "seconds": [6.0 / b * (1 + 0.01 * seed)] * 3,
-                    "samples_per_s": [100.0 * b] * 3,
-                    "ms_per_step": [10.0] * 3,
-                    "test_acc": [acc - 0.1, acc - 0.05, acc],
-                    "train_loss": [0.5, 0.3, 0.2],
-                    "test_loss": [0.5, 0.4, 0.3],
-                }
-            )
-            rows.append(summarize_cell(metrics, ep, losses, 64, 0.5))
-            keys = {"batch_size": b, "lr": lr, "seed": seed}
-            epochs.append(ep.assign(**keys))
-            curves.append(downsample_curve(losses, b, ipe, 64, 100).assign(**keys))
+        )
+        rows.append(summarize_cell(metrics, ep, losses, 64, 0.5))
+        keys = {"batch_size": b, "lr": lr, "seed": seed}
+        epochs.append(ep.assign(**keys))
+        curves.append(downsample_curve(losses, b, ipe, 64, 100).assign(**keys))
     cells = cells_table(rows)
     settings = by_setting(cells)
     return cells, settings, best_learning_rates(settings), pd.concat(epochs), pd.concat(curves)

@@ -31,7 +31,7 @@ def main(log, input, output, params):
             metrics = json.load(handle)
         epochs = pd.read_parquet(epochs_path)
         losses = pd.read_parquet(losses_path, columns=["loss"])["loss"].to_numpy()
-        probes = pd.read_parquet(probes_path)
+        probes = noise_table(pd.read_parquet(probes_path), params.noise_smoothing_probes)
         all_losses[metrics["cell"]] = losses
         rows.append(
             summarize_cell(
@@ -47,7 +47,7 @@ def main(log, input, output, params):
         )
         keys = {k: metrics.get(k, "") for k in CELL_KEYS}
         epoch_tables.append(epochs.assign(**keys))
-        probe_tables.append(noise_table(probes, params.noise_smoothing_probes).assign(**keys))
+        probe_tables.append(probes.assign(**keys))
         curve = downsample_curve(
             losses,
             metrics["batch_size"],

@@ -74,7 +74,10 @@ def summarize_cell(
     ms_per_step = float(epochs["ms_per_step"].mean()) if len(epochs) else float("nan")
     probes = probes if probes is not None else pd.DataFrame(columns=["step", "test_acc"])
     to_acc = first_reach(probes["step"], probes["test_acc"], target_acc) if len(probes) else None
-    noise = noise_table(probes, noise_window) if "g_small_sq" in probes else pd.DataFrame()
+    if "b_simple" in probes:  # already smoothed by noise_table
+        noise = probes
+    else:
+        noise = noise_table(probes, noise_window) if "g_small_sq" in probes else pd.DataFrame()
     b_simple = noise["b_simple"].dropna() if len(noise) else pd.Series(dtype=float)
     share = (metrics.get("measure_seconds") or {}).get("noise_and_sharpness_share")
     row = {

@@ -11,6 +11,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from batchlab.aggregate import grid_cells
+
 ALTAIR_MAX_ROWS = 5000
 LOSS_CLIP = 3.0
 CHART_WIDTH = 440
@@ -648,7 +650,7 @@ def build_sections(
     from batchlab import report_scaling as scaling
 
     all_cells, all_curves, all_epochs = cells, curves, epochs
-    cells, curves, epochs = (scaling.grid_only(f) for f in (cells, curves, epochs))
+    cells, curves, epochs = (grid_cells(f) for f in (cells, curves, epochs))
     rep = config["report"]
     lrs = sorted(settings["lr"].unique())
     ref_lr = nearest(lrs, rep["reference_lr"])

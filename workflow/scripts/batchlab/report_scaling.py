@@ -43,6 +43,11 @@ def equivalent(pairs: list[dict]) -> bool:
     return bool(pairs) and all(p["first_update_rel"] <= AGREE_REL for p in pairs)
 
 
+def row_ci(row, col: str) -> dict:
+    """The interval of a by-setting row's column (columns col, col_lo, col_hi)."""
+    return {"mean": row[col], "lo": row[f"{col}_lo"], "hi": row[f"{col}_hi"]}
+
+
 def ci_text(ci: dict, fmt=fmt_num) -> str:
     if not is_finite(ci["mean"]):
         return "n/a"
@@ -53,10 +58,6 @@ def ci_text(ci: dict, fmt=fmt_num) -> str:
 
 def _log_x(title="batch size (log scale)"):
     return alt.X("batch_size:Q", title=title, scale=alt.Scale(type="log", nice=False))
-
-
-def grid_only(frame: pd.DataFrame) -> pd.DataFrame:
-    return grid_cells(frame)
 
 
 # ----------------------------------------------------------------------------- steps to target
@@ -168,7 +169,7 @@ def target_findings(targets: pd.DataFrame, fit: dict, target: float) -> list[str
 def targets_table(targets: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     """Per batch size: the fastest lr's steps, samples and seconds, and what became of all its
     grid cells (reached the target, never reached it, diverged or collapsed)."""
-    grid = grid_only(cells)
+    grid = grid_cells(cells)
     rows = []
     for r in targets.itertuples():
         at = grid[grid["batch_size"] == r.batch_size]
@@ -202,7 +203,7 @@ def fmt_int_safe(x) -> str:
 
 
 def noise_at_best(probes: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
-    data = at_best_lr(grid_only(probes), best)
+    data = at_best_lr(grid_cells(probes), best)
     return data[np.isfinite(data["b_simple"]) & (data["b_simple"] > 0)]
 
 
@@ -238,7 +239,7 @@ def noise_chart(data: pd.DataFrame) -> dict:
 
 def b_simple_summary(cells: pd.DataFrame, best: pd.DataFrame) -> dict:
     """B_simple at the end of training over the grid's finished cells at their best lr."""
-    at = at_best_lr(grid_only(cells), best)
+    at = at_best_lr(grid_cells(cells), best)
     at = at[at["status"] == "ok"]
     return mean_ci(at["b_simple_end"], POSITIVE)
 
@@ -559,7 +560,7 @@ def solution2_section(cells, curves, analysis, config) -> Section:
 
 
 def sharpness_table(cells: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
-    at = at_best_lr(grid_only(cells), best)
+    at = at_best_lr(grid_cells(cells), best)
     at = at[at["status"] == "ok"]
     rows = []
     for b, g in at.groupby("batch_size"):
@@ -676,7 +677,7 @@ def verdicts(cells, settings, best, targets, probes, epochs, analysis, config) -
     supported, mixed (the data point both ways) or inconclusive (the 95% intervals over seeds
     cannot separate what the claim says; more seeds would decide)."""
     out = []
-    grid = grid_only(cells)
+    grid = grid_cells(cells)
     lrs = sorted(settings["lr"].unique())
     ref_lr = nearest(lrs, config["report"]["reference_lr"])
     bss = sorted(grid["batch_size"].unique())
@@ -686,8 +687,7 @@ def verdicts(cells, settings, best, targets, probes, epochs, analysis, config) -
     at = settings[(settings["lr"] == ref_lr) & settings["oscillation"].notna()].sort_values("batch_size")
     if len(at) >= 2:
         s, big = at.iloc[0], at.iloc[-1]
-        cs = {"mean": s["oscillation"], "lo": s["oscillation_lo"], "hi": s["oscillation_hi"]}
-        cl = {"mean": big["oscillation"], "lo": big["oscillation_lo"], "hi": big["oscillation_hi"]}
+        cs, cl = row_ci(s, "oscillation"), row_ci(big, "oscillation")
         rho = spearman(at["batch_size"], at["oscillation"])
         v = _verdict(
             rho <= -0.8 if is_finite(rho) else s["oscillation"] > big["oscillation"],
@@ -743,7 +743,7 @@ def verdicts(cells, settings, best, targets, probes, epochs, analysis, config) -
     large_best = best[best["batch_size"] == large_b]
     if len(large_best):
         lr_l = float(large_best["best_lr"].iloc[0])
-        ep = grid_only(epochs)
+        ep = grid_cells(epochs)
         ep = ep[(ep["batch_size"] == large_b) & (ep["lr"] == lr_l)]
         drops = []
         for _, g in ep.groupby("seed"):
@@ -807,8 +807,7 @@ def verdicts(cells, settings, best, targets, probes, epochs, analysis, config) -
             row = settings[(settings["batch_size"] == b) & (settings["lr"] == lr)]
             if row.empty:
                 return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan")}
-            r = row.iloc[0]
-            return {"mean": r["final_test_acc"], "lo": r["final_test_acc_lo"], "hi": r["final_test_acc_hi"]}
+            return row_ci(row.iloc[0], "final_test_acc")
 
         sep_l = compare_intervals(acc(large_b, lr_l), acc(large_b, lr_s))
         sep_s = compare_intervals(acc(small_b, lr_s), acc(small_b, lr_l))
