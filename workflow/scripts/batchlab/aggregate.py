@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from batchlab.analysis import first_reach, fit_critical_batch, mean_ci, noise_scale, scaling_regimes
+from batchlab.config import cell_name, parse_recipe, recipe_suffix, round_lr
 
 CELL_KEYS = ["batch_size", "lr", "seed", "recipe"]
 
@@ -284,13 +285,11 @@ def downsample_curve(
 def solution2_pairs(cells: pd.DataFrame) -> list[tuple[str, str, float]]:
     """(Solution 2 cell, plain cell at k x lr with the same batch, seed and momentum, momentum):
     the pair that is equivalent for plain SGD."""
-    from batchlab.config import cell_name, parse_recipe, recipe_suffix
-
     out = []
     for row in cells[cells["splits"] > 1].itertuples():
         recipe = parse_recipe(row.recipe)
         plain = recipe_suffix(warmup_epochs=recipe["warmup_epochs"], momentum=recipe["momentum"])
-        lr = float(f"{row.splits * row.lr:.6g}")
+        lr = round_lr(row.splits * row.lr)
         out.append((row.cell, cell_name(row.batch_size, lr, row.seed, plain), float(row.momentum)))
     return out
 

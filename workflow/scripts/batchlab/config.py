@@ -144,18 +144,14 @@ def format_lr(lr: float) -> str:
     return text
 
 
-def _num_text(x: float) -> str:
-    return format_lr(x)
-
-
 def recipe_suffix(warmup_epochs: float = 0.0, momentum: float | None = None, splits: int = 1) -> str:
     """The part of a cell's name that says how it deviates from the plain training of `train`:
     _w{E} a linear lr warm-up over E epochs, _m{M} momentum M, _k{K} Solution 2 with K slices."""
     out = ""
     if warmup_epochs:
-        out += f"_w{_num_text(warmup_epochs)}"
+        out += f"_w{format_lr(warmup_epochs)}"
     if momentum is not None:
-        out += f"_m{_num_text(momentum)}"
+        out += f"_m{format_lr(momentum)}"
     if splits > 1:
         out += f"_k{int(splits)}"
     return out
@@ -187,7 +183,12 @@ def cell_name(batch_size: int, lr: float, seed: int, recipe: str = "") -> str:
 def scaled_lr(reference_lr: float, reference_batch: int, batch_size: int, rule: str) -> float:
     """Learning-rate scaling with batch size: none, sqrt (lr ∝ √b) or linear (lr ∝ b)."""
     power = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}[rule]
-    return float(f"{reference_lr * (batch_size / reference_batch) ** power:.6g}")
+    return round_lr(reference_lr * (batch_size / reference_batch) ** power)
+
+
+def round_lr(lr: float) -> float:
+    """A computed learning rate to 6 significant digits, so float noise never reaches a cell name."""
+    return float(f"{lr:.6g}")
 
 
 def _cell(b: int, lr: float, seed: int, recipe: str, group: str) -> dict:
@@ -226,7 +227,7 @@ def cells(config: dict) -> list[dict]:
         b, k, lr = sol["batch_size"], sol["splits"], sol["lr"]
         for m in sol["momentum"]:
             mom = None if m == base_momentum else m
-            for lr_i, splits in ((lr, k), (lr, 1), (float(f"{k * lr:.6g}"), 1)):
+            for lr_i, splits in ((lr, k), (lr, 1), (round_lr(k * lr), 1)):
                 recipe = recipe_suffix(momentum=mom, splits=splits)
                 out += [_cell(b, lr_i, s, recipe, "solution2") for s in seeds]
     seen, unique = set(), []

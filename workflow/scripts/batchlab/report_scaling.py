@@ -14,7 +14,7 @@ import pandas as pd
 
 from batchlab.aggregate import grid_cells
 from batchlab.analysis import AGREE_REL, compare_intervals, gradient_cosine_sq, is_finite, mean_ci
-from batchlab.config import recipe_suffix, scaled_lr
+from batchlab.config import recipe_suffix, round_lr, scaled_lr
 from batchlab.report import (
     CHART_HEIGHT,
     CHART_WIDTH,
@@ -471,7 +471,7 @@ def variant_chart(data: pd.DataFrame, x: str, y: str, title: str, y_title: str, 
 def solution2_section(cells, curves, analysis, config) -> Section:
     sol = config["solution2"]
     b, k, lr = sol["batch_size"], sol["splits"], sol["lr"]
-    klr = float(f"{k * lr:.6g}")
+    klr = round_lr(k * lr)
     base_m = config["train"]["momentum"]
     rows, charts, findings = [], [], []
     for m in sol["momentum"]:
@@ -827,7 +827,7 @@ def verdicts(cells, settings, best, targets, probes, epochs, analysis, config) -
     sol = config.get("solution2") or {}
     if sol.get("enabled"):
         b, k, lr = sol["batch_size"], sol["splits"], sol["lr"]
-        klr = float(f"{k * lr:.6g}")
+        klr = round_lr(k * lr)
         base_m = config["train"]["momentum"]
         split = mean_ci(select(cells, b, lr, recipe_suffix(splits=k))["final_test_acc"], UNIT)
         plain = mean_ci(select(cells, b, lr, "")["final_test_acc"], UNIT)
