@@ -14,8 +14,6 @@ import math
 import re
 from typing import Any
 
-import jsonschema
-
 from batchlab import BatchlabError
 
 
@@ -68,7 +66,8 @@ def _coerce(value: Any, schema: dict, path: list) -> Any:
     return value
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def _describe(error) -> str:
+    """One line for a jsonschema.ValidationError."""
     path = list(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}
     if error.validator == "additionalProperties":
@@ -93,6 +92,8 @@ def validate_config(config: dict, schema: dict) -> dict:
     """Return the validated config with defaults filled, or raise ConfigError naming the key."""
     if not isinstance(config, dict):
         raise ConfigError("the config must be a mapping with groups data, grid, train, report")
+    import jsonschema  # here, not at the top: a training job needs cell names, not validation
+
     config = _coerce(copy.deepcopy(config), schema, [])
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(
