@@ -193,7 +193,10 @@ def test_study_runs_as_slurm_jobs_with_identical_results(slurm_cluster, tiny_stu
         # the plugin names log folders by the wildcard values (the recipe is empty here)
         keys = [k for k in logs if k.rstrip("_") == f"{b}_{lr}_{seed}"]
         assert keys, f"no Slurm job log for {cell}: {sorted(logs)}"
-        assert f"cell {cell}" in logs[keys[0]][0].read_text()
+        job_log = logs[keys[0]][0].read_text()
+        assert f"cell {cell}" in job_log
+        # a job's work stays inside its allocation: no warm-start server on the node
+        assert "start-up: cold (inside a batch-scheduler job (SLURM_JOB_ID=" in job_log
         slurm = pd.read_parquet(work / "results/runs" / cell / "losses.parquet")
         local = pd.read_parquet(tiny_study / "results/runs" / cell / "losses.parquet")
         pd.testing.assert_frame_equal(slurm, local)  # same seeds on CPU: identical losses

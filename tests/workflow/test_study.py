@@ -25,6 +25,13 @@ def test_every_stage_writes_its_outputs(tiny_study):
         assert (tiny_study / f"results/benchmarks/train/bs{b}_lr{lr}_s0.tsv").exists()
         log = (tiny_study / f"logs/train/bs{b}_lr{lr}_s0.log").read_text()
         assert f"cell bs{b}_lr{lr}_s0" in log
+        # every job says how it started and what its start-up cost
+        assert re.search(
+            r"start-up: warm \(forked from the warm-start server\): process start [\d.]+ s, hand-off [\d.]+ s,"
+            r" imports [\d.]+ s, data load [\d.]+ s; [\d.]+ s in all",
+            log,
+        ), log
+        assert re.search(r"first step [\d.]+ s", log)
     assert not (tiny_study / "results/checkpoints").exists() or not list(
         (tiny_study / "results/checkpoints").iterdir()
     )
@@ -53,6 +60,32 @@ def test_cells_log_every_iteration_and_diverged_cells_say_when(tiny_study):
             assert re.search(
                 r"epoch 2/2: train loss [\d.]+ acc [\d.]+ \| test loss [\d.]+ acc [\d.]+ \| .* samples/s", log
             )
+
+
+def test_a_cold_start_trains_exactly_as_the_warm_one(tiny_study, tmp_path, mnist_mirror):
+    """The same cell in its own process (BATCHLAB_WARM_START=0) as in a child of the server."""
+    work = copy_workflow(tmp_path / "cold")
+    (work / "tiny.yaml").write_text((tiny_study / "tiny.yaml").read_text())
+    cell = "results/runs/bs1000_lr0.1_s0"
+    env = {"BATCHLAB_MNIST_MIRROR": str(mnist_mirror), "BATCHLAB_WARM_START": "0"}
+    done = snakemake(work, f"{cell}/metrics.json", "--cores", "1", "--configfile", "tiny.yaml", env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cold = json.loads((work / cell / "metrics.json").read_text())
+    warm = json.loads((tiny_study / cell / "metrics.json").read_text())
+    assert (cold["start"], warm["start"]) == ("cold", "warm")
+    assert "start-up: cold (BATCHLAB_WARM_START=0)" in (work / "logs/train/bs1000_lr0.1_s0.log").read_text()
+    # a cold job imports PyTorch itself; a warm one finds it imported
+    assert cold["overhead_seconds"]["imports"] > 5 * warm["overhead_seconds"]["imports"]
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(work / cell / "losses.parquet"), pd.read_parquet(tiny_study / cell / "losses.parquet")
+    )
+    timing = ["seconds", "samples_per_s", "ms_per_step"]
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(work / cell / "epochs.parquet").drop(columns=timing),
+        pd.read_parquet(tiny_study / cell / "epochs.parquet").drop(columns=timing),
+    )
+    for key in ("final_test_acc", "final_train_loss", "final_sharpness", "steps"):
+        assert cold[key] == warm[key], key
 
 
 def test_summary_tables_and_metrics(tiny_study):

@@ -5,7 +5,7 @@
 rule train:
     input:
         data=rules.prepare.output.tensors,
-        code=package("train", "measure", "models", "data", "checkpoint"),
+        code=package("train_job", "train", "measure", "models", "data", "checkpoint"),
     output:
         losses=f"results/runs/{CELL}/losses.parquet",
         epochs=f"results/runs/{CELL}/epochs.parquet",
