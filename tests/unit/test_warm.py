@@ -36,6 +36,15 @@ def record(path, startup, code=0):
 def fail(startup):
     raise RuntimeError("the job broke")
 
+def die(startup):
+    import signal
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def nap(path, startup):
+    Path(path).write_text(str(os.getppid()))
+    time.sleep(2)
+    Path(path + ".done").write_text("yes")
+
 def wait(path, startup):
     Path(path).write_text(str(os.getpid()))
     try:
@@ -65,6 +74,12 @@ def folder(tmp_path_factory):
 def stop_and_wait(path: Path) -> None:
     for pid in warm.stop_all(path):
         wait_for(lambda pid=pid: not process_alive(pid), 10, f"server {pid} to exit")
+
+
+def private_folder(path: Path) -> Path:
+    """A folder for servers of one test: theirs alone."""
+    path.mkdir(mode=0o700)
+    return path
 
 
 @pytest.fixture
@@ -159,6 +174,26 @@ def test_sigterm_and_sigint_are_forwarded_and_the_client_dies_the_same_way(jobs,
         assert Path(f"{marker}.interrupted").exists() == (sig == signal.SIGINT)
 
 
+def test_a_job_killed_outright_kills_its_client_the_same_way(jobs, folder):
+    rc, _, err = finish(client(jobs, folder, "die"))
+    assert rc == -signal.SIGKILL, err
+
+
+def test_sigterm_stops_the_server_after_its_running_job_finishes(jobs, tmp_path):
+    folder = private_folder(tmp_path / "term")
+    marker = jobs / "napping"
+    job = client(jobs, folder, "nap", "path", str(marker))
+    wait_for(marker.exists, 60, "the job to start")
+    server = int(marker.read_text())
+    os.kill(server, signal.SIGTERM)
+    wait_for(lambda: not list(folder.glob("*.sock")), 5, "the server to stop taking jobs")
+    assert process_alive(server)  # still waiting for its job
+    rc, _, err = finish(job)
+    assert rc == 0, err
+    assert Path(f"{marker}.done").exists()
+    wait_for(lambda: not process_alive(server), 10, "the server to exit")
+
+
 def test_warm_start_is_off_when_asked_and_inside_a_slurm_job(jobs, folder):
     for env, reason in (
         ({"BATCHLAB_WARM_START": "0"}, "BATCHLAB_WARM_START=0"),
@@ -182,8 +217,7 @@ def test_a_folder_others_can_write_is_refused_and_the_job_runs_cold(jobs, tmp_pa
 
 
 def test_a_stale_socket_is_replaced_and_concurrent_first_jobs_share_one_new_server(jobs, tmp_path):
-    folder = tmp_path / "fresh"
-    folder.mkdir(mode=0o700)
+    folder = private_folder(tmp_path / "fresh")
     env = {**os.environ, "BATCHLAB_WARM_DIR": str(folder), "BATCHLAB_WARM_IDLE": "30"}
     env.pop("BATCHLAB_WARM_START", None)
     stale = folder / f"{warm.server_key(sys.executable, env)}.sock"
@@ -203,8 +237,7 @@ def test_a_stale_socket_is_replaced_and_concurrent_first_jobs_share_one_new_serv
 
 
 def test_an_idle_server_exits_and_removes_its_socket(jobs, tmp_path):
-    folder = tmp_path / "idle"
-    folder.mkdir(mode=0o700)
+    folder = private_folder(tmp_path / "idle")
     (rc, _, err), result = record(jobs, folder, env={"BATCHLAB_WARM_IDLE": "1"})
     assert rc == 0, err
     assert result["startup"]["mode"] == "warm"
@@ -213,8 +246,7 @@ def test_an_idle_server_exits_and_removes_its_socket(jobs, tmp_path):
 
 
 def test_a_server_that_cannot_start_leaves_the_job_cold_with_the_reason(jobs, tmp_path):
-    folder = tmp_path / "broken"
-    folder.mkdir(mode=0o700)
+    folder = private_folder(tmp_path / "broken")
     (rc, _, err), result = record(jobs, folder, env={"BATCHLAB_WARM_IDLE": "soon"})
     assert rc == 0, err
     assert result["startup"]["why_cold"] == "BATCHLAB_WARM_IDLE='soon' is not a number of seconds"

@@ -7,6 +7,7 @@ forked from the warm-start server or in its own process; both import this module
 from __future__ import annotations
 
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -138,11 +139,20 @@ def main(log, wildcards, train, measure, checkpoint, data_path, outputs, threads
                 "first_step": result.first_step_seconds,
                 "train_and_eval": t_trained - t_data,
             },
+            "process": process_usage(),
             "versions": {"batchlab": __version__, "torch": torch.__version__},
         },
     )
     log(f"cell {name}: {result.status}" + (f" ({result.stop_reason})" if result.stop_reason else ""))
     Path(checkpoint).unlink(missing_ok=True)  # finished: the outputs are the record
+
+
+def process_usage() -> dict:
+    """This process's peak resident memory and CPU time so far. Snakemake's benchmark of a warm
+    job measures its client, which waits; this is the job's own (a forked job's resident memory
+    counts the pages it shares with the server)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"peak_rss_mb": usage.ru_maxrss / 1024, "cpu_seconds": usage.ru_utime + usage.ru_stime}
 
 
 def startup_seconds(startup: dict, called: float, data_loaded: float) -> dict:

@@ -138,7 +138,8 @@ def run(
 def exit_with(status: int) -> None:
     """Leave this process the way the job's process left: with its code, or by its signal."""
     if status < 0:
-        signal.signal(-status, signal.SIG_DFL)
+        if -status not in (signal.SIGKILL, signal.SIGSTOP):  # these two cannot have a handler
+            signal.signal(-status, signal.SIG_DFL)
         os.kill(os.getpid(), -status)
         status = 128 - status
     sys.exit(status)
@@ -334,6 +335,8 @@ def serve(path: Path, idle_s: float, preload: tuple[str, ...] = PRELOAD) -> None
     inode = path.stat().st_ino
     pid_file = path.with_suffix(".pid")
     pid_file.write_text(f"{os.getpid()}\n")
+    # kill PID (SIGTERM) stops it as `stop` does: no new jobs, the running ones finish
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: _remove_own(path, inode))
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, None)
     running: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, connection)
@@ -363,13 +366,17 @@ def serve(path: Path, idle_s: float, preload: tuple[str, ...] = PRELOAD) -> None
             stopping = True
             selector.unregister(listener)
             listener.close()
-            if not _replaced(path, inode):
-                path.unlink(missing_ok=True)
+            _remove_own(path, inode)
         if stopping and not running:
             if pid_file.read_text().strip() == str(os.getpid()):
                 pid_file.unlink(missing_ok=True)
             print(f"batchlab warm-start server {os.getpid()}: done", flush=True)
             return
+
+
+def _remove_own(path: Path, inode: int) -> None:
+    if not _replaced(path, inode):
+        path.unlink(missing_ok=True)
 
 
 def _replaced(path: Path, inode: int) -> bool:
