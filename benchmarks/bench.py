@@ -165,9 +165,13 @@ def matmul_gflops(device: torch.device, size: int = 1024, repeats: int = 20) -> 
     return 2 * size**3 / statistics.median(times) / 1e9
 
 
-def startup_probe(startup: dict) -> None:
-    """A job that only starts: it imports what a training job imports, then ends."""
+def startup_probe(expect: str, startup: dict) -> None:
+    """A job that only starts: it imports what a training job imports, then ends (failing when
+    it did not start the way it was meant to)."""
     import batchlab.train_job  # noqa: F401
+
+    if startup["mode"] != expect:
+        sys.exit(f"bench: a job meant to start {expect} started {startup['mode']}: {startup.get('why_cold')}")
 
 
 # a job's process, as the Snakemake adapter runs it (workflow/scripts/train.py)
@@ -175,7 +179,7 @@ JOB = """
 import sys
 sys.path[:0] = [{bench!r}, {scripts!r}]
 from batchlab import warm
-warm.exit_with(warm.run("bench", "startup_probe", {{}}))
+warm.exit_with(warm.run("bench", "startup_probe", {{"expect": sys.argv[1]}}))
 """
 
 
@@ -190,15 +194,17 @@ def job_overhead(data_path: Path, device: torch.device, rounds: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         env = {**os.environ, "BATCHLAB_WARM_DIR": folder, "BATCHLAB_WARM_IDLE": "60"}
         modes = {"cold": {**env, "BATCHLAB_WARM_START": "0"}, "warm": {**env, "BATCHLAB_WARM_START": "1"}}
-        subprocess.run([sys.executable, "-c", code], env=modes["warm"], check=True)  # starts the server
+        subprocess.run(
+            [sys.executable, "-c", code, "warm"], env=modes["warm"], check=True
+        )  # starts the server
         try:
             for _ in range(rounds):
                 for mode, mode_env in modes.items():
                     t0 = time.perf_counter()
-                    subprocess.run([sys.executable, "-c", code], env=mode_env, check=True)
+                    subprocess.run([sys.executable, "-c", code, mode], env=mode_env, check=True)
                     times[mode].append(time.perf_counter() - t0)
         finally:
-            warm.stop_all(Path(folder))
+            warm.stop_all(Path(folder), wait_s=30)
     t0 = time.perf_counter()
     data = to_device(load_prepared(data_path), input_shape("mlp"), device)
     loaded = time.perf_counter()

@@ -40,8 +40,7 @@ def warm_start_servers(tmp_path_factory):
     folder.chmod(0o700)
     os.environ["BATCHLAB_WARM_DIR"] = str(folder)
     yield folder
-    for pid in warm.stop_all(folder):
-        wait_for(lambda pid=pid: not process_alive(pid), 30, f"warm-start server {pid} to stop")
+    warm.stop_all(folder, wait_s=30)
 
 
 def process_alive(pid: int) -> bool:

@@ -85,6 +85,8 @@ def test_resume_from_checkpoint_is_bit_identical(tmp_path):
     resumed = run(cfg, resume=resume)
     assert np.array_equal(full.losses, resumed.losses)
     assert [r["test_acc"] for r in full.epochs] == [r["test_acc"] for r in resumed.epochs]
+    # the first step is timed apart (a job's start-up); a resumed run has none to time
+    assert 0 < full.first_step_seconds < full.epochs[0]["seconds"] and resumed.first_step_seconds is None
     # a checkpoint of another cell is never used
     assert load_checkpoint(ckpt, CellConfig(batch_size=16, lr=0.1, seed=1, epochs=3, momentum=0.9)) is None
 

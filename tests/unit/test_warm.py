@@ -29,6 +29,7 @@ def record(path, startup, code=0):
     Path(path).write_text(json.dumps({
         "startup": startup, "pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(),
         "x": os.environ.get("X"), "umask": os.umask(0o022), "batchlab": batchlab.__file__,
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
         "torch_loaded": "torch" in sys.modules,
     }))
     sys.exit(int(code))
@@ -72,8 +73,8 @@ def folder(tmp_path_factory):
 
 
 def stop_and_wait(path: Path) -> None:
-    for pid in warm.stop_all(path):
-        wait_for(lambda pid=pid: not process_alive(pid), 10, f"server {pid} to exit")
+    for pid in warm.stop_all(path, wait_s=10):
+        assert not process_alive(pid), f"server {pid} did not exit"
 
 
 def private_folder(path: Path) -> Path:
@@ -212,8 +213,14 @@ def test_a_folder_others_can_write_is_refused_and_the_job_runs_cold(jobs, tmp_pa
     (rc, _, err), result = record(jobs, shared)
     assert rc == 0, err
     assert result["startup"]["mode"] == "cold"
-    assert result["startup"]["why_cold"] == f"{shared} is not a folder that only this user can write"
+    assert (
+        result["startup"]["why_cold"] == f"{shared} is not a folder that only this user may enter (chmod 700)"
+    )
     assert not list(shared.iterdir())
+    shared.chmod(0o750)  # others may not write, but could connect: refused as well
+    (rc, _, err), result = record(jobs, shared)
+    assert rc == 0, err
+    assert result["startup"]["mode"] == "cold" and not list(shared.iterdir())
 
 
 def test_a_stale_socket_is_replaced_and_concurrent_first_jobs_share_one_new_server(jobs, tmp_path):
@@ -245,8 +252,54 @@ def test_an_idle_server_exits_and_removes_its_socket(jobs, tmp_path):
     assert not list(folder.glob("*.sock"))
 
 
-def test_a_server_that_cannot_start_leaves_the_job_cold_with_the_reason(jobs, tmp_path):
-    folder = private_folder(tmp_path / "broken")
+def test_a_bad_idle_time_leaves_the_job_cold_with_the_reason(jobs, tmp_path):
+    folder = private_folder(tmp_path / "idle-time")
     (rc, _, err), result = record(jobs, folder, env={"BATCHLAB_WARM_IDLE": "soon"})
     assert rc == 0, err
     assert result["startup"]["why_cold"] == "BATCHLAB_WARM_IDLE='soon' is not a number of seconds"
+
+
+def test_a_server_that_cannot_start_leaves_the_job_cold_with_the_reason(jobs, tmp_path):
+    folder = private_folder(tmp_path / "broken")
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "torch.py").write_text("raise ImportError('this torch is broken')\n")
+    (rc, _, err), result = record(jobs, folder, env={"PYTHONPATH": str(shadow)})
+    assert rc == 0, err
+    why = result["startup"]["why_cold"]
+    assert why.startswith("the warm-start server exited at start (status 1; see ") and why.endswith(".log)")
+    assert "ImportError: this torch is broken" in Path(why.split("see ")[1][:-1]).read_text()
+
+
+def test_something_else_at_the_socket_path_leaves_the_job_cold(jobs, tmp_path):
+    folder = private_folder(tmp_path / "occupied")
+    env = {**os.environ, "BATCHLAB_WARM_DIR": str(folder), "BATCHLAB_WARM_IDLE": "30"}
+    (folder / f"{warm.server_key(sys.executable, env)}.sock").mkdir()
+    (rc, _, err), result = record(jobs, folder)
+    assert rc == 0, err
+    assert result["startup"]["mode"] == "cold" and "Is a directory" in result["startup"]["why_cold"]
+
+
+def test_a_server_killed_under_a_running_job_takes_the_job_down_and_says_so(jobs, tmp_path):
+    folder = private_folder(tmp_path / "doomed")
+    marker = jobs / "pid"
+    job = client(jobs, folder, "wait", "path", str(marker))
+    wait_for(marker.exists, 60, "the job to start")
+    child = int(marker.read_text())
+    server = int(next(folder.glob("*.pid")).read_text())
+    os.kill(server, signal.SIGKILL)
+    rc, _, err = finish(job)
+    assert rc == 1 and "died while job process" in err
+    wait_for(lambda: not process_alive(child), 5, "the orphaned job to be killed by its client")
+
+
+def test_jobs_started_under_other_limits_get_a_server_of_their_own(jobs, folder):
+    (rc, _, err), plain = record(jobs, folder, "plain.json")
+    assert rc == 0, err
+    done = finish(
+        client(jobs, folder, "record", "path", str(jobs / "nice.json"), preexec_fn=lambda: os.nice(5))
+    )
+    assert done[0] == 0, done[2]
+    niced = json.loads((jobs / "nice.json").read_text())
+    assert niced["startup"]["mode"] == "warm" and niced["nice"] == plain["nice"] + 5
+    assert niced["ppid"] != plain["ppid"]  # a child of the default server would run at its nice value

@@ -86,8 +86,8 @@ def test_a_cold_start_trains_exactly_as_the_warm_one(tiny_study, tmp_path, mnist
     )
     for key in ("final_test_acc", "final_train_loss", "final_sharpness", "steps"):
         assert cold[key] == warm[key], key
-    for metrics in (cold, warm):  # the job's own process: it holds the 188 MB of training images
-        assert metrics["process"]["peak_rss_mb"] > 188 and metrics["process"]["cpu_seconds"] > 1
+    for metrics in (cold, warm):  # the job's own CPU time, which the warm job's client cannot see
+        assert metrics["process"]["cpu_seconds"] >= 0.5 * metrics["overhead_seconds"]["train_and_eval"]
 
 
 def test_summary_tables_and_metrics(tiny_study):

@@ -4,18 +4,22 @@ Importing PyTorch (a CUDA build) costs 2-3 s of every training job on a CPU, and
 study has a hundred jobs. The first job on a machine starts a small server that imports
 torch, numpy and pandas once, then forks one child per job. The job's own process (the
 Snakemake script) stays a thin client: it hands the child its stdin, stdout and stderr, its
-working folder, environment and sys.path, forwards the signals it gets, and exits with the
-child's status. The child imports batchlab afresh from the client's sys.path, so an edit to the
-package takes effect in the next job. The child dies with its client (kill -9 included): it
-watches the client's pidfd.
+working folder, environment, umask and sys.path, forwards the signals it gets, and exits with
+the child's status. The child imports batchlab afresh from the client's sys.path, so an edit
+to the package takes effect in the next job. The server watches each client's pidfd and kills
+its child the moment the client is gone (kill -9 included).
 
-Warm starts are off under a batch scheduler (a job's work must stay inside its allocation),
-with BATCHLAB_WARM_START=0, and where Linux pidfds are missing. Whenever the server cannot be
-reached or started, the job runs in its own process instead (a cold start) and says why.
+A server is shared only by jobs started alike: same host, interpreter, installed preloaded
+packages, import-relevant environment, cgroup, CPU affinity, nice value and resource limits
+(all in its key), so a job never escapes the limits it was started under. Warm starts are off
+under a batch scheduler (a job's work must stay inside its allocation) and with
+BATCHLAB_WARM_START=0. Whenever a server cannot be reached or started, the job runs in its own
+process instead (a cold start) and says why.
 
 Environment: BATCHLAB_WARM_START (1; 0 turns warm starts off), BATCHLAB_WARM_IDLE (seconds a
-server waits for the next job before it exits; 60), BATCHLAB_WARM_DIR (its sockets and logs;
-$TMPDIR/batchlab-warm-$UID). `python -m batchlab.warm stop` stops the servers of that folder.
+server waits for the next job before it exits; 60), BATCHLAB_WARM_DIR (its sockets and logs, a
+folder only this user may enter; $TMPDIR/batchlab-warm-$UID). `python -m batchlab.warm stop`
+stops the servers of that folder once their running jobs are done.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import importlib
+import importlib.util
 import json
 import os
-import select
+import resource
 import selectors
 import signal
 import socket
@@ -34,16 +39,23 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from pathlib import Path
 
-PROTOCOL = 1
+PROTOCOL = 2
 PRELOAD = ("torch", "numpy", "pandas", "pyarrow.parquet")
 DEFAULT_IDLE_S = 60.0
 START_TIMEOUT_S = 120.0
-SCHEDULER_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "FLUX_JOB_ID")
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
+SCHEDULER_VARIABLES = (
+    "SLURM_JOB_ID",
+    "PBS_JOBID",
+    "LSB_JOBID",
+    "FLUX_JOB_ID",
+    "SGE_O_HOST",
+    "_CONDOR_JOB_AD",
+)
 # environment variables that can change what an import does; they are part of a server's key
 KEY_PREFIXES = (
     "ARROW_",
@@ -61,7 +73,28 @@ KEY_PREFIXES = (
     "TORCH",
     "VIRTUAL_ENV",
 )
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+KEY_LIMITS = (
+    "RLIMIT_AS",
+    "RLIMIT_CORE",
+    "RLIMIT_CPU",
+    "RLIMIT_DATA",
+    "RLIMIT_FSIZE",
+    "RLIMIT_MEMLOCK",
+    "RLIMIT_NOFILE",
+    "RLIMIT_NPROC",
+    "RLIMIT_RSS",
+    "RLIMIT_STACK",
+)
+FORWARDED_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGCONT,
+    signal.SIGTSTP,
+)
 _HEADER = struct.Struct("!I")
 
 
@@ -91,7 +124,8 @@ def idle_seconds(env: dict[str, str]) -> float:
 
 
 def server_folder(env: dict[str, str]) -> Path:
-    """The folder of the servers' sockets: created private, refused when anyone else can write it."""
+    """The folder of the servers' sockets: created private, refused when anyone else may enter it
+    (whoever can connect to a server can run code as this user)."""
     base = env.get("BATCHLAB_WARM_DIR") or os.path.join(tempfile.gettempdir(), f"batchlab-warm-{os.getuid()}")
     folder = Path(base)
     try:
@@ -99,16 +133,40 @@ def server_folder(env: dict[str, str]) -> Path:
         info = folder.lstat()
     except OSError as exc:
         raise Unavailable(f"cannot use {folder}: {exc}") from None
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
-        raise Unavailable(f"{folder} is not a folder that only this user can write")
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise Unavailable(f"{folder} is not a folder that only this user may enter (chmod 700)")
     return folder
 
 
 def server_key(executable: str, env: dict[str, str]) -> str:
-    """One server per interpreter, import-relevant environment and version of this file."""
+    """What a job's process inherits and a forked child would not: jobs share a server only
+    when all of it is equal."""
     relevant = sorted((k, v) for k, v in env.items() if k.startswith(KEY_PREFIXES))
-    source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-    blob = json.dumps([PROTOCOL, executable, sys.version, relevant, source])
+    packages = []
+    for name in PRELOAD:
+        spec = importlib.util.find_spec(name.split(".")[0])
+        origin = spec.origin if spec and spec.origin else ""
+        packages.append((name, origin, os.stat(origin).st_mtime_ns if origin else 0))
+    try:
+        cgroup = Path("/proc/self/cgroup").read_text()
+    except OSError:
+        cgroup = ""
+    limits = [resource.getrlimit(getattr(resource, name)) for name in KEY_LIMITS if hasattr(resource, name)]
+    blob = json.dumps(
+        [
+            PROTOCOL,
+            socket.gethostname(),
+            executable,
+            sys.version,
+            relevant,
+            packages,
+            cgroup,
+            sorted(os.sched_getaffinity(0)),
+            os.getpriority(os.PRIO_PROCESS, 0),
+            limits,
+            hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+        ]
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -167,57 +225,87 @@ def _exit_code(exc: SystemExit) -> int:
 
 
 def _run_warm(module: str, function: str, kwargs: dict, env: dict[str, str], startup: dict) -> int:
-    path = server_folder(env) / f"{server_key(sys.executable, env)}.sock"
-    request = {
-        "module": module,
-        "function": function,
-        "kwargs": kwargs,
-        "cwd": os.getcwd(),
-        "umask": _umask(),
-        "env": env,
-        "sys_path": sys.path,
-        "argv": sys.argv,
-        "startup": startup,
-    }
-    fds = [*_stdio(), os.pidfd_open(os.getpid())]
+    """Unavailable for anything that goes wrong before a child has taken the job; after that,
+    the child's status (the job never runs twice)."""
     try:
+        path = server_folder(env) / f"{server_key(sys.executable, env)}.sock"
+        if len(str(path)) > MAX_SOCKET_PATH:
+            raise Unavailable(
+                f"the socket path {path} is too long; set BATCHLAB_WARM_DIR to a shorter folder"
+            )
+        request = {
+            "module": module,
+            "function": function,
+            "kwargs": kwargs,
+            "cwd": os.getcwd(),
+            "umask": _umask(),
+            "env": env,
+            "sys_path": sys.path,
+            "argv": sys.argv,
+            "startup": startup,
+        }
         # A server that is exiting (idle) may drop a new connection unanswered: then once more,
         # with a server started afresh. The child answers with its pid before it does anything,
         # so no answer means no child ran.
-        for attempt in (1, 2):
+        for _attempt in (1, 2):
             conn = _connect(path) or _start_server(path, env)
-            with conn:
-                try:
-                    _send_request(conn, request, fds)
-                    replies = conn.makefile("rb")
-                    first = replies.readline()
-                except OSError:
-                    first = b""
-                if not first:
-                    if attempt == 2:
-                        raise Unavailable(f"the warm-start server at {path} dropped the job twice")
-                    continue
-                return _wait_for_child(json.loads(first)["pid"], replies, path)
-        raise AssertionError("unreachable")
-    finally:
-        os.close(fds[-1])
+            try:
+                _send_request(conn, request, _stdio())
+                replies = conn.makefile("rb")
+                first = replies.readline()
+            except OSError:
+                first = b""
+            if first:
+                break
+            conn.close()
+        else:
+            raise Unavailable(f"the warm-start server at {path} dropped the job twice")
+    except OSError as exc:
+        raise Unavailable(f"warm start failed: {exc}") from None
+    with conn:  # a child has the job: from here on, its status and nothing else
+        return _wait_for_child(json.loads(first)["pid"], replies, path)
 
 
 def _wait_for_child(pid: int, replies, path: Path) -> int:
     """Forward this process's signals to the job's child until the server reports its status."""
+    try:
+        child = os.pidfd_open(pid)  # signals go to this very process, never to a reused pid
+    except ProcessLookupError:
+        child = None
     previous = {
-        sig: signal.signal(sig, lambda signum, _frame: _forward(pid, signum)) for sig in FORWARDED_SIGNALS
+        sig: signal.signal(sig, lambda signum, _frame: _forward(child, signum)) for sig in FORWARDED_SIGNALS
     }
     try:
         last = replies.readline()
+    except OSError:
+        last = b""
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if not last:
-        _forward(pid, signal.SIGKILL)
-        print(f"batchlab: the warm-start server at {path} died while job process {pid} ran", file=sys.stderr)
-        return 1
-    return int(json.loads(last)["status"])
+    try:
+        if not last:
+            _forward(child, signal.SIGKILL)
+            print(
+                f"batchlab: the warm-start server at {path} died while job process {pid} ran", file=sys.stderr
+            )
+            return 1
+        return int(json.loads(last)["status"])
+    finally:
+        if child is not None:
+            os.close(child)
+
+
+def _forward(child: int | None, signum: int) -> None:
+    if child is None:
+        return
+    try:
+        signal.pidfd_send_signal(child, signum)
+    except ProcessLookupError:
+        return
+    if signum == signal.SIGTSTP:  # Ctrl-Z: stop the job, then this process, as a terminal would
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)
+        signal.signal(signal.SIGTSTP, lambda signum, _frame: _forward(child, signum))
 
 
 def _umask() -> int:
@@ -236,13 +324,6 @@ def _stdio() -> list[int]:
         except OSError:
             fds.append(os.open(os.devnull, os.O_RDWR))
     return fds
-
-
-def _forward(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def _connect(path: Path) -> socket.socket | None:
@@ -320,17 +401,40 @@ def _receive_request(conn: socket.socket) -> tuple[dict, list[int]]:
 # ---------------------------------------------------------------- the server
 
 
+class _Job:
+    """A running child, its client's connection, and pidfds of both."""
+
+    def __init__(self, pid: int, conn: socket.socket, client_pid: int):
+        self.pid = pid
+        self.conn = conn
+        self.pidfd = os.pidfd_open(pid)
+        try:
+            self.client_pidfd: int | None = os.pidfd_open(client_pid)
+        except ProcessLookupError:  # the client is gone already
+            self.client_pidfd = None
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+
+    def close_fds(self) -> None:
+        for fd in (self.pidfd, self.client_pidfd):
+            if fd is not None:
+                os.close(fd)
+        self.conn.close()
+
+
 def serve(path: Path, idle_s: float, preload: tuple[str, ...] = PRELOAD) -> None:
     """Import the heavy modules once, then fork a child per request until idle for idle_s."""
     t = time.monotonic()
     for name in preload:
         importlib.import_module(name)
+    imported = time.monotonic() - t
     print(
-        f"batchlab warm-start server {os.getpid()}: {', '.join(preload)} imported in {time.monotonic() - t:.2f} s",
+        f"batchlab warm-start server {os.getpid()}: {', '.join(preload)} imported in {imported:.2f} s",
         flush=True,
     )
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_mask = os.umask(0o077)  # the socket: this user's alone
     listener.bind(str(path))
+    os.umask(old_mask)
     listener.listen(64)
     inode = path.stat().st_ino
     pid_file = path.with_suffix(".pid")
@@ -339,39 +443,73 @@ def serve(path: Path, idle_s: float, preload: tuple[str, ...] = PRELOAD) -> None
     signal.signal(signal.SIGTERM, lambda _signum, _frame: _remove_own(path, inode))
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, None)
-    running: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, connection)
+    jobs: list[_Job] = []
     last_active = time.monotonic()
     stopping = False
     while True:
         for key, _ in selector.select(timeout=1.0):
             if key.data is None:
-                conn, _ = listener.accept()
-                pid = os.fork()
-                if pid == 0:
-                    _child(conn, [listener, *(c for _, c in running.values())], selector, list(running))
-                pidfd = os.pidfd_open(pid)
-                running[pidfd] = (pid, conn)
-                selector.register(pidfd, selectors.EVENT_READ, pid)
-            else:
-                pid, conn = running.pop(key.fd)
-                selector.unregister(key.fd)
-                os.close(key.fd)
-                _, status = os.waitpid(pid, 0)
-                _reply(conn, {"status": os.waitstatus_to_exitcode(status)})
-                conn.close()
+                _accept(listener, selector, jobs)
+            elif key.data[0] == "child":  # a job ended: its status to its client
+                job = key.data[1]
+                jobs.remove(job)
+                for fd in (job.pidfd, job.client_pidfd):
+                    if fd is not None:
+                        selector.unregister(fd)
+                _, status = os.waitpid(job.pid, 0)
+                _reply(job.conn, {"status": os.waitstatus_to_exitcode(status)})
+                job.close_fds()
                 last_active = time.monotonic()
+            else:  # a client is gone (kill -9 included): its job goes with it
+                job = key.data[1]
+                selector.unregister(job.client_pidfd)
+                os.close(job.client_pidfd)
+                job.client_pidfd = None
+                _kill(job.pidfd)
         if not stopping and (
-            _replaced(path, inode) or (not running and time.monotonic() - last_active > idle_s)
+            _replaced(path, inode) or (not jobs and time.monotonic() - last_active > idle_s)
         ):
             stopping = True
             selector.unregister(listener)
             listener.close()
             _remove_own(path, inode)
-        if stopping and not running:
-            if pid_file.read_text().strip() == str(os.getpid()):
-                pid_file.unlink(missing_ok=True)
+        if stopping and not jobs:
+            try:
+                if pid_file.read_text().strip() == str(os.getpid()):
+                    pid_file.unlink()
+            except OSError:
+                pass
             print(f"batchlab warm-start server {os.getpid()}: done", flush=True)
             return
+
+
+def _accept(listener: socket.socket, selector: selectors.BaseSelector, jobs: list[_Job]) -> None:
+    conn, _ = listener.accept()
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    client_pid, client_uid, _gid = struct.unpack("3i", creds)
+    if client_uid != os.getuid():  # the folder is private; this is a second lock on the door
+        conn.close()
+        return
+    try:
+        pid = os.fork()
+    except OSError as exc:  # the client sees the connection close unanswered and runs cold
+        print(f"cannot fork: {exc}", flush=True)
+        conn.close()
+        return
+    if pid == 0:
+        _child(conn, listener, selector, jobs)
+    job = _Job(pid, conn, client_pid)
+    jobs.append(job)
+    selector.register(job.pidfd, selectors.EVENT_READ, ("child", job))
+    if job.client_pidfd is not None:
+        selector.register(job.client_pidfd, selectors.EVENT_READ, ("client", job))
+
+
+def _kill(pidfd: int) -> None:
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _remove_own(path: Path, inode: int) -> None:
@@ -390,31 +528,28 @@ def _replaced(path: Path, inode: int) -> bool:
 def _reply(conn: socket.socket, message: dict) -> None:
     try:
         conn.sendall(json.dumps(message).encode() + b"\n")
-    except OSError:  # the client is gone; its child sees that on its own
+    except OSError:  # the client is gone
         pass
 
 
-def _child(conn: socket.socket, inherited: list[socket.socket], selector, pidfds: list[int]) -> None:
+def _child(conn: socket.socket, listener: socket.socket, selector, jobs: list[_Job]) -> None:
     """In the forked child: become the job's process, run it, and never return."""
     status = 1
     try:
-        for sock in inherited:
-            sock.close()
+        listener.close()
         selector.close()
-        for pidfd in pidfds:
-            os.close(pidfd)
+        for job in jobs:  # the other jobs' connections and pidfds are theirs
+            job.close_fds()
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
-        request, received = _receive_request(conn)
+        request, stdio = _receive_request(conn)
         conn.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")  # before anything else
         conn.close()
-        stdio, client = received[:3], received[3]
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)
             os.close(fd)
         sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (lives as long as the process)
         sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-        threading.Thread(target=_die_with, args=(client,), daemon=True).start()
         os.chdir(request["cwd"])
         os.umask(request["umask"])
         os.environ.clear()
@@ -436,15 +571,6 @@ def _child(conn: socket.socket, inherited: list[socket.socket], selector, pidfds
     os._exit(status & 0xFF)
 
 
-def _die_with(pidfd: int) -> None:
-    """Block until the client process exits, then end this one at once."""
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
-    while not poller.poll():
-        pass
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -453,17 +579,28 @@ def _flush() -> None:
             pass
 
 
-def stop_all(folder: Path) -> list[int]:
-    """Stop every server of a folder (removing its socket makes it exit once its jobs are done);
-    returns their pids."""
+def stop_all(folder: Path, wait_s: float = 0.0) -> list[int]:
+    """Stop every server of a folder (removing its socket makes it exit once its jobs are done),
+    waiting up to wait_s for them to exit; returns their pids."""
     pids = []
     for sock in sorted(folder.glob("*.sock")):
-        sock.unlink(missing_ok=True)
         try:
             pids.append(int(sock.with_suffix(".pid").read_text()))
         except (OSError, ValueError):
             pass
+        sock.unlink(missing_ok=True)
+    deadline = time.monotonic() + wait_s
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
     return pids
+
+
+def _running(pid: int) -> bool:
+    """True while a process runs (a zombie, ended but not yet reaped, has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def main(argv: list[str]) -> int:
