@@ -106,6 +106,14 @@ def client(jobs: Path, folder: Path, function: str, *args: str, env: dict | None
     )
 
 
+def started(jobs: Path, folder: Path, function: str, marker: str):
+    """A job that writes a pid to jobs/marker once it runs: its client process and that pid."""
+    job = client(jobs, folder, function, "path", str(jobs / marker))
+    path = jobs / marker
+    wait_for(lambda: path.exists() and path.read_text().strip(), 60, "the job to start")
+    return job, int(path.read_text())
+
+
 def finish(process) -> tuple[int, str, str]:
     out, err = process.communicate(timeout=120)
     return process.returncode, out, err
@@ -151,10 +159,7 @@ def test_the_job_gets_the_clients_umask(jobs, folder):
 
 
 def test_killing_the_client_with_sigkill_kills_the_job(jobs, folder):
-    marker = jobs / "pid"
-    job = client(jobs, folder, "wait", "path", str(marker))
-    wait_for(marker.exists, 60, "the job to start")
-    pid = int(marker.read_text())
+    job, pid = started(jobs, folder, "wait", "pid")
     assert pid != job.pid  # the job runs in the server's child, not in the client
     job.kill()
     job.wait()
@@ -164,9 +169,7 @@ def test_killing_the_client_with_sigkill_kills_the_job(jobs, folder):
 def test_sigterm_and_sigint_are_forwarded_and_the_client_dies_the_same_way(jobs, folder):
     for sig in (signal.SIGTERM, signal.SIGINT):
         marker = jobs / f"pid{sig}"
-        job = client(jobs, folder, "wait", "path", str(marker))
-        wait_for(marker.exists, 60, "the job to start")
-        pid = int(marker.read_text())
+        job, pid = started(jobs, folder, "wait", marker.name)
         job.send_signal(sig)
         rc, _, err = finish(job)
         assert rc == -sig, err
@@ -183,9 +186,7 @@ def test_a_job_killed_outright_kills_its_client_the_same_way(jobs, folder):
 def test_sigterm_stops_the_server_after_its_running_job_finishes(jobs, tmp_path):
     folder = private_folder(tmp_path / "term")
     marker = jobs / "napping"
-    job = client(jobs, folder, "nap", "path", str(marker))
-    wait_for(marker.exists, 60, "the job to start")
-    server = int(marker.read_text())
+    job, server = started(jobs, folder, "nap", marker.name)  # the job writes its parent's pid
     os.kill(server, signal.SIGTERM)
     wait_for(lambda: not list(folder.glob("*.sock")), 5, "the server to stop taking jobs")
     assert process_alive(server)  # still waiting for its job
@@ -282,10 +283,7 @@ def test_something_else_at_the_socket_path_leaves_the_job_cold(jobs, tmp_path):
 
 def test_a_server_killed_under_a_running_job_takes_the_job_down_and_says_so(jobs, tmp_path):
     folder = private_folder(tmp_path / "doomed")
-    marker = jobs / "pid"
-    job = client(jobs, folder, "wait", "path", str(marker))
-    wait_for(marker.exists, 60, "the job to start")
-    child = int(marker.read_text())
+    job, child = started(jobs, folder, "wait", "pid")
     server = int(next(folder.glob("*.pid")).read_text())
     os.kill(server, signal.SIGKILL)
     rc, _, err = finish(job)
