@@ -43,14 +43,6 @@ def warm_start_servers(tmp_path_factory):
     warm.stop_all(folder, wait_s=30)
 
 
-def process_alive(pid: int) -> bool:
-    """True while a process runs (a zombie, ended but not yet reaped, counts as ended)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
 class Server:
     """A real HTTP server on 127.0.0.1 serving files from a folder, with scripted misbehaviour:
     routes maps a path to ('status', code), ('stall', seconds), ('fail_first', n) or ('body', bytes)."""

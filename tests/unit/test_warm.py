@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from batchlab import warm
-from conftest import process_alive, wait_for
+from conftest import wait_for
 
 SCRIPTS = Path(warm.__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ def folder(tmp_path_factory):
 
 def stop_and_wait(path: Path) -> None:
     for pid in warm.stop_all(path, wait_s=10):
-        assert not process_alive(pid), f"server {pid} did not exit"
+        assert not warm.process_running(pid), f"server {pid} did not exit"
 
 
 def private_folder(path: Path) -> Path:
@@ -163,7 +163,7 @@ def test_killing_the_client_with_sigkill_kills_the_job(jobs, folder):
     assert pid != job.pid  # the job runs in the server's child, not in the client
     job.kill()
     job.wait()
-    wait_for(lambda: not process_alive(pid), 5, "the job to die with its client")
+    wait_for(lambda: not warm.process_running(pid), 5, "the job to die with its client")
 
 
 def test_sigterm_and_sigint_are_forwarded_and_the_client_dies_the_same_way(jobs, folder):
@@ -173,7 +173,7 @@ def test_sigterm_and_sigint_are_forwarded_and_the_client_dies_the_same_way(jobs,
         job.send_signal(sig)
         rc, _, err = finish(job)
         assert rc == -sig, err
-        assert not process_alive(pid)
+        assert not warm.process_running(pid)
         # SIGINT reaches Python in the job as KeyboardInterrupt (where a trainer can clean up)
         assert Path(f"{marker}.interrupted").exists() == (sig == signal.SIGINT)
 
@@ -189,11 +189,11 @@ def test_sigterm_stops_the_server_after_its_running_job_finishes(jobs, tmp_path)
     job, server = started(jobs, folder, "nap", marker.name)  # the job writes its parent's pid
     os.kill(server, signal.SIGTERM)
     wait_for(lambda: not list(folder.glob("*.sock")), 5, "the server to stop taking jobs")
-    assert process_alive(server)  # still waiting for its job
+    assert warm.process_running(server)  # still waiting for its job
     rc, _, err = finish(job)
     assert rc == 0, err
     assert Path(f"{marker}.done").exists()
-    wait_for(lambda: not process_alive(server), 10, "the server to exit")
+    wait_for(lambda: not warm.process_running(server), 10, "the server to exit")
 
 
 def test_warm_start_is_off_when_asked_and_inside_a_slurm_job(jobs, folder):
@@ -249,7 +249,7 @@ def test_an_idle_server_exits_and_removes_its_socket(jobs, tmp_path):
     (rc, _, err), result = record(jobs, folder, env={"BATCHLAB_WARM_IDLE": "1"})
     assert rc == 0, err
     assert result["startup"]["mode"] == "warm"
-    wait_for(lambda: not process_alive(result["ppid"]), 10, "the idle server to exit")
+    wait_for(lambda: not warm.process_running(result["ppid"]), 10, "the idle server to exit")
     assert not list(folder.glob("*.sock"))
 
 
@@ -288,7 +288,7 @@ def test_a_server_killed_under_a_running_job_takes_the_job_down_and_says_so(jobs
     os.kill(server, signal.SIGKILL)
     rc, _, err = finish(job)
     assert rc == 1 and "died while job process" in err
-    wait_for(lambda: not process_alive(child), 5, "the orphaned job to be killed by its client")
+    wait_for(lambda: not warm.process_running(child), 5, "the orphaned job to be killed by its client")
 
 
 def test_jobs_started_under_other_limits_get_a_server_of_their_own(jobs, folder):

@@ -590,12 +590,12 @@ def stop_all(folder: Path, wait_s: float = 0.0) -> list[int]:
             pass
         sock.unlink(missing_ok=True)
     deadline = time.monotonic() + wait_s
-    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(process_running(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     return pids
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
     """True while a process runs (a zombie, ended but not yet reaped, has ended)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
