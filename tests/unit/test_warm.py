@@ -3,6 +3,7 @@ sockets and signals. Each job here is a client process, as a Snakemake script is
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -205,6 +206,18 @@ def test_warm_start_is_off_when_asked_and_inside_a_slurm_job(jobs, folder):
         assert rc == 0, err
         assert result["startup"]["mode"] == "cold" and result["startup"]["why_cold"] == reason
         assert "imports_s" in result["startup"]
+
+
+def test_a_system_without_pidfds_runs_jobs_cold(monkeypatch):
+    """An old kernel or a container's seccomp profile: pidfd_open fails with ENOSYS or EPERM."""
+
+    def refused(pid, flags=0):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", refused)
+    assert warm.why_not_warm({}) == "this system refuses pidfd_open ([Errno 38] Function not implemented)"
+    monkeypatch.undo()
+    assert warm.why_not_warm({}) is None
 
 
 def test_a_folder_others_can_write_is_refused_and_the_job_runs_cold(jobs, tmp_path):

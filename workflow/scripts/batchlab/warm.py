@@ -111,6 +111,10 @@ def why_not_warm(env: dict[str, str]) -> str | None:
             return f"inside a batch-scheduler job ({name}={env[name]})"
     if not hasattr(os, "pidfd_open") or not hasattr(socket, "send_fds"):
         return "this Python has no pidfd_open / send_fds"
+    try:  # the kernel (Linux >= 5.3) or a seccomp profile may refuse it
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError as exc:
+        return f"this system refuses pidfd_open ({exc})"
     return None
 
 
