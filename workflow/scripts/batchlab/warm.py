@@ -307,9 +307,9 @@ def _forward(child: int | None, signum: int) -> None:
     except ProcessLookupError:
         return
     if signum == signal.SIGTSTP:  # Ctrl-Z: stop the job, then this process, as a terminal would
-        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        handler = signal.signal(signal.SIGTSTP, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTSTP)
-        signal.signal(signal.SIGTSTP, lambda signum, _frame: _forward(child, signum))
+        signal.signal(signal.SIGTSTP, handler)
 
 
 def _umask() -> int:
@@ -416,7 +416,18 @@ class _Job:
             self.client_pidfd: int | None = os.pidfd_open(client_pid)
         except ProcessLookupError:  # the client is gone already
             self.client_pidfd = None
-            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            _kill(self.pidfd)
+
+    def watch(self, selector: selectors.BaseSelector) -> None:
+        selector.register(self.pidfd, selectors.EVENT_READ, ("child", self))
+        if self.client_pidfd is not None:
+            selector.register(self.client_pidfd, selectors.EVENT_READ, ("client", self))
+
+    def drop_client(self, selector: selectors.BaseSelector) -> None:
+        if self.client_pidfd is not None:
+            selector.unregister(self.client_pidfd)
+            os.close(self.client_pidfd)
+            self.client_pidfd = None
 
     def close_fds(self) -> None:
         for fd in (self.pidfd, self.client_pidfd):
@@ -457,18 +468,15 @@ def serve(path: Path, idle_s: float, preload: tuple[str, ...] = PRELOAD) -> None
             elif key.data[0] == "child":  # a job ended: its status to its client
                 job = key.data[1]
                 jobs.remove(job)
-                for fd in (job.pidfd, job.client_pidfd):
-                    if fd is not None:
-                        selector.unregister(fd)
+                job.drop_client(selector)
+                selector.unregister(job.pidfd)
                 _, status = os.waitpid(job.pid, 0)
                 _reply(job.conn, {"status": os.waitstatus_to_exitcode(status)})
                 job.close_fds()
                 last_active = time.monotonic()
             else:  # a client is gone (kill -9 included): its job goes with it
                 job = key.data[1]
-                selector.unregister(job.client_pidfd)
-                os.close(job.client_pidfd)
-                job.client_pidfd = None
+                job.drop_client(selector)
                 _kill(job.pidfd)
         if not stopping and (
             _replaced(path, inode) or (not jobs and time.monotonic() - last_active > idle_s)
@@ -504,9 +512,7 @@ def _accept(listener: socket.socket, selector: selectors.BaseSelector, jobs: lis
         _child(conn, listener, selector, jobs)
     job = _Job(pid, conn, client_pid)
     jobs.append(job)
-    selector.register(job.pidfd, selectors.EVENT_READ, ("child", job))
-    if job.client_pidfd is not None:
-        selector.register(job.client_pidfd, selectors.EVENT_READ, ("client", job))
+    job.watch(selector)
 
 
 def _kill(pidfd: int) -> None:
