@@ -30,19 +30,6 @@ def mnist_mirror() -> Path:
     return mnist_dir()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def warm_start_servers(tmp_path_factory):
-    """The workflow's training jobs start warm (batchlab.warm): their servers live in a folder of
-    this session, and are stopped at its end rather than left to time out."""
-    from batchlab import warm
-
-    folder = tmp_path_factory.mktemp("warm-start")
-    folder.chmod(0o700)
-    os.environ["BATCHLAB_WARM_DIR"] = str(folder)
-    yield folder
-    warm.stop_all(folder, wait_s=30)
-
-
 class Server:
     """A real HTTP server on 127.0.0.1 serving files from a folder, with scripted misbehaviour:
     routes maps a path to ('status', code), ('stall', seconds), ('fail_first', n) or ('body', bytes)."""

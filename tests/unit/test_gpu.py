@@ -23,9 +23,10 @@ def blobs(device):
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_cuda_and_cpu_runs_of_a_cell_agree(fused):
-    cfg = CellConfig(batch_size=16, lr=0.05, seed=0, epochs=2, fused=fused)
+    cfg = CellConfig(batch_size=16, lr=0.05, seeds=(0, 1, 2), epochs=2, fused=fused)
     cpu = train_cell(cfg, blobs("cpu"), torch.device("cpu"), log=lambda m: None)
     gpu = train_cell(cfg, blobs("cuda"), torch.device("cuda"), log=lambda m: None)
-    assert len(cpu.losses) == len(gpu.losses)
-    np.testing.assert_allclose(gpu.losses, cpu.losses, rtol=2e-3, atol=2e-4)
-    assert abs(gpu.epochs[-1]["test_acc"] - cpu.epochs[-1]["test_acc"]) <= 0.01
+    for c, g in zip(cpu.seeds, gpu.seeds, strict=True):
+        assert len(c.losses) == len(g.losses)
+        np.testing.assert_allclose(g.losses, c.losses, rtol=2e-3, atol=2e-4)
+        assert abs(g.epochs[-1]["test_acc"] - c.epochs[-1]["test_acc"]) <= 0.01

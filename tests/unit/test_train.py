@@ -1,4 +1,5 @@
-"""The trainer on small synthetic data: determinism, resume, divergence, collapse, logging."""
+"""The ensemble trainer on small synthetic data: faithfulness to lone runs, determinism, resume,
+per-seed fates, logging."""
 
 import inspect
 import math
@@ -7,36 +8,37 @@ import numpy as np
 import pytest
 import torch
 
+import batchlab.ensemble as ensemble_module
 import batchlab.train as train_module
 from batchlab.checkpoint import load_checkpoint, save_checkpoint
 from batchlab.data import DeviceData, to_device
+from batchlab.fates import first_bad_step, is_collapsed
 from batchlab.models import build_model, input_shape
-from batchlab.train import (
-    CellConfig,
-    first_bad_step,
-    is_collapsed,
-    iterations_per_epoch,
-    train_cell,
-)
+from batchlab.train import CellConfig, CellError, iterations_per_epoch, train_cell
 
 CPU = torch.device("cpu")
+QUIET = {"probe_every_samples": 0, "sharpness_iterations": 0}
 
 
-def synthetic(n_train=600, n_test=200, seed=0) -> DeviceData:
+def synthetic(n_train=600, n_test=200, seed=0, model="mlp") -> DeviceData:
     """Ten well-separated Gaussian blobs in 784 dimensions (learnable in a few steps)."""
     g = torch.Generator().manual_seed(seed)
     centers = torch.randn(10, 784, generator=g) * 3
 
     def make(n):
         y = torch.randint(0, 10, (n,), generator=g)
-        return centers[y] + torch.randn(n, 784, generator=g), y
+        return (centers[y] + torch.randn(n, 784, generator=g)).reshape(n, *input_shape(model)), y
 
     (tx, ty), (vx, vy) = make(n_train), make(n_test)
     return DeviceData(tx, ty, vx, vy)
 
 
 def run(cfg, data=None, **kw):
-    return train_cell(cfg, data or synthetic(), CPU, log=lambda m: None, **kw)
+    return train_cell(cfg, data or synthetic(model=cfg.model), CPU, log=lambda m: None, **kw)
+
+
+def losses(result):
+    return {s.seed: s.losses for s in result.seeds}
 
 
 def test_iterations_per_epoch_is_ceil_n_over_b():
@@ -46,36 +48,122 @@ def test_iterations_per_epoch_is_ceil_n_over_b():
     assert iterations_per_epoch(60000, 60000) == 1
 
 
-def test_logs_every_iteration_and_learns():
-    result = run(CellConfig(batch_size=32, lr=0.05, seed=0, epochs=3, check_every=7))
-    assert result.status == "ok"
-    assert len(result.losses) == 3 * iterations_per_epoch(600, 32)
-    assert result.epoch_of_step.tolist() == sorted(result.epoch_of_step.tolist())
-    assert set(result.epoch_of_step.tolist()) == {1, 2, 3}
-    assert [row["epoch"] for row in result.epochs] == [1, 2, 3]
-    assert result.epochs[-1]["test_acc"] > 0.9
-    assert result.losses[-20:].mean() < result.losses[:20].mean()
-    for row in result.epochs:
-        assert row["iterations"] == 19 and row["samples_per_s"] > 0 and row["seconds"] > 0
+def test_every_seed_logs_every_iteration_and_learns():
+    result = run(CellConfig(batch_size=32, lr=0.05, seeds=(0, 1, 2), epochs=3, check_every=7))
+    assert [s.seed for s in result.seeds] == [0, 1, 2]
+    for seed in result.seeds:
+        assert seed.status == "ok"
+        assert len(seed.losses) == 3 * iterations_per_epoch(600, 32)
+        assert [row["epoch"] for row in seed.epochs] == [1, 2, 3]
+        assert seed.epochs[-1]["test_acc"] > 0.9
+        assert seed.losses[-20:].mean() < seed.losses[:20].mean()
+        for row in seed.epochs:
+            assert row["seed"] == seed.seed and row["iterations"] == 19 and row["samples_per_s"] > 0
+            # an epoch's time is the ensemble's, shared by its seeds
+            assert row["seconds"] == pytest.approx(row["ensemble_seconds"] / 3)
+    assert not np.array_equal(result.seeds[0].losses, result.seeds[1].losses)
 
 
-def test_same_cell_twice_gives_identical_losses():
-    cfg = CellConfig(batch_size=8, lr=0.02, seed=3, epochs=2)
+def lone_reference(cfg: CellConfig, seed: int, data: DeviceData, steps: int) -> np.ndarray:
+    """One seed trained the textbook way, independent of the package's training code: its
+    model built after torch.manual_seed(seed), its order from randperm with its own generator,
+    F.cross_entropy, backward and torch.optim.SGD."""
+    torch.manual_seed(seed)
+    model = build_model(cfg.model)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    gen = torch.Generator().manual_seed(seed)
+    out, b = [], cfg.batch_size
+    while len(out) < steps:
+        perm = torch.randperm(data.n_train, generator=gen)
+        for i in range(iterations_per_epoch(data.n_train, b)):
+            idx = perm[i * b : (i + 1) * b]
+            loss = torch.nn.functional.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            out.append(loss.item())
+            if len(out) == steps:
+                break
+    return np.array(out, dtype=np.float32)
+
+
+@pytest.fixture
+def stacked_calls(monkeypatch):
+    """The seed-axis size of the batches every training step received."""
+    sizes = []
+    for name in ("fused_mlp_sgd", "eager", "solution2"):
+        real = getattr(train_module, name)
+
+        def wrapped(*args, _real=real, **kw):
+            step = _real(*args, **kw)
+
+            def counted(x, y, lr):
+                sizes.append(x.shape[0])
+                return step(x, y, lr)
+
+            return counted
+
+        monkeypatch.setattr(train_module, name, wrapped)
+    return sizes
+
+
+@pytest.mark.parametrize("batch_size", [1, 64])
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        {"model": "mlp"},  # the fused step
+        {"model": "mlp", "momentum": 0.9},  # the eager step
+        {"model": "mlp", "splits": 4},  # Solution 2
+        {"model": "cnn"},  # grouped convolutions
+    ],
+    ids=["fused", "momentum", "solution2", "cnn"],
+)
+def test_each_seed_of_an_ensemble_follows_its_lone_run(recipe, batch_size, stacked_calls):
+    """S = 3 trained together vs each seed alone (S = 1), over the first few hundred steps;
+    rounding differs between summation orders and grows chaotically later, so the tolerance is
+    a float one. The steps ran stacked: one call per step, with all three seeds in it."""
+    if recipe.get("splits", 1) > batch_size:
+        pytest.skip("Solution 2 needs a batch to split")
+    model = recipe["model"]
+    n = 300 * batch_size if model == "mlp" else 200 * batch_size
+    data = synthetic(n_train=min(n, 6400), n_test=100, model=model)
+    cfg = CellConfig(batch_size=batch_size, lr=0.002, seeds=(0, 1, 2), epochs=1, **QUIET, **recipe)
+    together = run(cfg, data)
+    assert [s.status for s in together.seeds] == ["ok"] * 3
+    steps = len(together.seeds[0].losses)
+    assert stacked_calls == [3] * steps
+    for seed in (0, 1, 2):
+        alone = run(CellConfig(**{**cfg.__dict__, "seeds": (seed,)}), data)
+        np.testing.assert_allclose(together.seeds[seed].losses, alone.seeds[0].losses, rtol=1e-4, atol=1e-5)
+    if model == "mlp" and cfg.splits == 1:  # and both follow the textbook run of that seed
+        reference = lone_reference(cfg, 1, data, min(steps, 200))
+        np.testing.assert_allclose(together.seeds[1].losses[:200], reference, rtol=1e-4, atol=1e-5)
+
+
+def test_same_cell_twice_gives_identical_bits():
+    cfg = CellConfig(batch_size=8, lr=0.02, seeds=(3, 4), epochs=2)
     a, b = run(cfg), run(cfg)
-    assert np.array_equal(a.losses, b.losses)
-    c = run(CellConfig(batch_size=8, lr=0.02, seed=4, epochs=2))
-    assert not np.array_equal(a.losses, c.losses)
+    for x, y in zip(a.seeds, b.seeds, strict=True):
+        assert np.array_equal(x.losses, y.losses) and x.epochs[-1]["test_acc"] == y.epochs[-1]["test_acc"]
+        np.testing.assert_equal(x.probes, y.probes)  # NaN where no noise was measured, alike
+
+
+def test_windows_end_where_they_like_without_changing_any_result():
+    """A window per step (window_seconds=0) and the usual windows: the same bits."""
+    cfg = CellConfig(batch_size=16, lr=2.0, seeds=(0, 1), epochs=2, probe_every_samples=100)
+    usual, tiny = run(cfg), run(cfg, window_seconds=0.0)
+    for a, b in zip(usual.seeds, tiny.seeds, strict=True):
+        assert np.array_equal(a.losses, b.losses) and (a.status, a.stopped_step) == (b.status, b.stopped_step)
+        np.testing.assert_equal((a.final, a.probes), (b.final, b.probes))
 
 
 def test_resume_from_checkpoint_is_bit_identical(tmp_path):
-    cfg = CellConfig(batch_size=16, lr=0.05, seed=1, epochs=3, momentum=0.9)
+    cfg = CellConfig(batch_size=16, lr=0.05, seeds=(1, 2), epochs=3, momentum=0.9, probe_every_samples=200)
     full = run(cfg)
     ckpt = tmp_path / "cell.pt"
-    states = []
 
     def stop_after_first(state):
         save_checkpoint(ckpt, cfg, state)
-        states.append(state.epoch)
         raise KeyboardInterrupt  # the job is killed after epoch 1's checkpoint
 
     with pytest.raises(KeyboardInterrupt):
@@ -83,73 +171,124 @@ def test_resume_from_checkpoint_is_bit_identical(tmp_path):
     resume = load_checkpoint(ckpt, cfg)
     assert resume is not None and resume.epoch == 1
     resumed = run(cfg, resume=resume)
-    assert np.array_equal(full.losses, resumed.losses)
-    assert [r["test_acc"] for r in full.epochs] == [r["test_acc"] for r in resumed.epochs]
+    for a, b in zip(full.seeds, resumed.seeds, strict=True):
+        assert np.array_equal(a.losses, b.losses)
+        assert [r["test_acc"] for r in a.epochs] == [r["test_acc"] for r in b.epochs]
+        np.testing.assert_array_equal([p["g_small_sq"] for p in a.probes], [p["g_small_sq"] for p in b.probes])
     # the first step is timed apart (a job's start-up); a resumed run has none to time
-    assert 0 < full.first_step_seconds < full.epochs[0]["seconds"] and resumed.first_step_seconds is None
-    # a checkpoint of another cell is never used
-    assert load_checkpoint(ckpt, CellConfig(batch_size=16, lr=0.1, seed=1, epochs=3, momentum=0.9)) is None
+    assert 0 < full.first_step_seconds and resumed.first_step_seconds is None
+    assert resumed.resumed_from_epoch == 1
 
 
-def test_divergence_at_the_first_step_is_recorded():
-    result = run(CellConfig(batch_size=16, lr=1e4, seed=0, epochs=2))
-    assert result.status == "diverged"
-    assert result.stopped_step is not None and result.stopped_step <= 3
-    assert len(result.losses) == result.stopped_step
-    assert not math.isfinite(result.losses[-1]) or result.losses[-1] > 1000
-    assert result.epochs == []
-    assert "iteration" in result.stop_reason
-    assert result.summary()["final_train_loss"] is None  # JSON-safe
+def test_a_checkpoint_of_another_cell_or_an_unreadable_one_is_not_used_and_says_so(tmp_path):
+    cfg = CellConfig(batch_size=16, lr=0.05, seeds=(1,), epochs=2)
+    ckpt = tmp_path / "cell.pt"
+    run(cfg, on_epoch_end=lambda state: save_checkpoint(ckpt, cfg, state))
+    said = []
+    other = CellConfig(batch_size=16, lr=0.1, seeds=(1,), epochs=2)
+    assert load_checkpoint(ckpt, other, said.append) is None
+    assert "another version or config" in said[-1]
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    assert load_checkpoint(ckpt, cfg, said.append) is None
+    assert "unreadable" in said[-1] and "from scratch" in said[-1]
 
 
-def test_late_divergence_is_found_at_its_step(monkeypatch):
-    """A loss that turns non-finite deep into training is found at that exact iteration."""
-    real = train_module.F.cross_entropy
+def test_divergence_at_the_first_step_is_recorded_and_the_cell_ends():
+    result = run(CellConfig(batch_size=16, lr=1e4, seeds=(0, 1), epochs=2))
+    for seed in result.seeds:
+        assert seed.status == "diverged"
+        assert seed.stopped_step is not None and seed.stopped_step <= 3
+        assert len(seed.losses) == seed.stopped_step
+        assert not math.isfinite(seed.losses[-1]) or seed.losses[-1] > 1000
+        assert seed.epochs == [] and "iteration" in seed.stop_reason
+        assert seed.summary(1)["final_train_loss"] is None  # JSON-safe
+
+
+def poisoned_cross_entropy(monkeypatch, seed_index: int, call: int, seeds: int):
+    """F.cross_entropy of training steps, with one seed's losses made NaN at one call."""
+    real = ensemble_module.F.cross_entropy
     calls = {"n": 0}
 
     def poisoned(out, target, **kw):
         loss = real(out, target, **kw)
-        if kw.get("reduction") == "sum":  # evaluation, not a training step
+        if torch.is_inference_mode_enabled():  # evaluation, not a training step
             return loss
         calls["n"] += 1
-        return loss * float("nan") if calls["n"] == 50 else loss
+        if calls["n"] == call:
+            block = loss.shape[0] // seeds
+            mask = torch.ones_like(loss)
+            mask[seed_index * block : (seed_index + 1) * block] = float("nan")
+            loss = loss * mask
+        return loss
 
-    monkeypatch.setattr(train_module.F, "cross_entropy", poisoned)
-    # noise_micro_batches=1: no gradient-noise probe, whose cross-entropy calls would count too
-    cfg = CellConfig(batch_size=16, lr=0.01, seed=0, epochs=3, fused=False, noise_micro_batches=1)
+    monkeypatch.setattr(ensemble_module.F, "cross_entropy", poisoned)
+
+
+def test_a_seed_that_diverges_late_is_frozen_at_its_step_while_the_others_train_on(monkeypatch):
+    cfg = CellConfig(batch_size=16, lr=0.01, seeds=(0, 1, 2), epochs=3, momentum=0.5, noise_micro_batches=1)
+    clean = run(cfg)
+    poisoned_cross_entropy(monkeypatch, seed_index=1, call=50, seeds=3)
     result = run(cfg)
-    assert result.status == "diverged" and result.stopped_step == 50
-    assert len(result.epochs) == 1  # epoch 1 (38 iterations) finished, epoch 2 stopped
-    assert np.isnan(result.losses[49]) and np.isfinite(result.losses[:49]).all()
+    hit = result.seeds[1]
+    assert hit.status == "diverged" and hit.stopped_step == 50
+    assert len(hit.epochs) == 1  # epoch 1 (38 iterations) finished, epoch 2 stopped
+    assert np.isnan(hit.losses[49]) and len(hit.losses) == 50
+    np.testing.assert_array_equal(hit.losses[:49], clean.seeds[1].losses[:49])
+    for i in (0, 2):  # the others never noticed
+        assert result.seeds[i].status == "ok"
+        assert np.array_equal(result.seeds[i].losses, clean.seeds[i].losses)
+        assert result.seeds[i].final == clean.seeds[i].final
 
 
 def test_fused_step_equals_eager_sgd_within_float_tolerance():
     for b in (1, 7, 32):
-        fused = run(CellConfig(batch_size=b, lr=0.02, seed=5, epochs=2))
-        eager = run(CellConfig(batch_size=b, lr=0.02, seed=5, epochs=2, fused=False))
-        assert fused.summary()["step_implementation"] == "fused plain SGD"
-        assert eager.summary()["step_implementation"] == "eager autograd + torch.optim"
-        assert len(fused.losses) == len(eager.losses) == 2 * iterations_per_epoch(600, b)
-        np.testing.assert_allclose(fused.losses, eager.losses, rtol=1e-4, atol=1e-5)
-        assert [r["test_acc"] for r in fused.epochs] == pytest.approx(
-            [r["test_acc"] for r in eager.epochs], abs=0.01
-        )
+        fused = run(CellConfig(batch_size=b, lr=0.02, seeds=(5, 6), epochs=2))
+        eager = run(CellConfig(batch_size=b, lr=0.02, seeds=(5, 6), epochs=2, fused=False))
+        assert fused.step_implementation == "fused plain SGD, 2 seed(s) stacked"
+        assert eager.step_implementation == "eager autograd + SGD, 2 seed(s) stacked"
+        for f, e in zip(fused.seeds, eager.seeds, strict=True):
+            assert len(f.losses) == len(e.losses) == 2 * iterations_per_epoch(600, b)
+            np.testing.assert_allclose(f.losses, e.losses, rtol=1e-4, atol=1e-5)
+            assert f.epochs[-1]["test_acc"] == pytest.approx(e.epochs[-1]["test_acc"], abs=0.01)
 
 
 def test_fused_step_only_where_it_is_plain_sgd():
     from batchlab.train import uses_fused_step
 
-    assert uses_fused_step(CellConfig(batch_size=1, lr=0.1, seed=0))
-    assert not uses_fused_step(CellConfig(batch_size=1, lr=0.1, seed=0, momentum=0.9))
-    assert not uses_fused_step(CellConfig(batch_size=1, lr=0.1, seed=0, weight_decay=1e-4))
-    assert not uses_fused_step(CellConfig(batch_size=1, lr=0.1, seed=0, model="cnn"))
+    assert uses_fused_step(CellConfig(batch_size=1, lr=0.1))
+    assert not uses_fused_step(CellConfig(batch_size=1, lr=0.1, momentum=0.9))
+    assert not uses_fused_step(CellConfig(batch_size=1, lr=0.1, weight_decay=1e-4))
+    assert not uses_fused_step(CellConfig(batch_size=1, lr=0.1, model="cnn"))
 
 
-def test_a_cell_with_a_zero_learning_rate_is_an_error():
-    from batchlab.train import CellError
+def test_weight_decay_and_momentum_follow_torch_optim():
+    data = synthetic()
+    cfg = CellConfig(batch_size=10, lr=0.05, seeds=(0,), epochs=1, momentum=0.9, weight_decay=0.01, **QUIET)
+    ours = run(cfg, data).seeds[0].losses
+    torch.manual_seed(0)
+    model = build_model("mlp")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=0.01)
+    perm = torch.randperm(600, generator=torch.Generator().manual_seed(0))
+    ref = []
+    for i in range(60):
+        idx = perm[i * 10 : (i + 1) * 10]
+        loss = torch.nn.functional.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ref.append(loss.item())
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
 
+
+def test_cells_with_bad_values_are_errors():
     with pytest.raises(CellError, match="learning rate must be a positive number, got 0"):
-        run(CellConfig(batch_size=4, lr=0.0, seed=0))
+        run(CellConfig(batch_size=4, lr=0.0))
+    with pytest.raises(CellError, match="distinct seeds"):
+        run(CellConfig(batch_size=4, lr=0.1, seeds=(1, 1)))
+    with pytest.raises(CellError, match="cannot split a batch of 4 into 8 parts"):
+        run(CellConfig(batch_size=4, lr=0.1, splits=8))
+    with pytest.raises(CellError, match="warm-up must last 0 to 3 epochs"):
+        run(CellConfig(batch_size=4, lr=0.1, warmup_epochs=5))
 
 
 def test_first_bad_step():
@@ -166,30 +305,31 @@ def test_collapse_rule():
     assert not is_collapsed(float("nan"), 0.1, 1.0)
 
 
-def test_dead_network_is_collapsed():
-    """A network whose hidden ReLUs are all dead answers one class: the cell stops as collapsed."""
-    data = synthetic()
-    cfg = CellConfig(batch_size=32, lr=1e-6, seed=0, epochs=3)
-    torch.manual_seed(cfg.seed)
-    model = build_model("mlp")
-    with torch.no_grad():
-        model[0].bias.fill_(-1e4)  # every hidden unit dead from the start
-    state = train_module.TrainState(
-        epoch=0,
-        model=model.state_dict(),
-        optimizer=train_module.make_optimizer(cfg, model.parameters()).state_dict(),
-        generator=torch.Generator().manual_seed(0).get_state(),
-        losses=np.zeros(0, np.float32),
-        epochs=[],
-    )
-    result = run(cfg, data, resume=state)
-    assert result.status == "collapsed"
-    assert result.stopped_step == iterations_per_epoch(600, 32)
-    assert "same class" in result.stop_reason
+def test_a_dead_seed_is_collapsed_and_frozen_while_the_others_train_on(tmp_path):
+    """Seed 1's hidden ReLUs all die after epoch 1: it stops as collapsed at the end of epoch
+    2; seeds 0 and 2 finish and are unchanged by it."""
+    cfg = CellConfig(batch_size=32, lr=0.01, seeds=(0, 1, 2), epochs=3, **QUIET)
+    clean = run(cfg)
+    states = []
+
+    def keep_first(state):
+        states.append(state)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, on_epoch_end=keep_first)
+    state = states[0]
+    state.params["0.bias"][1].fill_(-1e4)  # every hidden unit of seed 1 dead
+    result = run(cfg, resume=state)
+    dead = result.seeds[1]
+    assert dead.status == "collapsed" and dead.stopped_step == 2 * iterations_per_epoch(600, 32)
+    assert "same class" in dead.stop_reason and len(dead.epochs) == 2
+    for i in (0, 2):
+        assert result.seeds[i].status == "ok" and np.array_equal(result.seeds[i].losses, clean.seeds[i].losses)
 
 
 def test_host_copies_are_rare_not_per_step(monkeypatch):
-    """Losses stay on the device: copies to the host happen per check window, not per step."""
+    """Losses stay on the device: copies to the host happen per window, not per step."""
     counts = {"n": 0}
     for name in ("item", "cpu", "tolist", "numpy", "__float__", "__bool__"):
         real = getattr(torch.Tensor, name)
@@ -200,19 +340,12 @@ def test_host_copies_are_rare_not_per_step(monkeypatch):
 
         monkeypatch.setattr(torch.Tensor, name, counting)
     # probes (a few host copies each, tested apart) and the final sharpness are left out here
-    cfg = CellConfig(
-        batch_size=1,
-        lr=0.001,
-        seed=0,
-        epochs=1,
-        check_every=200,
-        sharpness_iterations=0,
-        probe_every_samples=0,
-    )
+    cfg = CellConfig(batch_size=1, lr=0.001, seeds=(0, 1), epochs=1, check_every=200, **QUIET)
     result = run(cfg)
-    steps = len(result.losses)
+    steps = len(result.seeds[0].losses)
     assert steps == 600
-    assert counts["n"] <= 20, f"{counts['n']} host copies for {steps} steps"
+    # 4 windows, 2 epoch-end evaluations of 2 seeds, the final one and a snapshot: about 40
+    assert counts["n"] <= 40, f"{counts['n']} host copies for {steps} steps"
     assert "DataLoader" not in inspect.getsource(train_module).replace("No DataLoader", "")
 
 
@@ -231,27 +364,47 @@ def test_mnist_normalisation_and_shapes():
     assert build_model("cnn")(c.train_x).shape == (4, 10)
 
 
+def test_stacked_forward_and_evaluation_equal_each_seed_alone():
+    from batchlab.ensemble import Ensemble, evaluate
+
+    for model in ("mlp", "cnn"):
+        data = synthetic(n_train=20, n_test=450, model=model)
+        ens = Ensemble.initialize(model, [3, 4], CPU)
+        stacked = evaluate(ens, data.test_x, data.test_y)
+        for i, seed in enumerate([3, 4]):
+            torch.manual_seed(seed)
+            net = build_model(model)
+            with torch.no_grad():
+                out = net(data.test_x)
+            loss = torch.nn.functional.cross_entropy(out, data.test_y).item()
+            acc = (out.argmax(1) == data.test_y).float().mean().item()
+            assert stacked[i]["loss"] == pytest.approx(loss, rel=1e-5)
+            assert stacked[i]["acc"] == pytest.approx(acc)
+
+
 def test_solution2_equals_one_step_at_k_times_the_lr_for_plain_sgd():
     """One forward pass, k updates from k slices, all gradients at the same weights: for plain
     SGD the k updates sum to one full-batch step with k x lr."""
     data = synthetic(n_train=640)
     k = 4
-    split = run(CellConfig(batch_size=64, lr=0.01, seed=2, epochs=2, splits=k), data)
-    plain_k = run(CellConfig(batch_size=64, lr=0.01 * k, seed=2, epochs=2, fused=False), data)
-    plain = run(CellConfig(batch_size=64, lr=0.01, seed=2, epochs=2, fused=False), data)
-    assert split.summary()["step_implementation"].startswith("Solution 2")
-    assert split.summary()["updates"] == k * len(split.losses)
-    assert len(split.losses) == len(plain_k.losses) == 20
-    np.testing.assert_allclose(split.losses, plain_k.losses, rtol=1e-4, atol=1e-6)
-    assert not np.allclose(split.losses, plain.losses, rtol=1e-3)
+    split = run(CellConfig(batch_size=64, lr=0.01, seeds=(2, 3), epochs=2, splits=k), data)
+    plain_k = run(CellConfig(batch_size=64, lr=0.01 * k, seeds=(2, 3), epochs=2, fused=False), data)
+    plain = run(CellConfig(batch_size=64, lr=0.01, seeds=(2, 3), epochs=2, fused=False), data)
+    assert split.step_implementation.startswith("Solution 2")
+    for s, pk, p in zip(split.seeds, plain_k.seeds, plain.seeds, strict=True):
+        assert s.summary(k)["updates"] == k * len(s.losses)
+        assert len(s.losses) == len(pk.losses) == 20
+        np.testing.assert_allclose(s.losses, pk.losses, rtol=1e-4, atol=1e-6)
+        assert not np.allclose(s.losses, p.losses, rtol=1e-3)
 
 
 def test_solution2_with_momentum_is_not_the_same_as_k_times_the_lr():
     data = synthetic(n_train=640)
-    split = run(CellConfig(batch_size=64, lr=0.01, seed=2, epochs=2, splits=4, momentum=0.9), data)
-    plain_k = run(CellConfig(batch_size=64, lr=0.04, seed=2, epochs=2, momentum=0.9), data)
-    assert split.losses[0] == pytest.approx(plain_k.losses[0])  # same weights before any update
-    assert np.abs(split.losses[1:] - plain_k.losses[1:]).max() > 1e-3
+    split = run(CellConfig(batch_size=64, lr=0.01, seeds=(2,), epochs=2, splits=4, momentum=0.9), data)
+    plain_k = run(CellConfig(batch_size=64, lr=0.04, seeds=(2,), epochs=2, momentum=0.9), data)
+    a, b = split.seeds[0].losses, plain_k.seeds[0].losses
+    assert a[0] == pytest.approx(b[0])  # same weights before any update
+    assert np.abs(a[1:] - b[1:]).max() > 1e-3
 
 
 def test_the_naive_solution2_fails_in_pytorch():
@@ -274,60 +427,48 @@ def test_linear_warmup_schedule():
     lr_at = lr_schedule(0.8, 4)
     assert [lr_at(t) for t in range(6)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 0.8, 0.8])
     assert lr_schedule(0.8, 0)(0) == 0.8
-    assert warmup_steps(CellConfig(batch_size=64, lr=1, seed=0, warmup_epochs=0.5), 938) == 469
+    assert warmup_steps(CellConfig(batch_size=64, lr=1, warmup_epochs=0.5), 938) == 469
 
 
 def test_warmup_changes_early_steps_only_through_the_lr():
     data = synthetic()
-    warm = run(CellConfig(batch_size=60, lr=0.5, seed=1, epochs=2, warmup_epochs=1), data)
-    cold = run(CellConfig(batch_size=60, lr=0.5, seed=1, epochs=2), data)
-    fused_warm = run(CellConfig(batch_size=60, lr=0.5, seed=1, epochs=2, warmup_epochs=1, fused=False), data)
+    warm = run(CellConfig(batch_size=60, lr=0.5, seeds=(1,), epochs=2, warmup_epochs=1), data).seeds[0]
+    cold = run(CellConfig(batch_size=60, lr=0.5, seeds=(1,), epochs=2), data).seeds[0]
+    eager_warm = run(CellConfig(batch_size=60, lr=0.5, seeds=(1,), epochs=2, warmup_epochs=1, fused=False), data)
     assert warm.losses[0] == cold.losses[0]  # same initial weights and first batch
     assert warm.losses[1] != cold.losses[1]  # the first update was 1/10 as large
-    np.testing.assert_allclose(warm.losses, fused_warm.losses, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(warm.losses, eager_warm.seeds[0].losses, rtol=1e-4, atol=1e-5)
 
 
 def test_probes_measure_without_changing_the_trajectory():
     data = synthetic()
-    probed = run(CellConfig(batch_size=10, lr=0.05, seed=0, epochs=2, probe_every_samples=150), data)
-    quiet = run(CellConfig(batch_size=10, lr=0.05, seed=0, epochs=2, probe_every_samples=0), data)
-    assert np.array_equal(probed.losses, quiet.losses)
-    steps = [p["step"] for p in probed.probes]
-    # test accuracy alone at 150/2^k samples (1, 2, 4, 8 iterations), then every 15 iterations
-    # with the gradient noise too; the epochs end at 60 and 120
-    assert steps == [1, 2, 4, 8, 15, 30, 45, 60, 75, 90, 105, 120]
-    assert [math.isnan(p["g_big_sq"]) for p in probed.probes[:5]] == [True] * 4 + [False]
-    assert [p["step"] for p in quiet.probes] == [60, 120]  # epoch ends only
-    last = probed.probes[-1]
-    assert last["test_acc"] == probed.epochs[-1]["test_acc"]
-    assert last["b_small"] * 4 == last["b_big"] == 512 and last["g_small_sq"] > last["g_big_sq"] > 0
-    assert probed.final["sharpness"] > 0
+    probed = run(CellConfig(batch_size=10, lr=0.05, seeds=(0, 1), epochs=2, probe_every_samples=150), data)
+    quiet = run(CellConfig(batch_size=10, lr=0.05, seeds=(0, 1), epochs=2, probe_every_samples=0), data)
+    for p, q in zip(probed.seeds, quiet.seeds, strict=True):
+        assert np.array_equal(p.losses, q.losses)
+        steps = [row["step"] for row in p.probes]
+        # test accuracy alone at 150/2^k samples (1, 2, 4, 8 iterations), then every 15
+        # iterations with the gradient noise too; the epochs end at 60 and 120
+        assert steps == [1, 2, 4, 8, 15, 30, 45, 60, 75, 90, 105, 120]
+        assert {row["seed"] for row in p.probes} == {p.seed}
+        assert [math.isnan(row["g_big_sq"]) for row in p.probes[:5]] == [True] * 4 + [False]
+        assert [row["step"] for row in q.probes] == [60, 120]  # epoch ends only
+        last = p.probes[-1]
+        assert last["test_acc"] == p.epochs[-1]["test_acc"]
+        assert last["b_small"] * 4 == last["b_big"] == 512 and last["g_small_sq"] > last["g_big_sq"] > 0
+        assert p.final["sharpness"] > 0
+    assert probed.seeds[0].probes[5]["g_small_sq"] != probed.seeds[1].probes[5]["g_small_sq"]
     times = probed.measure_seconds
     assert times["noise"] > 0 and times["sharpness"] > 0 and times["training"] > 0
 
 
-def test_resume_keeps_the_probes_and_their_random_stream(tmp_path):
-    cfg = CellConfig(batch_size=16, lr=0.05, seed=1, epochs=3, probe_every_samples=200)
-    full = run(cfg)
-    ckpt = tmp_path / "cell.pt"
-
-    def stop_after_first(state):
-        save_checkpoint(ckpt, cfg, state)
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg, on_epoch_end=stop_after_first)
-    resumed = run(cfg, resume=load_checkpoint(ckpt, cfg))
-    assert np.array_equal(full.losses, resumed.losses)
-    np.testing.assert_array_equal(
-        [p["g_small_sq"] for p in full.probes], [p["g_small_sq"] for p in resumed.probes]
-    )
-
-
-def test_solution2_cells_check_their_slices():
-    from batchlab.train import CellError
-
-    with pytest.raises(CellError, match="cannot split a batch of 4 into 8 parts"):
-        run(CellConfig(batch_size=4, lr=0.1, seed=0, splits=8))
-    with pytest.raises(CellError, match="warm-up must last 0 to 3 epochs"):
-        run(CellConfig(batch_size=4, lr=0.1, seed=0, warmup_epochs=5))
+def test_probes_between_epoch_ends_use_the_test_subset():
+    data = synthetic(n_test=200)
+    full = run(CellConfig(batch_size=10, lr=0.05, seeds=(0,), epochs=1, probe_every_samples=150), data).seeds[0]
+    part = run(
+        CellConfig(batch_size=10, lr=0.05, seeds=(0,), epochs=1, probe_every_samples=150, probe_test_size=50), data
+    ).seeds[0]
+    assert np.array_equal(full.losses, part.losses)
+    # accuracy on 50 images comes in steps of 1/50; the epoch end uses all 200
+    assert all(round(row["test_acc"] * 50, 6) % 1 == 0 for row in part.probes[:-1])
+    assert part.probes[-1]["test_acc"] == full.probes[-1]["test_acc"] == part.epochs[-1]["test_acc"]

@@ -12,7 +12,7 @@ rule aggregate:
         epochs=cell_outputs("epochs"),
         losses=cell_outputs("losses"),
         probes=cell_outputs("probes"),
-        code=package("aggregate", "analysis", "config"),
+        code=code("aggregate.py"),
     output:
         cells="results/summary/cells.parquet",
         cells_csv=report(
@@ -35,7 +35,13 @@ rule aggregate:
     conda:
         "../../envs/batchlab.yaml"
     params:
-        grid=config["grid"],
+        # the study's design (which cell plays which role), not the runtime knobs
+        study={
+            "grid": config["grid"],
+            "remedies": config["remedies"],
+            "solution2": config["solution2"],
+            "train": {"momentum": config["train"]["momentum"]},
+        },
         smooth_samples=config["report"]["smooth_samples"],
         loss_target=config["report"]["loss_target"],
         target_test_acc=config["report"]["target_test_acc"],
@@ -57,7 +63,7 @@ rule report:
         analysis=rules.aggregate.output.analysis,
         metrics=rules.aggregate.output.metrics,
         checksums=rules.fetch.output.checksums,
-        code=package("report", "report_scaling", "analysis", "aggregate", "provenance"),
+        code=code("report.py"),
     output:
         html=report(
             "results/report/index.html",

@@ -1,11 +1,11 @@
-# One training job per cell: (batch size, learning rate, seed), plus the recipe of the
-# remedy and Solution 2 cells (warm-up, momentum, slices).
+# One training job per cell (batch size, learning rate, recipe); every seed of grid.seeds is
+# trained inside it, together, as one vectorized ensemble.
 
 
 rule train:
     input:
         data=rules.prepare.output.tensors,
-        code=package("train_job", "train", "measure", "models", "data", "checkpoint"),
+        code=code("train.py"),
     output:
         losses=f"results/runs/{CELL}/losses.parquet",
         epochs=f"results/runs/{CELL}/epochs.parquet",
@@ -21,12 +21,17 @@ rule train:
         f"results/benchmarks/train/{CELL}.tsv"
     conda:
         "../../envs/batchlab.yaml"
+    # train.threads is a runtime knob: it sets the job's threads, not its params, so changing
+    # it retrains nothing
     threads: config["train"]["threads"]
     resources:
         gpu=TRAIN_GPUS,
     params:
-        train=config["train"],
+        seeds=study.seeds(config),
+        train={k: v for k, v in config["train"].items() if k != "threads"},
         measure=config["measure"],
         checkpoint=f"results/checkpoints/{CELL}.pt",
+        # finished seeds, kept across reruns of the cell (Snakemake deletes its outputs first)
+        store=f"results/seeds/{CELL}",
     script:
         "../scripts/train.py"

@@ -1,9 +1,10 @@
-"""Snakemake adapter: all cells' logs -> tidy tables and metrics.json (see batchlab.aggregate)."""
+"""Snakemake adapter: every cell's outputs -> tidy tables and metrics.json (see batchlab.aggregate)."""
 
 import json
 
 import pandas as pd
 
+from batchlab import BatchlabError
 from batchlab.aggregate import (
     CELL_KEYS,
     best_learning_rates,
@@ -11,63 +12,99 @@ from batchlab.aggregate import (
     cells_table,
     critical_batch,
     downsample_curve,
-    grid_mask,
     headline_metrics,
     noise_table,
-    solution2_pairs,
+    roles_columns,
     steps_to_target_table,
     summarize_cell,
 )
 from batchlab.analysis import series_difference
 from batchlab.cli import run_step
 from batchlab.io import write_json, write_parquet, write_text
+from batchlab.study import solution2_pairs
+
+
+def read_cell(metrics_path, epochs_path, losses_path, probes_path):
+    """One cell's four outputs; an unreadable one is named, with what to do."""
+    try:
+        with open(metrics_path) as handle:
+            metrics = json.load(handle)
+        return (
+            metrics,
+            pd.read_parquet(epochs_path),
+            pd.read_parquet(losses_path, columns=["seed", "loss"]),
+            pd.read_parquet(probes_path),
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        folder = metrics_path.rsplit("/", 1)[0]
+        raise BatchlabError(
+            f"the outputs of cell {folder} cannot be read ({type(exc).__name__}: {exc}); "
+            f"delete {folder} and run the study again to retrain that cell"
+        ) from None
+
+
+def per_seed(metrics, epochs, losses, probes):
+    """(seed's metrics, epochs, losses, probes) for every seed of the cell."""
+    cell = {k: v for k, v in metrics.items() if k != "seeds"}
+    for entry in metrics["seeds"]:
+        seed = entry["seed"]
+        yield (
+            {**cell, **entry},
+            epochs[epochs["seed"] == seed].drop(columns="seed").reset_index(drop=True),
+            losses.loc[losses["seed"] == seed, "loss"].to_numpy(),
+            probes[probes["seed"] == seed].drop(columns="seed").reset_index(drop=True),
+        )
 
 
 def main(log, input, output, params):
     rows, epoch_tables, curves, probe_tables, all_losses = [], [], [], [], {}
     paths = zip(input.metrics, input.epochs, input.losses, input.probes, strict=True)
-    for metrics_path, epochs_path, losses_path, probes_path in paths:
-        with open(metrics_path) as handle:
-            metrics = json.load(handle)
-        epochs = pd.read_parquet(epochs_path)
-        losses = pd.read_parquet(losses_path, columns=["loss"])["loss"].to_numpy()
-        probes = noise_table(pd.read_parquet(probes_path), params.noise_smoothing_probes)
-        all_losses[metrics["cell"]] = losses
-        rows.append(
-            summarize_cell(
-                metrics,
-                epochs,
-                losses,
-                params.smooth_samples,
-                params.loss_target,
-                probes=probes,
-                target_acc=params.target_test_acc,
-                noise_window=params.noise_smoothing_probes,
+    for cell_paths in paths:
+        for metrics, epochs, losses, raw_probes in per_seed(*read_cell(*cell_paths)):
+            probes = noise_table(raw_probes, params.noise_smoothing_probes)
+            all_losses[metrics["cell"], metrics["seed"]] = losses
+            rows.append(
+                summarize_cell(
+                    metrics,
+                    epochs,
+                    losses,
+                    params.smooth_samples,
+                    params.loss_target,
+                    probes=probes,
+                    target_acc=params.target_test_acc,
+                    noise_window=params.noise_smoothing_probes,
+                )
             )
-        )
-        keys = {k: metrics.get(k, "") for k in CELL_KEYS}
-        epoch_tables.append(epochs.assign(**keys))
-        probe_tables.append(probes.assign(**keys))
-        curve = downsample_curve(
-            losses,
-            metrics["batch_size"],
-            metrics["iterations_per_epoch"],
-            params.smooth_samples,
-            params.max_points_per_curve,
-        )
-        curves.append(curve.assign(**keys))
+            keys = {k: metrics.get(k, "") for k in CELL_KEYS}
+            epoch_tables.append(epochs.assign(**keys))
+            probe_tables.append(probes.assign(**keys))
+            curve = downsample_curve(
+                losses,
+                metrics["batch_size"],
+                metrics["iterations_per_epoch"],
+                params.smooth_samples,
+                params.max_points_per_curve,
+            )
+            curves.append(curve.assign(**keys))
     cells = cells_table(rows)
-    cells["in_grid"] = grid_mask(cells, params.grid)
-    curves = pd.concat(curves, ignore_index=True)
-    curves["in_grid"] = grid_mask(curves, params.grid)
+    roles = roles_columns(cells, params.study)
+    cells = pd.concat([cells, roles], axis=1)
+    in_grid = cells.set_index(CELL_KEYS)["in_grid"]
+
+    def with_roles(frame):
+        return frame.join(in_grid, on=CELL_KEYS)
+
+    curves = with_roles(pd.concat(curves, ignore_index=True))
     targets = steps_to_target_table(cells)
     equivalence = []
-    for split_cell, plain_cell, momentum in solution2_pairs(cells):
-        if plain_cell in all_losses:
-            diff = series_difference(all_losses[split_cell], all_losses[plain_cell])
-            equivalence.append({"solution2": split_cell, "plain": plain_cell, "momentum": momentum, **diff})
-    probes = pd.concat(probe_tables, ignore_index=True)
-    probes["in_grid"] = grid_mask(probes, params.grid)
+    for split_cell, plain_cell, momentum in solution2_pairs(params.study):
+        for seed in sorted({s for c, s in all_losses if c == split_cell}):
+            if (plain_cell, seed) in all_losses:
+                diff = series_difference(all_losses[split_cell, seed], all_losses[plain_cell, seed])
+                equivalence.append(
+                    {"solution2": split_cell, "plain": plain_cell, "seed": seed, "momentum": momentum, **diff}
+                )
+    probes = with_roles(pd.concat(probe_tables, ignore_index=True))
     write_parquet(output.probes, probes)
     write_parquet(output.targets, targets)
     write_json(
@@ -85,18 +122,18 @@ def main(log, input, output, params):
     write_parquet(output.settings, settings)
     write_parquet(output.best_lr, best)
     write_text(output.best_lr_csv, best.to_csv(index=False))
-    # DVC plots: smoothed loss against epoch at each batch size's best lr (long format)
-    at_best = curves.merge(best[["batch_size", "best_lr"]].rename(columns={"best_lr": "lr"}))
+    # DVC plots: smoothed loss against epoch at each batch size's best lr (long format), grid
+    # cells only (a warm-up cell can share a batch size and lr with one)
+    at_best = curves[curves["in_grid"]].merge(best[["batch_size", "best_lr"]].rename(columns={"best_lr": "lr"}))
     write_text(
         output.loss_curves_csv,
         at_best[["batch_size", "lr", "seed", "epoch", "loss_smooth"]].to_csv(index=False),
     )
-    epochs = pd.concat(epoch_tables, ignore_index=True)
-    epochs["in_grid"] = grid_mask(epochs, params.grid)
+    epochs = with_roles(pd.concat(epoch_tables, ignore_index=True))
     write_parquet(output.epochs, epochs)
     write_parquet(output.curves, curves)
     write_json(output.metrics, headline_metrics(cells, best, critical_batch(targets)))
-    log(f"aggregated {len(cells)} cells; best lr per batch size:\n{best.to_string(index=False)}")
+    log(f"aggregated {len(cells)} seeds of {cells['cell'].nunique()} cells; best lr per batch size:\n{best.to_string(index=False)}")
 
 
 run_step(lambda log: main(log, snakemake.input, snakemake.output, snakemake.params), snakemake.log[0])  # noqa: F821

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from batchlab.analysis import first_reach, fit_critical_batch, mean_ci, noise_scale, scaling_regimes
-from batchlab.config import cell_name, parse_recipe, recipe_suffix, round_lr
+from batchlab.study import design
 
 CELL_KEYS = ["batch_size", "lr", "seed", "recipe"]
 
@@ -134,17 +134,18 @@ def cells_table(rows: list[dict]) -> pd.DataFrame:
     return df.sort_values(CELL_KEYS).reset_index(drop=True)
 
 
-def grid_mask(frame: pd.DataFrame, grid: dict) -> pd.Series:
-    """Rows of the (batch size, lr, seed) grid: plain training at a grid batch size and lr (a
-    remedy cell may train plainly at a batch size or lr outside the grid)."""
-    lrs = np.asarray(grid["learning_rates"], dtype=float)
-    lr_ok = frame["lr"].map(lambda v: bool(np.isclose(v, lrs, rtol=1e-9, atol=0).any()))
-    return (
-        (frame["recipe"].fillna("") == "")
-        & frame["batch_size"].isin(grid["batch_sizes"])
-        & frame["seed"].isin(grid["seeds"])
-        & lr_ok
-    )
+def roles_columns(cells: pd.DataFrame, config: dict) -> pd.DataFrame:
+    """Per row of cells: the cell's primary role (group, variant) in the study's design and
+    whether it is a cell of the (batch size, lr) grid (in_grid), from batchlab.study."""
+    by_name = {c.name(): c for c in design(config)}
+    seeds = set(config["grid"]["seeds"])
+    out = pd.DataFrame(index=cells.index)
+    out["group"] = cells["cell"].map(lambda n: by_name[n].group if n in by_name else "none")
+    out["variant"] = cells["cell"].map(lambda n: by_name[n].variant if n in by_name else "")
+    out["in_grid"] = cells["cell"].map(lambda n: n in by_name and by_name[n].in_group("grid")) & cells[
+        "seed"
+    ].isin(seeds)
+    return out
 
 
 def grid_cells(cells: pd.DataFrame) -> pd.DataFrame:
@@ -280,18 +281,6 @@ def downsample_curve(
             "loss_smooth": smoothed[idx],
         }
     )
-
-
-def solution2_pairs(cells: pd.DataFrame) -> list[tuple[str, str, float]]:
-    """(Solution 2 cell, plain cell at k x lr with the same batch, seed and momentum, momentum):
-    the pair that is equivalent for plain SGD."""
-    out = []
-    for row in cells[cells["splits"] > 1].itertuples():
-        recipe = parse_recipe(row.recipe)
-        plain = recipe_suffix(warmup_epochs=recipe["warmup_epochs"], momentum=recipe["momentum"])
-        lr = round_lr(row.splits * row.lr)
-        out.append((row.cell, cell_name(row.batch_size, lr, row.seed, plain), float(row.momentum)))
-    return out
 
 
 def headline_metrics(cells: pd.DataFrame, best: pd.DataFrame, critical: dict | None = None) -> dict:

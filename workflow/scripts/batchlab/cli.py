@@ -35,7 +35,7 @@ def run_step(main: Callable[[Log], None], log_path: str | Path | None) -> None:
 
 
 def process_age_s() -> float | None:
-    """Seconds since this process started (Linux /proc), to measure a job's start-up cost."""
+    """Seconds since this process started (Linux /proc): what a job's start-up cost."""
     import os
     import time
 

@@ -11,7 +11,6 @@ import copy
 import hashlib
 import json
 import math
-import re
 from typing import Any
 
 from batchlab import BatchlabError
@@ -50,6 +49,8 @@ def _coerce(value: Any, schema: dict, path: list) -> Any:
     if kind in ("number", "integer"):
         if isinstance(value, str):
             return _to_number(value, kind == "integer", path)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key {_key(path)}: {value!r} is not a finite number")
         if kind == "integer" and isinstance(value, float) and value.is_integer():
             return int(value)
         return value
@@ -145,42 +146,6 @@ def format_lr(lr: float) -> str:
     return text
 
 
-def recipe_suffix(warmup_epochs: float = 0.0, momentum: float | None = None, splits: int = 1) -> str:
-    """The part of a cell's name that says how it deviates from the plain training of `train`:
-    _w{E} a linear lr warm-up over E epochs, _m{M} momentum M, _k{K} Solution 2 with K slices."""
-    out = ""
-    if warmup_epochs:
-        out += f"_w{format_lr(warmup_epochs)}"
-    if momentum is not None:
-        out += f"_m{format_lr(momentum)}"
-    if splits > 1:
-        out += f"_k{int(splits)}"
-    return out
-
-
-RECIPE_PATTERN = re.compile(
-    r"(?:_w(?P<w>[0-9]+(?:\.[0-9]+)?))?(?:_m(?P<m>[0-9]+(?:\.[0-9]+)?))?(?:_k(?P<k>[0-9]+))?"
-)
-
-
-def parse_recipe(text: str) -> dict:
-    """The inverse of recipe_suffix: {'warmup_epochs', 'momentum' (None: train.momentum), 'splits'}."""
-    match = RECIPE_PATTERN.fullmatch(text or "")
-    if match is None:
-        raise ConfigError(
-            f"cell recipe {text!r} is not understood; it is made of _w<epochs>, _m<momentum>, _k<slices>"
-        )
-    return {
-        "warmup_epochs": float(match["w"]) if match["w"] else 0.0,
-        "momentum": float(match["m"]) if match["m"] else None,
-        "splits": int(match["k"]) if match["k"] else 1,
-    }
-
-
-def cell_name(batch_size: int, lr: float, seed: int, recipe: str = "") -> str:
-    return f"bs{int(batch_size)}_lr{format_lr(lr)}_s{int(seed)}{recipe}"
-
-
 def scaled_lr(reference_lr: float, reference_batch: int, batch_size: int, rule: str) -> float:
     """Learning-rate scaling with batch size: none, sqrt (lr ∝ √b) or linear (lr ∝ b)."""
     power = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}[rule]
@@ -190,50 +155,3 @@ def scaled_lr(reference_lr: float, reference_batch: int, batch_size: int, rule: 
 def round_lr(lr: float) -> float:
     """A computed learning rate to 6 significant digits, so float noise never reaches a cell name."""
     return float(f"{lr:.6g}")
-
-
-def _cell(b: int, lr: float, seed: int, recipe: str, group: str) -> dict:
-    return {
-        "batch_size": int(b),
-        "lr": float(lr),
-        "lr_text": format_lr(lr),
-        "seed": int(seed),
-        "recipe": recipe,
-        "name": cell_name(b, lr, seed, recipe),
-        "group": group,
-    }
-
-
-def cells(config: dict) -> list[dict]:
-    """Every cell of the study in a stable order: the (batch size, learning rate, seed) grid,
-    then the huge-batch remedy cells and the Solution 2 comparison that are not in the grid."""
-    grid = config["grid"]
-    seeds = sorted(grid["seeds"])
-    out = [
-        _cell(b, lr, s, "", "grid")
-        for b in sorted(grid["batch_sizes"])
-        for lr in sorted(grid["learning_rates"])
-        for s in seeds
-    ]
-    rem = config.get("remedies") or {}
-    if rem.get("enabled"):
-        for b in sorted(rem["batch_sizes"]):
-            for rule in rem["scaling"]:
-                lr = scaled_lr(rem["reference_lr"], rem["reference_batch_size"], b, rule)
-                for warmup in (0.0, rem["warmup_epochs"]):
-                    out += [_cell(b, lr, s, recipe_suffix(warmup_epochs=warmup), "remedies") for s in seeds]
-    sol = config.get("solution2") or {}
-    if sol.get("enabled"):
-        base_momentum = config["train"]["momentum"]
-        b, k, lr = sol["batch_size"], sol["splits"], sol["lr"]
-        for m in sol["momentum"]:
-            mom = None if m == base_momentum else m
-            for lr_i, splits in ((lr, k), (lr, 1), (round_lr(k * lr), 1)):
-                recipe = recipe_suffix(momentum=mom, splits=splits)
-                out += [_cell(b, lr_i, s, recipe, "solution2") for s in seeds]
-    seen, unique = set(), []
-    for cell in out:
-        if cell["name"] not in seen:
-            seen.add(cell["name"])
-            unique.append(cell)
-    return unique

@@ -31,10 +31,17 @@ def resolve_device(requested: str, cuda_available: bool) -> str:
 
 
 def cuda_available() -> bool:
-    """Ask torch, importing it only when a config needs the answer."""
+    """Ask torch, importing it (a second or more) only where an NVIDIA device exists at all."""
+    if not nvidia_device_present():
+        return False
     import torch
 
     return torch.cuda.is_available()
+
+
+def nvidia_device_present() -> bool:
+    """An NVIDIA device node or driver entry exists: CUDA is possible (torch decides)."""
+    return any(Path("/dev").glob("nvidia[0-9]*")) or Path("/proc/driver/nvidia/gpus").is_dir()
 
 
 def claim_gpu(gpu_count: int, lock_dir: str | Path, wait_s: float = 3600.0, poll_s: float = 0.5):

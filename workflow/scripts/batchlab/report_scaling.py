@@ -14,7 +14,7 @@ import pandas as pd
 
 from batchlab.aggregate import grid_cells
 from batchlab.analysis import AGREE_REL, compare_intervals, gradient_cosine_sq, is_finite, mean_ci
-from batchlab.config import recipe_suffix, round_lr, scaled_lr
+from batchlab.config import round_lr
 from batchlab.report import (
     CHART_HEIGHT,
     CHART_WIDTH,
@@ -30,6 +30,7 @@ from batchlab.report import (
     spearman,
     thin_curves,
 )
+from batchlab.study import Recipe, remedy_cells, solution2_cells
 
 PUBLIC_B_SIMPLE = (870, 900)  # a public replication's MNIST measurement (issue 7)
 SMALL_CHART = 300
@@ -293,17 +294,10 @@ def noise_findings(data: pd.DataFrame, end: dict, fit: dict, cells: pd.DataFrame
 
 
 def remedy_variants(config: dict) -> list[dict]:
-    rem = config["remedies"]
-    out = []
-    for b in sorted(rem["batch_sizes"]):
-        for rule in rem["scaling"]:
-            lr = scaled_lr(rem["reference_lr"], rem["reference_batch_size"], b, rule)
-            for warm in (0.0, rem["warmup_epochs"]):
-                label = f"{rule} scaling" + (f" + {warm:g}-epoch warm-up" if warm else "")
-                out.append(
-                    {"batch_size": b, "lr": lr, "recipe": recipe_suffix(warmup_epochs=warm), "variant": label}
-                )
-    return out
+    return [
+        {"batch_size": c.batch_size, "lr": c.lr, "recipe": c.recipe.suffix(), "variant": c.variant}
+        for c in remedy_cells(config)
+    ]
 
 
 def select(frame: pd.DataFrame, b: int, lr: float, recipe: str) -> pd.DataFrame:
@@ -477,9 +471,9 @@ def solution2_section(cells, curves, analysis, config) -> Section:
     for m in sol["momentum"]:
         mom = None if m == base_m else m
         variants = [
-            (f"plain, lr {lr:g}", lr, recipe_suffix(momentum=mom)),
-            (f"plain, lr {klr:g} (k × lr)", klr, recipe_suffix(momentum=mom)),
-            (f"Solution 2, k = {k}, lr {lr:g}", lr, recipe_suffix(momentum=mom, splits=k)),
+            (c.variant.split(": ", 1)[1], c.lr, c.recipe.suffix())
+            for c in solution2_cells(config)
+            if c.recipe.momentum == mom
         ]
         frames = []
         for label, lr_i, recipe in variants:
@@ -829,7 +823,7 @@ def verdicts(cells, settings, best, targets, probes, epochs, analysis, config) -
         b, k, lr = sol["batch_size"], sol["splits"], sol["lr"]
         klr = round_lr(k * lr)
         base_m = config["train"]["momentum"]
-        split = mean_ci(select(cells, b, lr, recipe_suffix(splits=k))["final_test_acc"], UNIT)
+        split = mean_ci(select(cells, b, lr, Recipe(splits=k).suffix())["final_test_acc"], UNIT)
         plain = mean_ci(select(cells, b, lr, "")["final_test_acc"], UNIT)
         plain_k = mean_ci(select(cells, b, klr, "")["final_test_acc"], UNIT)
         eq = [e for e in analysis.get("solution2_equivalence", []) if e["momentum"] == base_m]

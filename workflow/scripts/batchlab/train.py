@@ -1,16 +1,15 @@
-"""Train one cell of the study: whole dataset on the device, batches sliced from a randperm.
+"""Train one cell: every seed of it at once, as one vectorized ensemble.
 
-No DataLoader and no `.item()` per step: each iteration's loss stays on the device and the
-losses are copied to the host once every `check_every` iterations (and at each probe and epoch
-end), which is also when divergence is checked.
+The whole dataset stays on the device; each seed draws its own `randperm` per epoch (from its own
+generator, so its data order is that of a lone run of it), and its batches are gathered a few
+thousand samples at a time. No DataLoader and no `.item()` per step: the seeds' losses stay on
+the device and are copied to the host once per *window*, which ends after `check_every` steps or
+about `window_seconds`, whichever comes first, at a probe and at the epoch's end. Results never
+depend on where a window ends: a seed's divergence is caught on the device at its own step (see
+batchlab.steps).
 
-A cell's recipe may add a linear learning-rate warm-up (Goyal et al. 2017) or the "Solution 2"
-step (one forward pass over the batch, then k updates from k slices of it). Every
-`probe_every_samples` training samples the cell is probed: test accuracy (for steps to a target)
-and gradient norms at two batch sizes (for the gradient noise scale); before the first such
-probe, test accuracy alone at 1/2, 1/4, ... 1/256 of that. Probes use their own
-random generator, so they never change the training trajectory, and their time is kept out of
-the epoch timings. The final model's sharpness is measured once, after training.
+A training job reads like the short script it is (`train_cell`): set up; for each epoch train its
+windows, evaluate, check each seed's fate, snapshot; finish.
 """
 
 from __future__ import annotations
@@ -22,43 +21,40 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from batchlab import BatchlabError
 from batchlab.data import DeviceData
-from batchlab.measure import gradient_norms, hessian_top_eigenvalue
-from batchlab.models import build_model
+from batchlab.ensemble import Ensemble, evaluate
+from batchlab.fates import collapse_reason, divergence_reason, first_bad_step, is_collapsed
+from batchlab.probes import Probes, early_probe_steps, final_sharpness, probe_interval
+from batchlab.steps import SGD, eager, fused_mlp_sgd, solution2
 
-LN10 = math.log(10.0)
-# An epoch that ends with the training loss within COLLAPSE_LOSS_TOLERANCE of ln 10 (the loss of
-# a uniform guess), test accuracy at most COLLAPSE_MAX_ACCURACY and one class predicted for at
-# least COLLAPSE_MIN_SHARE of the test set is "collapsed": the network outputs (almost) the same
-# answer for every image, typically because its ReLU units died after too large a step.
-COLLAPSE_LOSS_TOLERANCE = 0.03
-COLLAPSE_MAX_ACCURACY = 0.15
-COLLAPSE_MIN_SHARE = 0.5
-EVAL_CHUNK = 10000
-PROBE_COLUMNS = [
-    "step",
+EPOCH_COLUMNS = [
+    "seed",
     "epoch",
+    "iterations",
     "samples",
-    "recent_train_loss",
+    "seconds",
+    "samples_per_s",
+    "ms_per_step",
+    "ensemble_seconds",
+    "running_loss",
+    "train_loss",
+    "train_acc",
     "test_loss",
     "test_acc",
-    "b_small",
-    "b_big",
-    "g_small_sq",
-    "g_big_sq",
+    "top_class_share",
 ]
+GATHER_SAMPLES = 4096  # images per seed gathered at once from the shuffled order
 
 
 @dataclass(frozen=True)
 class CellConfig:
-    """Everything that defines one training run; saved beside its results."""
+    """Everything that defines the training of one cell's seeds; saved beside its results."""
 
     batch_size: int
     lr: float
-    seed: int
+    seeds: tuple[int, ...] = (0,)
     epochs: int = 3
     model: str = "mlp"
     optimizer: str = "sgd"
@@ -70,54 +66,66 @@ class CellConfig:
     warmup_epochs: float = 0.0  # linear warm-up of the lr from lr/steps to lr over these epochs
     splits: int = 1  # "Solution 2": k updates per forward pass, each from 1/k of the batch
     probe_every_samples: int = 20000  # test accuracy + gradient noise every this many samples
+    probe_test_size: int = 10000  # test images of the probes between epoch ends (0: all)
     noise_batch: int = 512  # B_big of the noise-scale measurement
     noise_micro_batches: int = 4  # B_small = noise_batch / noise_micro_batches
     train_eval_size: int = 10000  # training loss/accuracy at epoch ends: the first n images
     sharpness_subset: int = 512  # Hessian of the training loss on the first n images
     sharpness_iterations: int = 12  # power-iteration steps (0: no sharpness)
 
-
-@dataclass
-class TrainState:
-    """What an epoch-end checkpoint holds: enough to resume bit-for-bit."""
-
-    epoch: int  # completed epochs
-    model: dict
-    optimizer: dict
-    generator: torch.Tensor
-    losses: np.ndarray
-    epochs: list[dict]
-    probes: list[dict] = field(default_factory=list)
-    probe_generator: torch.Tensor | None = None
+    def of_seed(self, seed: int) -> dict:
+        """What defines one seed's run: this config with that seed alone."""
+        record = asdict(self)
+        del record["seeds"]
+        return {**record, "seed": int(seed)}
 
 
 @dataclass
-class TrainResult:
-    config: CellConfig
+class SeedResult:
+    seed: int
     losses: np.ndarray  # training loss of every iteration, float32
-    epoch_of_step: np.ndarray  # 1-based epoch of every iteration
     epochs: list[dict]  # one row per completed epoch
-    status: str  # "ok", "diverged" or "collapsed"
+    probes: list[dict]
+    status: str = "ok"  # "ok", "diverged" or "collapsed"
     stopped_step: int | None = None
     stop_reason: str | None = None
     final: dict = field(default_factory=dict)  # evaluation of the final weights
-    probes: list[dict] = field(default_factory=list)  # one row per probe
-    measure_seconds: dict = field(default_factory=dict)  # time spent measuring, not training
-    first_step_seconds: float | None = None  # epoch start to the first step's loss (None: resumed)
 
-    def summary(self) -> dict:
+    def summary(self, splits: int) -> dict:
         return {
-            **asdict(self.config),
+            "seed": self.seed,
             "status": self.status,
             "stopped_step": self.stopped_step,
             "stop_reason": self.stop_reason,
             "steps": int(len(self.losses)),
-            "updates": int(len(self.losses)) * max(1, self.config.splits),
+            "updates": int(len(self.losses)) * max(1, splits),
             "epochs_completed": len(self.epochs),
-            "step_implementation": step_implementation(self.config),
             **{f"final_{k}": _finite_or_none(v) for k, v in self.final.items()},
-            "measure_seconds": self.measure_seconds,
         }
+
+
+@dataclass
+class CellResult:
+    config: CellConfig
+    seeds: list[SeedResult]
+    step_implementation: str
+    measure_seconds: dict  # time spent measuring, not training
+    first_step_seconds: float | None  # epoch start to the first step's loss (None: resumed)
+    resumed_from_epoch: int | None = None
+
+
+@dataclass
+class TrainState:
+    """What an epoch-end checkpoint holds: enough to resume the whole ensemble bit-for-bit."""
+
+    epoch: int  # completed epochs
+    step: int  # ensemble steps done
+    params: dict
+    momentum: list
+    alive: list
+    generators: list
+    probe_generators: list
+    seeds: list  # SeedResult as dicts
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -129,69 +137,21 @@ def iterations_per_epoch(n_train: int, batch_size: int) -> int:
     return -(-n_train // batch_size)
 
 
-def first_bad_step(losses: np.ndarray, threshold: float) -> int | None:
-    """Index of the first loss that is not finite or exceeds threshold, else None."""
-    bad = ~np.isfinite(losses) | (losses > threshold)
-    hits = np.flatnonzero(bad)
-    return int(hits[0]) if hits.size else None
-
-
-def is_collapsed(train_loss: float, test_acc: float, top_class_share: float) -> bool:
-    """True when the network answers (almost) the same class for every image, at chance level."""
-    return (
-        math.isfinite(train_loss)
-        and abs(train_loss - LN10) <= COLLAPSE_LOSS_TOLERANCE * LN10
-        and test_acc <= COLLAPSE_MAX_ACCURACY
-        and top_class_share >= COLLAPSE_MIN_SHARE
-    )
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
-    """Mean loss, accuracy and the share of the most-predicted class, with one host copy."""
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
-    correct = torch.zeros((), device=x.device, dtype=torch.int64)
-    counts = torch.zeros(10, device=x.device, dtype=torch.int64)
-    for start in range(0, x.shape[0], EVAL_CHUNK):
-        out = model(x[start : start + EVAL_CHUNK])
-        target = y[start : start + EVAL_CHUNK]
-        loss_sum += F.cross_entropy(out, target, reduction="sum").double()
-        pred = out.argmax(dim=1)
-        correct += (pred == target).sum()
-        counts += torch.bincount(pred, minlength=10)[:10]
-    model.train(was_training)
-    host = torch.cat([loss_sum.view(1), correct.double().view(1), counts.double()]).cpu()
-    n = x.shape[0]
-    return {
-        "loss": float(host[0]) / n,
-        "acc": float(host[1]) / n,
-        "top_class_share": float(host[2:].max()) / n,
-    }
-
-
-def make_optimizer(cfg: CellConfig, params) -> torch.optim.Optimizer:
-    if cfg.optimizer != "sgd":
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd")
-    return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
-    )
-
-
 class CellError(BatchlabError):
     pass
 
 
 def check_cell(cfg: CellConfig) -> None:
-    """A cell asked for by path (results/runs/bs{B}_lr{LR}_s{SEED}/...) bypasses the config
-    schema, so the trainer checks its own inputs."""
+    """A cell asked for by path (results/runs/bs{B}_lr{LR}/...) bypasses the config schema, so
+    the trainer checks its own inputs."""
     if cfg.batch_size < 1:
         raise CellError(f"batch size must be at least 1, got {cfg.batch_size}")
     if not (math.isfinite(cfg.lr) and cfg.lr > 0):
         raise CellError(f"learning rate must be a positive number, got {cfg.lr:g}")
     if cfg.epochs < 1:
         raise CellError(f"epochs must be at least 1, got {cfg.epochs}")
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise CellError(f"a cell needs one or more distinct seeds, got {list(cfg.seeds)}")
     if cfg.splits < 1:
         raise CellError(f"Solution 2 needs at least 1 split, got {cfg.splits}")
     if cfg.splits > cfg.batch_size:
@@ -200,6 +160,8 @@ def check_cell(cfg: CellConfig) -> None:
         raise CellError(f"warm-up must last 0 to {cfg.epochs} epochs, got {cfg.warmup_epochs:g}")
     if not (0 <= cfg.momentum < 1):
         raise CellError(f"momentum must be in [0, 1), got {cfg.momentum:g}")
+    if cfg.optimizer != "sgd":
+        raise CellError(f"unknown optimizer {cfg.optimizer!r}; choose sgd")
 
 
 def uses_fused_step(cfg: CellConfig) -> bool:
@@ -207,7 +169,6 @@ def uses_fused_step(cfg: CellConfig) -> bool:
     return (
         cfg.fused
         and cfg.model == "mlp"
-        and cfg.optimizer == "sgd"
         and cfg.momentum == 0
         and cfg.weight_decay == 0
         and cfg.splits == 1
@@ -216,8 +177,10 @@ def uses_fused_step(cfg: CellConfig) -> bool:
 
 def step_implementation(cfg: CellConfig) -> str:
     if cfg.splits > 1:
-        return f"Solution 2: one forward pass, {cfg.splits} torch.optim updates"
-    return "fused plain SGD" if uses_fused_step(cfg) else "eager autograd + torch.optim"
+        how = f"Solution 2: one forward pass, {cfg.splits} SGD updates"
+    else:
+        how = "fused plain SGD" if uses_fused_step(cfg) else "eager autograd + SGD"
+    return f"{how}, {len(cfg.seeds)} seed(s) stacked"
 
 
 def warmup_steps(cfg: CellConfig, iters_per_epoch: int) -> int:
@@ -231,188 +194,302 @@ def lr_schedule(lr: float, warmup: int) -> Callable[[int], float]:
     return lambda t: lr * min(1.0, (t + 1) / warmup)
 
 
-def probe_interval(cfg: CellConfig) -> int:
-    """Iterations between regular probes (0: probe at epoch ends only)."""
-    if cfg.probe_every_samples <= 0:
-        return 0
-    return max(1, round(cfg.probe_every_samples / cfg.batch_size))
+class Batches:
+    """Every seed's batches of one epoch, gathered GATHER_SAMPLES per seed at a time into one
+    reused buffer (never a shuffled copy of the whole dataset per seed)."""
+
+    def __init__(self, data: DeviceData, order: torch.Tensor, batch_size: int):
+        self.data, self.order, self.b = data, order, batch_size
+        self.steps_per_gather = max(1, GATHER_SAMPLES // batch_size)
+        size, width = order.shape[0], self.steps_per_gather * batch_size
+        self.x = torch.empty((size * width, *data.train_x.shape[1:]), device=data.train_x.device)
+        self.y = torch.empty(size * width, dtype=data.train_y.dtype, device=data.train_y.device)
+        self.loaded = -1
+
+    def __call__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        chunk, j = divmod(i, self.steps_per_gather)
+        if chunk != self.loaded:
+            self._load(chunk)
+        return self.views[j]
+
+    def _load(self, chunk: int) -> None:
+        first = chunk * self.steps_per_gather * self.b
+        idx = self.order[:, first : first + self.steps_per_gather * self.b]
+        size, width = idx.shape
+        torch.index_select(self.data.train_x, 0, idx.reshape(-1), out=self.x[: size * width])
+        torch.index_select(self.data.train_y, 0, idx.reshape(-1), out=self.y[: size * width])
+        x = self.x[: size * width].view(size, width, *self.x.shape[1:])
+        y = self.y[: size * width].view(size, width)
+        self.views = [(x[:, lo : lo + self.b], y[:, lo : lo + self.b]) for lo in range(0, width, self.b)]
+        self.loaded = chunk
 
 
-EARLY_PROBES = 8  # test-accuracy probes at 1/2, 1/4, ... 1/256 of the probe interval
+@dataclass
+class Run:
+    """A cell's ensemble in training: its weights, their update, and each seed's record."""
+
+    cfg: CellConfig
+    data: DeviceData
+    device: torch.device
+    ens: Ensemble
+    optimizer: SGD | None
+    step_fn: Callable
+    alive: torch.Tensor  # on the device, kept by the step
+    generators: list[torch.Generator]
+    probes: Probes
+    seeds: list[SeedResult]
+    iters: int
+    lr_at: Callable[[int], float]
+    log: Callable[[str], None]
+    step: int = 0
+    epoch: int = 0
+    chunks: list[list[np.ndarray]] = field(default_factory=list)  # per seed, this run's losses
+    first_step_seconds: float | None = None
+    train_seconds: float = 0.0
+    sharpness_seconds: float = 0.0
+    since_probe: list[list[np.ndarray]] = field(default_factory=list)  # per seed, since the last probe
+
+    def training(self) -> list[int]:
+        return [i for i, s in enumerate(self.seeds) if s.status == "ok"]
+
+    def losses(self, i: int) -> np.ndarray:
+        return np.concatenate([self.seeds[i].losses, *self.chunks[i]]).astype(np.float32)
 
 
-def early_probe_steps(cfg: CellConfig) -> list[int]:
-    """Iterations of the early probes: test accuracy only, at probe_every_samples / 2^k samples
-    (k = 1..8), so that steps to a target reached before the first regular probe are resolved
-    on a log scale rather than read as the first probe's step."""
-    every = probe_interval(cfg)
-    if not every:
-        return []
-    steps = {round(cfg.probe_every_samples / 2**k / cfg.batch_size) for k in range(1, EARLY_PROBES + 1)}
-    return sorted(s for s in steps if 0 < s < every)
-
-
-def fused_mlp_sgd_step(model: torch.nn.Module) -> Callable:
-    """Forward, backward and SGD update of the 784-256-10 mlp by hand, in one pass.
-
-    The update W -= lr * dL/dW is applied by the backward GEMM itself (addmm_ with alpha=-lr),
-    so no gradient tensor is materialized and autograd's and the optimizer's bookkeeping is
-    skipped: at batch size 1 that bookkeeping is most of the cost of a step. The arithmetic is
-    that of cross-entropy + SGD; results equal the eager step to float rounding (tested).
-    """
-    first, last = model[0], model[2]
-    w1, b1, w2, b2 = first.weight.data, first.bias.data, last.weight.data, last.bias.data
-
-    @torch.no_grad()
-    def step(x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
-        h = torch.addmm(b1, x, w1.t())
-        a = torch.relu(h)
-        logp = torch.log_softmax(torch.addmm(b2, a, w2.t()), dim=1)
-        loss = F.nll_loss(logp, y)
-        g = logp.exp_()  # softmax
-        g.scatter_add_(1, y.unsqueeze(1), torch.full_like(g[:, :1], -1.0))
-        g.mul_(1.0 / x.shape[0])  # dL/dlogits of the mean loss
-        ga = (g @ w2).masked_fill_(h <= 0, 0.0)  # dL/dh, before w2 moves
-        w2.addmm_(g.t(), a, alpha=-lr)
-        b2.add_(g.sum(0), alpha=-lr)
-        w1.addmm_(ga.t(), x, alpha=-lr)
-        b1.add_(ga.sum(0), alpha=-lr)
-        return loss
-
-    return step
-
-
-def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        if group["lr"] != lr:
-            group["lr"] = lr
-
-
-def eager_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Callable:
-    def step(x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
-        _set_lr(optimizer, lr)
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
-
-    return step
-
-
-def split_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, k: int) -> Callable:
-    """The original post's "Solution 2", done so that it works: one forward pass over the batch,
-    then k optimizer updates, the j-th from the mean loss of the j-th k-th of the batch.
-
-    The naive version (backward and `optimizer.step()` k times on one graph) fails in PyTorch:
-    the first step changes the weights in place, and they are saved in the graph for the later
-    backward passes. Here all k gradients are taken from the graph first (retain_graph), then
-    applied in turn. They are therefore all gradients at the same weights: for plain SGD the k
-    updates sum to lr * sum_j g_j = (k * lr) * g_batch, one full-batch step with k times the lr
-    (exact for equal slices); with momentum the k steps build the velocity in between, so the
-    equivalence is no longer exact. The returned loss is the batch's mean loss before the updates.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-
-    def step(x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
-        _set_lr(optimizer, lr)
-        per_sample = F.cross_entropy(model(x), y, reduction="none")
-        slices = [s for s in torch.tensor_split(per_sample, k) if s.numel()]
-        grads = [
-            torch.autograd.grad(s.mean(), params, retain_graph=i < len(slices) - 1)
-            for i, s in enumerate(slices)
-        ]
-        for grad in grads:
-            for p, g in zip(params, grad, strict=True):
-                p.grad = g
-            optimizer.step()
-        return per_sample.mean().detach()
-
-    return step
-
-
-def run_iterations(
-    step_fn: Callable,
-    xs: torch.Tensor,
-    ys: torch.Tensor,
-    b: int,
-    first: int,
-    stop: int,
-    lr_at: Callable[[int], float],
-    offset: int = 0,
-) -> list[torch.Tensor]:
-    """Iterations first..stop-1 of an epoch over the shuffled data; losses stay on the device.
-    offset: iterations done before this epoch (the warm-up counts across epochs)."""
-    return [
-        step_fn(xs[i * b : (i + 1) * b], ys[i * b : (i + 1) * b], lr_at(offset + i))
-        for i in range(first, stop)
-    ]
-
-
-class Prober:
-    """Test accuracy and gradient norms at two batch sizes, on the current weights.
-
-    Draws its noise-scale samples with its own generator (saved in checkpoints), so probing
-    never changes the training trajectory; keeps its own time."""
-
-    def __init__(self, cfg: CellConfig, data: DeviceData, model: torch.nn.Module, state=None):
-        self.cfg, self.data, self.model = cfg, data, model
-        self.generator = torch.Generator().manual_seed(cfg.seed + 7919)
-        if state is not None:
-            self.generator.set_state(state)
-        self.big = min(cfg.noise_batch, data.n_train)
-        self.micro = cfg.noise_micro_batches if self.big % cfg.noise_micro_batches == 0 else 1
-        self.seconds = {"test_eval": 0.0, "noise": 0.0}
-
-    def _sync(self):
-        if self.data.train_x.device.type == "cuda":
-            torch.cuda.synchronize(self.data.train_x.device)
-
-    def __call__(
-        self,
-        step: int,
-        iters_per_epoch: int,
-        recent_loss: float,
-        test: dict | None = None,
-        noise: bool = True,
-    ) -> dict:
-        t0 = time.perf_counter()
-        if test is None:
-            test = evaluate(self.model, self.data.test_x, self.data.test_y)
-        t1 = time.perf_counter()
-        self.seconds["test_eval"] += t1 - t0
-        row = {
-            "step": step,
-            "epoch": step / iters_per_epoch,
-            "samples": step * self.cfg.batch_size,
-            "recent_train_loss": recent_loss,
-            "test_loss": test["loss"],
-            "test_acc": test["acc"],
-            "b_small": self.big // self.micro,
-            "b_big": self.big,
-            "g_small_sq": float("nan"),
-            "g_big_sq": float("nan"),
-        }
-        if noise and self.micro > 1 and math.isfinite(recent_loss):
-            idx = torch.randperm(self.data.n_train, generator=self.generator)[: self.big]
-            idx = idx.to(self.data.train_x.device)
-            row["g_small_sq"], row["g_big_sq"] = gradient_norms(
-                self.model, self.data.train_x[idx], self.data.train_y[idx], self.micro
-            )
-        self._sync()
-        self.seconds["noise"] += time.perf_counter() - t1
-        return row
-
-
-def final_sharpness(cfg: CellConfig, data: DeviceData, model: torch.nn.Module) -> float:
-    if cfg.sharpness_iterations <= 0 or cfg.sharpness_subset <= 0:
-        return float("nan")
-    n = min(cfg.sharpness_subset, data.n_train)
-    x, y = data.train_x[:n], data.train_y[:n]
-    params = [p for p in model.parameters() if p.requires_grad]
-    return hessian_top_eigenvalue(
-        lambda: F.cross_entropy(model(x), y), params, cfg.sharpness_iterations, seed=cfg.seed
+def setup(cfg, data, device, resume: TrainState | None, log) -> Run:
+    check_cell(cfg)
+    seeds = list(cfg.seeds)
+    ens = Ensemble.initialize(cfg.model, seeds, device)
+    threshold = cfg.divergence_loss
+    alive = torch.ones(len(seeds), dtype=torch.bool, device=device)
+    if uses_fused_step(cfg):
+        optimizer, step_fn = None, fused_mlp_sgd(ens, alive, threshold)
+    else:
+        optimizer = SGD(ens.tensors(), cfg.momentum, cfg.weight_decay)
+        if cfg.splits > 1:
+            step_fn = solution2(ens, optimizer, alive, threshold, cfg.splits)
+        else:
+            step_fn = eager(ens, optimizer, alive, threshold)
+    iters = iterations_per_epoch(data.n_train, cfg.batch_size)
+    run = Run(
+        cfg=cfg,
+        data=data,
+        device=device,
+        ens=ens,
+        optimizer=optimizer,
+        step_fn=step_fn,
+        alive=alive,
+        generators=[torch.Generator().manual_seed(s) for s in seeds],  # CPU: same order everywhere
+        probes=Probes(cfg, data, ens, resume.probe_generators if resume else None),
+        seeds=[SeedResult(s, np.zeros(0, np.float32), [], []) for s in seeds],
+        iters=iters,
+        lr_at=lr_schedule(cfg.lr, warmup_steps(cfg, iters)),
+        log=log,
     )
+    if resume is not None:
+        restore(run, resume)
+    run.chunks = [[] for _ in seeds]
+    return run
+
+
+def restore(run: Run, state: TrainState) -> None:
+    run.ens.load(state.params)
+    if run.optimizer is not None:
+        run.optimizer.load(state.momentum)
+    run.alive.copy_(torch.tensor(state.alive, dtype=torch.bool))
+    for gen, saved in zip(run.generators, state.generators, strict=True):
+        gen.set_state(saved)
+    run.seeds = [SeedResult(**{**s, "losses": np.asarray(s["losses"], np.float32)}) for s in state.seeds]
+    run.step, run.epoch = state.step, state.epoch
+    run.train_seconds = max(sum(r["ensemble_seconds"] for r in s.epochs) for s in run.seeds)
+    run.log(f"resumed from the checkpoint after epoch {state.epoch}")
+
+
+def window_end(run: Run, offset: int, pos: int) -> int:
+    """The step (of this epoch) where the window starting at pos must end at the latest."""
+    cfg = run.cfg
+    stop = min(run.iters, pos + cfg.check_every - pos % cfg.check_every)
+    every = probe_interval(cfg.probe_every_samples, cfg.batch_size)
+    if every:
+        stop = min(stop, every - (offset + pos) % every + pos)
+    upcoming = [s - offset for s in early_probe_steps(cfg.probe_every_samples, cfg.batch_size)]
+    upcoming = [s for s in upcoming if s > pos]
+    return min([stop, *upcoming])
+
+
+def probe_due(run: Run, at: int) -> bool | None:
+    """None: no probe at step `at`; else whether it measures the gradient noise too."""
+    cfg = run.cfg
+    every = probe_interval(cfg.probe_every_samples, cfg.batch_size)
+    if every and at % every == 0:
+        return True
+    if at in early_probe_steps(cfg.probe_every_samples, cfg.batch_size):
+        return False
+    return None
+
+
+def record_window(run: Run, values: np.ndarray, since_probe: list[list[np.ndarray]]) -> None:
+    """Each training seed's losses of a window [W, S]; a seed that diverged keeps its losses up
+    to the bad step and is recorded as diverged there."""
+    start = run.step
+    for i in run.training():
+        column = values[:, i]
+        bad = first_bad_step(column, run.cfg.divergence_loss)
+        if bad is not None:
+            column = column[: bad + 1]
+            seed = run.seeds[i]
+            seed.status, seed.stopped_step = "diverged", start + bad + 1
+            seed.stop_reason = divergence_reason(float(column[-1]), seed.stopped_step, run.cfg.divergence_loss)
+            run.log(f"seed {seed.seed}: DIVERGED: {seed.stop_reason}; frozen, the other seeds train on")
+        run.chunks[i].append(column)
+        since_probe[i].append(column)
+    run.step += len(values)
+
+
+def train_epoch(run: Run, epoch: int, window_seconds: float) -> float:
+    """One epoch of the ensemble, window by window; returns its training seconds."""
+    cfg, device = run.cfg, run.device
+    _sync(device)
+    t0 = time.perf_counter()
+    probe_s0 = run.probes.total_seconds()
+    offset = run.step
+    order = torch.stack([torch.randperm(run.data.n_train, generator=g) for g in run.generators])
+    batches = Batches(run.data, order.to(device), cfg.batch_size)
+    since_probe: list[list[np.ndarray]] = [[] for _ in run.seeds]
+    pos, last_line = 0, t0
+    while pos < run.iters and run.training():
+        stop = 1 if offset + pos == 0 else window_end(run, offset, pos)
+        deadline = time.perf_counter() + window_seconds
+        window = []
+        while pos < stop:
+            window.append(run.step_fn(*batches(pos), run.lr_at(offset + pos)))
+            pos += 1
+            if time.perf_counter() > deadline:
+                break
+        values = torch.stack(window).float().cpu().numpy()  # the one host sync per window
+        if offset + pos == 1:
+            run.first_step_seconds = time.perf_counter() - t0
+        record_window(run, values, since_probe)
+        now = time.perf_counter()
+        if now - last_line >= window_seconds or pos == run.iters:
+            progress_line(run, epoch, pos, now - t0 - (run.probes.total_seconds() - probe_s0), since_probe)
+            last_line = now
+        noise = probe_due(run, offset + pos)
+        if pos < run.iters and noise is not None and run.training():
+            recent = {i: _mean(since_probe[i]) for i in run.training()}
+            add_probes(run, run.probes(offset + pos, run.iters, recent, noise=noise))
+            since_probe = [[] for _ in run.seeds]
+    run.since_probe = since_probe
+    return time.perf_counter() - t0 - (run.probes.total_seconds() - probe_s0)
+
+
+def progress_line(run: Run, epoch: int, pos: int, seconds: float, since_probe) -> None:
+    cfg, training = run.cfg, run.training()
+    rate = pos * cfg.batch_size / seconds if seconds > 0 else float("nan")  # per seed
+    recent = [_mean(since_probe[i]) for i in training if since_probe[i]]
+    left = (run.iters - pos + (cfg.epochs - epoch) * run.iters) * cfg.batch_size / rate if rate > 0 else 0
+    run.log(
+        f"epoch {epoch}/{cfg.epochs} step {pos}/{run.iters} | {len(training)}/{len(run.seeds)} seeds training"
+        f" | {rate * run.ens.size:.0f} samples/s | recent loss {np.mean(recent) if recent else float('nan'):.4f}"
+        f" | cell ETA {left:.0f} s"
+    )
+
+
+def add_probes(run: Run, rows: list[dict]) -> None:
+    by_seed = {s.seed: s for s in run.seeds}
+    for row in rows:
+        by_seed[row["seed"]].probes.append(row)
+
+
+def _mean(chunks: list[np.ndarray]) -> float:
+    return float(np.mean(np.concatenate(chunks))) if chunks else float("nan")
+
+
+def end_epoch(run: Run, epoch: int, seconds: float) -> None:
+    """Evaluate every training seed, probe it, and freeze the ones that collapsed."""
+    cfg, data, n = run.cfg, run.data, run.data.n_train
+    train_n = min(cfg.train_eval_size, n) if cfg.train_eval_size > 0 else n
+    train_eval = evaluate(run.ens, data.train_x[:train_n], data.train_y[:train_n])
+    test_eval = evaluate(run.ens, data.test_x, data.test_y)
+    training = run.training()
+    recent = {i: _mean(run.since_probe[i]) if run.since_probe[i] else _mean(run.chunks[i][-1:]) for i in training}
+    add_probes(run, run.probes(run.step, run.iters, recent, test=test_eval))
+    per_seed = seconds / run.ens.size  # the ensemble's time, shared by its seeds
+    for i in training:
+        seed = run.seeds[i]
+        row = {
+            "seed": seed.seed,
+            "epoch": epoch,
+            "iterations": run.iters,
+            "samples": n,
+            "seconds": per_seed,
+            "samples_per_s": n / per_seed if per_seed > 0 else float("nan"),
+            "ms_per_step": 1000.0 * per_seed / run.iters,
+            "ensemble_seconds": seconds,
+            "running_loss": float(np.mean(run.losses(i)[-run.iters :])),
+            "train_loss": train_eval[i]["loss"],
+            "train_acc": train_eval[i]["acc"],
+            "test_loss": test_eval[i]["loss"],
+            "test_acc": test_eval[i]["acc"],
+            "top_class_share": test_eval[i]["top_class_share"],
+        }
+        seed.epochs.append(row)
+        run.log(
+            f"epoch {epoch}/{cfg.epochs} seed {seed.seed}: train loss {row['train_loss']:.4f} acc"
+            f" {row['train_acc']:.4f} | test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}"
+        )
+        if is_collapsed(row["train_loss"], row["test_acc"], row["top_class_share"]):
+            seed.status, seed.stopped_step = "collapsed", run.step
+            seed.stop_reason = collapse_reason(epoch, row)
+            run.alive[i] = False
+            run.log(f"seed {seed.seed}: COLLAPSED: {seed.stop_reason}; frozen, the other seeds train on")
+    run.log(
+        f"epoch {epoch}/{cfg.epochs}: {seconds:.2f} s for {run.ens.size} seed(s),"
+        f" {n * run.ens.size / seconds:.0f} samples/s, {1000 * seconds / run.iters:.3f} ms/step"
+    )
+    run.epoch = epoch
+
+
+def snapshot(run: Run) -> TrainState:
+    seeds = []
+    for i, s in enumerate(run.seeds):
+        record = {**s.__dict__, "losses": run.losses(i), "epochs": list(s.epochs), "probes": list(s.probes)}
+        seeds.append(record)
+    return TrainState(
+        epoch=run.epoch,
+        step=run.step,
+        params=run.ens.cpu_state(),
+        momentum=run.optimizer.state() if run.optimizer is not None else [],
+        alive=run.alive.cpu().tolist(),
+        generators=[g.get_state() for g in run.generators],
+        probe_generators=run.probes.states(),
+        seeds=seeds,
+    )
+
+
+def finish(run: Run) -> list[SeedResult]:
+    """Each seed's final record: the last epoch's evaluation and the sharpness, or for a diverged
+    seed the test evaluation of the weights it was frozen with."""
+    test_eval = evaluate(run.ens, run.data.test_x, run.data.test_y)
+    sharp_s = 0.0
+    for i, seed in enumerate(run.seeds):
+        seed.losses, seed.final = run.losses(i), {}
+        if seed.status == "diverged" or not seed.epochs:
+            seed.final = {
+                "train_loss": float("nan"),
+                "train_acc": float("nan"),
+                "test_loss": test_eval[i]["loss"],
+                "test_acc": test_eval[i]["acc"],
+                "sharpness": float("nan"),
+            }
+            continue
+        last = seed.epochs[-1]
+        seed.final = {k: last[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
+        t0 = time.perf_counter()
+        seed.final["sharpness"] = final_sharpness(run.cfg, run.data, run.ens.module(i), seed.seed)
+        sharp_s += time.perf_counter() - t0
+    run.sharpness_seconds = sharp_s
+    return run.seeds
 
 
 def train_cell(
@@ -422,177 +499,38 @@ def train_cell(
     resume: TrainState | None = None,
     on_epoch_end: Callable[[TrainState], None] | None = None,
     log: Callable[[str], None] = print,
-) -> TrainResult:
-    """Train one cell; stop early (and say so) when it diverges or collapses."""
-    check_cell(cfg)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model).to(device)
-    # The fused step needs no optimizer object, and creating a torch.optim optimizer imports
-    # torch._dynamo: about 3 s of every job's start-up on this machine.
-    optimizer = None if uses_fused_step(cfg) else make_optimizer(cfg, model.parameters())
-    generator = torch.Generator().manual_seed(cfg.seed)  # CPU: the same order on every device
-    n = data.n_train
-    b = cfg.batch_size
-    iters = iterations_per_epoch(n, b)
-    lr_at = lr_schedule(cfg.lr, warmup_steps(cfg, iters))
-    every = probe_interval(cfg)
-    early = set(early_probe_steps(cfg))
-    losses: list[np.ndarray] = []
-    epochs: list[dict] = []
-    probes: list[dict] = []
-    start_epoch = 0
-    if resume is not None:
-        model.load_state_dict(resume.model)
-        if optimizer is not None:
-            optimizer.load_state_dict(resume.optimizer)
-        generator.set_state(resume.generator)
-        losses = [resume.losses.astype(np.float32)]
-        epochs = [dict(row) for row in resume.epochs]
-        probes = [dict(row) for row in resume.probes]
-        start_epoch = resume.epoch
-        log(f"resumed from the checkpoint after epoch {start_epoch}")
-    probe = Prober(cfg, data, model, resume.probe_generator if resume is not None else None)
-    train_eval_n = min(cfg.train_eval_size, n) if cfg.train_eval_size > 0 else n
-
-    if optimizer is None:
-        step_fn = fused_mlp_sgd_step(model)
-    elif cfg.splits > 1:
-        step_fn = split_step(model, optimizer, cfg.splits)
-    else:
-        step_fn = eager_step(model, optimizer)
-    status, stopped_step, reason = "ok", None, None
-    step = sum(len(chunk) for chunk in losses)
-    first_step_s = None
-    shuffled_x, shuffled_y = torch.empty_like(data.train_x), torch.empty_like(data.train_y)
-    model.train()
-    for epoch in range(start_epoch + 1, cfg.epochs + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        probe_s0 = sum(probe.seconds.values())
-        offset = step  # iterations before this epoch
-        perm = torch.randperm(n, generator=generator).to(device)
-        # one gather per epoch into buffers reused across epochs (6x faster than x[perm] on a
-        # CPU: no fresh 188 MB to fault in), views per step
-        xs = torch.index_select(data.train_x, 0, perm, out=shuffled_x)
-        ys = torch.index_select(data.train_y, 0, perm, out=shuffled_y)
-        epoch_losses: list[np.ndarray] = []
-        since_probe: list[np.ndarray] = []
-        pos = 0
-        while pos < iters:
-            stop = min(iters, pos + cfg.check_every - pos % cfg.check_every)
-            if every:
-                stop = min(stop, every - (offset + pos) % every + pos)
-            upcoming = [s - offset for s in early if s > offset + pos]
-            if upcoming:
-                stop = min(stop, min(upcoming))
-            first = offset + pos == 0
-            if first:
-                stop = 1  # the first step alone, timed: its one-off costs are part of a job's start-up
-            window = run_iterations(step_fn, xs, ys, b, pos, stop, lr_at, offset)
-            values = torch.stack(window).float().cpu().numpy()  # the one host sync per window
-            if first:
-                first_step_s = time.perf_counter() - t0
-            bad = first_bad_step(values, cfg.divergence_loss)
-            if bad is not None:
-                values = values[: bad + 1]
-                epoch_losses.append(values)
-                stopped_step = step + sum(map(len, epoch_losses))
-                status = "diverged"
-                last = float(values[-1])
-                reason = f"training loss {last:.4g} at iteration {stopped_step} " + (
-                    "is not finite" if not math.isfinite(last) else f"exceeds {cfg.divergence_loss:g}"
-                )
-                break
-            epoch_losses.append(values)
-            since_probe.append(values)
-            pos = stop
-            at = offset + pos
-            if pos < iters and ((every and at % every == 0) or at in early):
-                recent = float(np.mean(np.concatenate(since_probe)))
-                probes.append(probe(at, iters, recent, noise=at not in early))
-                since_probe = []
-        seconds = time.perf_counter() - t0 - (sum(probe.seconds.values()) - probe_s0)
-        chunk = np.concatenate(epoch_losses) if epoch_losses else np.zeros(0, np.float32)
-        losses.append(chunk)
-        step += len(chunk)
-        if status == "diverged":
-            log(f"epoch {epoch}: DIVERGED: {reason}; stopping this cell")
+    window_seconds: float = 10.0,
+) -> CellResult:
+    """Train every seed of a cell together; a seed that diverges or collapses is frozen at its
+    step while the others train on, and the cell ends early when none is left."""
+    run = setup(cfg, data, device, resume, log)
+    for epoch in range(run.epoch + 1, cfg.epochs + 1):
+        seconds = train_epoch(run, epoch, window_seconds)
+        run.train_seconds += seconds
+        if not run.training():
+            log(f"epoch {epoch}: every seed has stopped; ending this cell")
             break
-        train_eval = evaluate(model, data.train_x[:train_eval_n], data.train_y[:train_eval_n])
-        test_eval = evaluate(model, data.test_x, data.test_y)
-        recent = float(np.mean(np.concatenate(since_probe))) if since_probe else float(np.mean(chunk))
-        probes.append(probe(step, iters, recent, test=test_eval))
-        row = {
-            "epoch": epoch,
-            "iterations": iters,
-            "samples": n,
-            "seconds": seconds,
-            "samples_per_s": n / seconds if seconds > 0 else float("nan"),
-            "ms_per_step": 1000.0 * seconds / iters,
-            "running_loss": float(np.mean(chunk)),
-            "train_loss": train_eval["loss"],
-            "train_acc": train_eval["acc"],
-            "test_loss": test_eval["loss"],
-            "test_acc": test_eval["acc"],
-            "top_class_share": test_eval["top_class_share"],
-        }
-        epochs.append(row)
-        log(
-            f"epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
-            f" | test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}"
-            f" | {seconds:.2f} s, {row['samples_per_s']:.0f} samples/s, {row['ms_per_step']:.3f} ms/step"
-        )
-        if is_collapsed(row["train_loss"], row["test_acc"], row["top_class_share"]):
-            status, stopped_step = "collapsed", step
-            reason = (
-                f"after epoch {epoch} the training loss is {row['train_loss']:.3f} (ln 10 = {LN10:.3f}),"
-                f" test accuracy {row['test_acc']:.1%} and {row['top_class_share']:.0%} of test images"
-                " get the same class"
-            )
-            log(f"epoch {epoch}: COLLAPSED: {reason}; stopping this cell")
+        end_epoch(run, epoch, seconds)
+        if not run.training():
+            log(f"epoch {epoch}: every seed has stopped; ending this cell")
             break
         if on_epoch_end is not None:
-            on_epoch_end(
-                TrainState(
-                    epoch=epoch,
-                    model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                    optimizer=optimizer.state_dict() if optimizer is not None else {},
-                    generator=generator.get_state(),
-                    losses=np.concatenate(losses),
-                    epochs=list(epochs),
-                    probes=list(probes),
-                    probe_generator=probe.generator.get_state(),
-                )
-            )
-
-    all_losses = np.concatenate(losses) if losses else np.zeros(0, np.float32)
-    epoch_of_step = np.minimum(np.arange(len(all_losses)) // iters + 1, cfg.epochs)
-    if status == "diverged":
-        final = {"train_loss": float("nan"), "train_acc": float("nan")}
-        test_eval = evaluate(model, data.test_x, data.test_y)
-        final.update(test_loss=test_eval["loss"], test_acc=test_eval["acc"], sharpness=float("nan"))
-        sharp_s = 0.0
-    else:
-        last = epochs[-1]
-        final = {k: last[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
-        t0 = time.perf_counter()
-        final["sharpness"] = final_sharpness(cfg, data, model)
-        sharp_s = time.perf_counter() - t0
-    train_s = float(sum(row["seconds"] for row in epochs))
-    measure = {**probe.seconds, "sharpness": sharp_s, "training": train_s}
-    if train_s > 0:
-        measure["noise_and_sharpness_share"] = (probe.seconds["noise"] + sharp_s) / train_s
-    return TrainResult(
+            on_epoch_end(snapshot(run))
+    seeds = finish(run)
+    probe_s = run.probes.seconds
+    measure = {**probe_s, "sharpness": run.sharpness_seconds, "training": run.train_seconds}
+    if run.train_seconds > 0:
+        measure["noise_and_sharpness_share"] = (probe_s["noise"] + run.sharpness_seconds) / run.train_seconds
+    return CellResult(
         config=cfg,
-        losses=all_losses.astype(np.float32),
-        epoch_of_step=epoch_of_step.astype(np.int32),
-        epochs=epochs,
-        status=status,
-        stopped_step=stopped_step,
-        stop_reason=reason,
-        final=final,
-        probes=probes,
+        seeds=seeds,
+        step_implementation=step_implementation(cfg),
         measure_seconds=measure,
-        first_step_seconds=first_step_s,
+        first_step_seconds=run.first_step_seconds,
+        resumed_from_epoch=resume.epoch if resume is not None else None,
     )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

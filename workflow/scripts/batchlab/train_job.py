@@ -1,187 +1,174 @@
-"""One training job: train a cell and write its outputs; resumes from its last checkpoint.
+"""One training job: every seed of one cell, trained together, and the cell's outputs written.
 
-The Snakemake adapter (workflow/scripts/train.py) calls run() through batchlab.warm, in a child
-forked from the warm-start server or in its own process; both import this module afresh.
+Phases: configure (the cell's CellConfig and device), load the data, take the seeds that are
+already stored (batchlab.seed_store), train the others as one ensemble (resuming from the cell's
+checkpoint), store them, write the outputs. Outputs hold every seed, with a `seed` column.
 """
 
 from __future__ import annotations
 
 import os
-import resource
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from batchlab import __version__
 from batchlab.checkpoint import load_checkpoint, save_checkpoint
-from batchlab.cli import run_step
-from batchlab.config import cell_name, parse_recipe
+from batchlab.cli import process_age_s, run_step
+from batchlab.closure import module_paths, source_hash
 from batchlab.data import load_prepared, to_device
 from batchlab.devices import claim_gpu, cuda_available, pinned_by_scheduler, resolve_device
 from batchlab.io import write_json, write_parquet
 from batchlab.models import input_shape
-from batchlab.train import PROBE_COLUMNS, CellConfig, iterations_per_epoch, train_cell
+from batchlab.probes import PROBE_COLUMNS
+from batchlab.seed_store import SeedStore, file_hash, seed_key
+from batchlab.study import Cell
+from batchlab.train import EPOCH_COLUMNS, CellConfig, SeedResult, iterations_per_epoch, train_cell
 
 
-def run(
-    *,
-    log_path: str,
-    wildcards: dict,
-    train: dict,
-    measure: dict,
-    checkpoint: str,
-    data_path: str,
-    outputs: dict,
-    threads: int,
-    startup: dict,
-) -> None:
-    """Train the cell named by wildcards (bs, lr, seed, recipe) and write its outputs."""
-    run_step(
-        lambda log: main(log, wildcards, train, measure, checkpoint, data_path, outputs, threads, startup),
-        log_path,
-    )
+@dataclass(frozen=True)
+class Job:
+    """What Snakemake hands a training job."""
+
+    cell: str  # the cell's name, e.g. bs64_lr0.02 or bs1024_lr0.08_m0.9_k8
+    seeds: tuple[int, ...]
+    train: dict  # the config group `train`
+    measure: dict  # the config group `measure`
+    data_path: str
+    outputs: dict  # losses, epochs, probes, metrics
+    checkpoint: str
+    store: str  # folder of this cell's stored seeds
+    log_path: str
+    threads: int = 1
 
 
-def main(log, wildcards, train, measure, checkpoint, data_path, outputs, threads, startup):
-    t_called = time.monotonic()
-    recipe = parse_recipe(wildcards["recipe"])
-    cfg = CellConfig(
-        batch_size=int(wildcards["bs"]),
-        lr=float(wildcards["lr"]),
-        seed=int(wildcards["seed"]),
+def run(job: Job) -> None:
+    run_step(lambda log: main(job, log), job.log_path)
+
+
+def cell_config(job: Job) -> CellConfig:
+    cell = Cell.parse(job.cell)
+    train = job.train
+    return CellConfig(
+        batch_size=cell.batch_size,
+        lr=cell.lr,
+        seeds=tuple(sorted(job.seeds)),
         epochs=train["epochs"],
         model=train["model"],
         optimizer=train["optimizer"],
-        momentum=train["momentum"] if recipe["momentum"] is None else recipe["momentum"],
+        momentum=train["momentum"] if cell.recipe.momentum is None else cell.recipe.momentum,
         weight_decay=train["weight_decay"],
         divergence_loss=train["divergence_loss"],
-        warmup_epochs=recipe["warmup_epochs"],
-        splits=recipe["splits"],
-        **measure,
+        warmup_epochs=cell.recipe.warmup_epochs,
+        splits=cell.recipe.splits,
+        **job.measure,
     )
-    device = torch.device(resolve_device(train["device"], cuda_available()))
-    if device.type == "cuda" and not pinned_by_scheduler(os.environ):
-        # Snakemake counts GPUs (--resources gpu=N); which one this job gets is ours to pick
-        lock_dir = os.environ.get("BATCHLAB_GPU_LOCK_DIR", Path(tempfile.gettempdir()) / "batchlab-gpu-locks")
-        index, gpu_lock = claim_gpu(torch.cuda.device_count(), lock_dir)  # held until the job ends
-        torch.cuda.set_device(index)
-        device = torch.device("cuda", index)
-    torch.set_num_threads(threads)
-    data = to_device(load_prepared(data_path), input_shape(cfg.model), device)
-    t_data = time.monotonic()
-    name = cell_name(cfg.batch_size, cfg.lr, cfg.seed, wildcards["recipe"])
-    log(f"cell {name}: {cfg} on {device} with {threads} thread(s)")
-    overhead = startup_seconds(startup, t_called, t_data)
-    log(startup_line(startup, overhead))
 
-    resume = load_checkpoint(checkpoint, cfg)
-    result = train_cell(
-        cfg,
-        data,
-        device,
-        resume=resume,
-        on_epoch_end=lambda state: save_checkpoint(checkpoint, cfg, state),
-        log=log,
+
+def pick_device(requested: str):
+    """(device, lock): the lock on a claimed GPU must be held until the job ends."""
+    device = torch.device(resolve_device(requested, cuda_available()))
+    if device.type != "cuda" or pinned_by_scheduler(os.environ):
+        return device, None
+    # Snakemake counts GPUs (--resources gpu=N); which one this job gets is ours to pick
+    lock_dir = os.environ.get("BATCHLAB_GPU_LOCK_DIR", Path(tempfile.gettempdir()) / "batchlab-gpu-locks")
+    index, lock = claim_gpu(torch.cuda.device_count(), lock_dir)
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index), lock
+
+
+def main(job: Job, log) -> None:
+    t0, started = time.monotonic(), process_age_s()
+    cfg = cell_config(job)
+    device, _gpu_lock = pick_device(job.train["device"])
+    torch.set_num_threads(job.threads)
+    data = to_device(load_prepared(job.data_path), input_shape(cfg.model), device)
+    context = {
+        "code": source_hash(module_paths("train_job")),
+        "data": file_hash(job.data_path),
+        "torch": torch.__version__,
+        "device": device.type,
+    }
+    t_data = time.monotonic()
+    log(f"cell {job.cell}: seeds {list(cfg.seeds)} on {device} with {job.threads} thread(s)")
+    startup = {"process_start_to_job": started, "data_load": t_data - t0}
+    log(
+        f"start-up: {started or float('nan'):.2f} s from process start to the job's code (Python,"
+        f" Snakemake's preamble, imports), data load {t_data - t0:.2f} s"
     )
-    t_trained = time.monotonic()
+
+    store = SeedStore(job.store, log)
+    stored = {s: store.get(s, seed_key(cfg.of_seed(s), context)) for s in cfg.seeds}
+    kept = {s: hit for s, hit in stored.items() if hit is not None}
+    if kept:
+        log(f"seeds {sorted(kept)} are stored from an earlier run of this cell: not trained again")
+    todo = tuple(s for s in cfg.seeds if s not in kept)
+    fresh, extra = {}, {}
+    if todo:
+        fresh, extra = train_seeds(replace(cfg, seeds=todo), data, device, job, log)
+        for seed in fresh.values():
+            store.put(seed, seed_key(cfg.of_seed(seed.seed), context), extra)
+    results = {**{s: r for s, (r, _) in kept.items()}, **fresh}
+    extras = {**{s: e for s, (_, e) in kept.items()}, **{s: extra for s in fresh}}
+    seeds = [results[s] for s in cfg.seeds]
+    write_outputs(job, cfg, data.n_train, device, seeds, extras, startup)
+    for s in seeds:
+        log(f"cell {job.cell} seed {s.seed}: {s.status}" + (f" ({s.stop_reason})" if s.stop_reason else ""))
+    Path(job.checkpoint).unlink(missing_ok=True)  # finished: the outputs are the record
+
+
+def train_seeds(cfg: CellConfig, data, device, job: Job, log) -> tuple[dict, dict]:
+    resume = load_checkpoint(job.checkpoint, cfg, log)
+    t0 = time.monotonic()
+    result = train_cell(
+        cfg, data, device, resume=resume, on_epoch_end=lambda s: save_checkpoint(job.checkpoint, cfg, s), log=log
+    )
     if result.first_step_seconds is not None:
         log(f"first step {result.first_step_seconds:.3f} s (the steps after it: see the epoch lines)")
-    ipe = iterations_per_epoch(data.n_train, cfg.batch_size)
-    steps = len(result.losses)
-    write_parquet(
-        outputs["losses"],
-        pd.DataFrame(
-            {
-                "step": range(1, steps + 1),
-                "epoch": result.epoch_of_step,
-                "loss": result.losses,
-            }
-        ),
-    )
-    write_parquet(
-        outputs["epochs"],
-        pd.DataFrame(
-            result.epochs,
-            columns=[
-                "epoch",
-                "iterations",
-                "samples",
-                "seconds",
-                "samples_per_s",
-                "ms_per_step",
-                "running_loss",
-                "train_loss",
-                "train_acc",
-                "test_loss",
-                "test_acc",
-                "top_class_share",
-            ],
-        ),
-    )
-    write_parquet(outputs["probes"], pd.DataFrame(result.probes, columns=PROBE_COLUMNS))
+    extra = {
+        "ensemble_size": len(cfg.seeds),
+        "step_implementation": result.step_implementation,
+        "measure_seconds": result.measure_seconds,
+        "first_step_seconds": result.first_step_seconds,
+        "train_and_eval_seconds": time.monotonic() - t0,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "device": str(device),
+        "threads": job.threads,
+    }
+    return {s.seed: s for s in result.seeds}, extra
+
+
+def write_outputs(job, cfg, n_train, device, seeds: list[SeedResult], extras: dict, startup: dict):
+    ipe = iterations_per_epoch(n_train, cfg.batch_size)
+    losses = []
+    for s in seeds:
+        steps = np.arange(len(s.losses))
+        epoch = np.minimum(steps // ipe + 1, cfg.epochs).astype(np.int32)
+        losses.append(pd.DataFrame({"seed": s.seed, "step": steps + 1, "epoch": epoch, "loss": s.losses}))
+    write_parquet(job.outputs["losses"], pd.concat(losses, ignore_index=True))
+    epochs = [row for s in seeds for row in s.epochs]
+    write_parquet(job.outputs["epochs"], pd.DataFrame(epochs, columns=EPOCH_COLUMNS))
+    probes = [row for s in seeds for row in s.probes]
+    write_parquet(job.outputs["probes"], pd.DataFrame(probes, columns=PROBE_COLUMNS))
+    record = cfg.of_seed(0)
+    del record["seed"]
+    cell = Cell.parse(job.cell)
     write_json(
-        outputs["metrics"],
+        job.outputs["metrics"],
         {
-            **result.summary(),
-            "cell": name,
-            "recipe": wildcards["recipe"],
+            **record,
+            "cell": job.cell,
+            "recipe": cell.recipe.suffix(),
+            "seeds": [{**s.summary(cfg.splits), **extras[s.seed]} for s in seeds],
             "iterations_per_epoch": ipe,
             "device": str(device),
-            "threads": threads,
-            "resumed_from_epoch": resume.epoch if resume else None,
-            "train_seconds": float(sum(row["seconds"] for row in result.epochs)),
-            "start": startup["mode"],
-            "overhead_seconds": {
-                **overhead,
-                "first_step": result.first_step_seconds,
-                "train_and_eval": t_trained - t_data,
-            },
-            "process": process_usage(),
+            "threads": job.threads,
+            "startup_seconds": startup,
             "versions": {"batchlab": __version__, "torch": torch.__version__},
         },
     )
-    log(f"cell {name}: {result.status}" + (f" ({result.stop_reason})" if result.stop_reason else ""))
-    Path(checkpoint).unlink(missing_ok=True)  # finished: the outputs are the record
-
-
-def process_usage() -> dict:
-    """This process's peak resident memory and CPU time so far. Snakemake's benchmark of a warm
-    job measures its client, which waits; this is the job's own (a forked job's resident memory
-    counts the pages it shares with the server)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"peak_rss_mb": usage.ru_maxrss / 1024, "cpu_seconds": usage.ru_utime + usage.ru_stime}
-
-
-def startup_seconds(startup: dict, called: float, data_loaded: float) -> dict:
-    """A job's start-up, in seconds: its process, the hand-off to a warm child, imports, data."""
-    handoff = startup["child_start"] - startup["client_start"] if startup["mode"] == "warm" else 0.0
-    return {
-        "process_start_to_script": startup.get("process_age_s"),
-        "handoff": handoff,
-        "imports": startup["imports_s"],
-        "data_load": data_loaded - called,
-    }
-
-
-def startup_line(startup: dict, overhead: dict) -> str:
-    how = (
-        "warm (forked from the warm-start server)"
-        if startup["mode"] == "warm"
-        else f"cold ({startup['why_cold']})"
-    )
-    parts = [
-        f"{label} {overhead[key]:.2f} s" for key, label in STARTUP_LABELS if overhead.get(key) is not None
-    ]
-    total = sum(v for v in overhead.values() if v is not None)
-    return f"start-up: {how}: " + ", ".join(parts) + f"; {total:.2f} s in all"
-
-
-STARTUP_LABELS = (
-    ("process_start_to_script", "process start"),
-    ("handoff", "hand-off"),
-    ("imports", "imports"),
-    ("data_load", "data load"),
-)

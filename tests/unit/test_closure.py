@@ -1,0 +1,35 @@
+"""Each rule's code inputs are the package modules its script really imports."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from batchlab.closure import imported_modules, script_closure
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "workflow/scripts"
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in SCRIPTS.glob("*.py")))
+def test_a_scripts_code_inputs_are_every_package_module_it_imports(script):
+    entries = sorted(imported_modules((SCRIPTS / script).read_text()) - {"__init__"})
+    code = (
+        "import sys\n"
+        + "".join(f"import batchlab.{m}\n" for m in entries)
+        + "print(' '.join(sorted(m.split('.')[1] if '.' in m else '__init__' for m in sys.modules"
+        " if m.split('.')[0] == 'batchlab')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=SCRIPTS, capture_output=True, text=True, check=True)
+    imported = set(done.stdout.split())
+    declared = {p.stem for p in script_closure(SCRIPTS / script)}
+    assert imported <= declared, f"{script} imports {sorted(imported - declared)} but does not declare them"
+
+
+def test_the_closure_follows_imports_through_other_modules():
+    closure = {p.stem for p in script_closure(SCRIPTS / "train.py")}
+    # train.py imports train_job alone; the trainer, its steps and the study come through it
+    assert {"train_job", "train", "steps", "ensemble", "study", "config", "io"} <= closure
+    assert "report" not in closure and "aggregate" not in closure
+    # an import inside a function counts too (the report imports its scaling sections lazily)
+    assert "report_scaling" in {p.stem for p in script_closure(SCRIPTS / "report.py")}

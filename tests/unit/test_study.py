@@ -1,0 +1,96 @@
+"""The study's design in one place: cell names, recipes, groups, roles."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from batchlab.config import ConfigError, format_lr, validate_config
+from batchlab.study import Cell, Recipe, Role, design, roles_table, solution2_pairs
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = yaml.safe_load((REPO / "workflow/schemas/params.schema.yaml").read_text())
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_cell_names_are_canonical_and_carry_no_seed():
+    assert format_lr(0.005) == "0.005"
+    assert format_lr(1.28) == "1.28"
+    assert format_lr(1e-3) == "0.001"
+    assert format_lr(2) == "2"
+    assert format_lr(1e-12) == repr(1e-12)
+    assert Cell(64, 0.32).name() == "bs64_lr0.32"
+    config = validate_config(PARAMS, SCHEMA)
+    names = [c.name() for c in design(config) if c.in_group("grid")]
+    grid = PARAMS["grid"]
+    assert len(names) == len(set(names)) == len(grid["batch_sizes"]) * len(grid["learning_rates"])
+
+
+def test_names_and_recipes_round_trip_and_reject_nonsense():
+    assert Recipe().suffix() == ""
+    assert Recipe(warmup_epochs=1, momentum=0.9, splits=8).suffix() == "_w1_m0.9_k8"
+    assert Recipe.parse("_w0.5_k4") == Recipe(warmup_epochs=0.5, splits=4)
+    assert Recipe.parse("_m0") == Recipe(momentum=0.0)
+    with pytest.raises(ConfigError, match="_k8_w1"):
+        Recipe.parse("_k8_w1")  # not in canonical order
+    cell = Cell.parse("bs1024_lr0.08_m0.9_k8")
+    assert cell == Cell(1024, 0.08, Recipe(momentum=0.9, splits=8)) and cell.name() == "bs1024_lr0.08_m0.9_k8"
+    with pytest.raises(ConfigError, match="recipe '_s0' is not understood"):
+        Cell.parse("bs64_lr0.1_s0")  # an old, per-seed name
+    with pytest.raises(ConfigError, match="not a cell name"):
+        Cell.parse("lr0.1")
+
+
+def small_config(**overrides):
+    base = {
+        "grid": {"batch_sizes": [64, 1024], "learning_rates": [0.08, 0.32], "seeds": [0, 1]},
+        "train": {"epochs": 2},
+        "remedies": {"enabled": True, "batch_sizes": [1024], "scaling": ["none", "sqrt"], "warmup_epochs": 0.5},
+        "solution2": {"enabled": True, "batch_size": 1024, "splits": 4, "lr": 0.08, "momentum": [0, 0.9]},
+        "report": {},
+    }
+    return validate_config({**base, **overrides}, SCHEMA)
+
+
+def test_remedy_and_solution2_cells_extend_the_grid_once_each_with_every_role():
+    cells = design(small_config())
+    names = [c.name() for c in cells]
+    assert len(names) == len(set(names))
+    by_group = {}
+    for c in cells:
+        by_group.setdefault(c.group, []).append(c.name())
+    assert len(by_group["grid"]) == 4
+    # 1024 at 0.08 and 0.32 (sqrt) without warm-up are grid cells already: they play both roles
+    assert by_group["remedies"] == ["bs1024_lr0.08_w0.5", "bs1024_lr0.32_w0.5"]
+    assert by_group["solution2"] == ["bs1024_lr0.08_k4", "bs1024_lr0.08_m0.9", "bs1024_lr0.32_m0.9", "bs1024_lr0.08_m0.9_k4"]
+    shared = {c.name(): c for c in cells}["bs1024_lr0.08"]
+    assert shared.roles == (
+        Role("grid", "plain"),
+        Role("remedies", "none scaling"),
+        Role("solution2", "momentum 0: plain, lr 0.08"),
+    )
+    table = roles_table(small_config())
+    assert {"cell": "bs1024_lr0.32", "group": "solution2", "variant": "momentum 0: plain, lr 0.32 (k × lr)"} in table
+    assert solution2_pairs(small_config()) == [
+        ("bs1024_lr0.08_k4", "bs1024_lr0.32", 0.0),
+        ("bs1024_lr0.08_m0.9_k4", "bs1024_lr0.32_m0.9", 0.9),
+    ]
+    off = small_config(remedies={"enabled": False}, solution2={"enabled": False})
+    assert {c.group for c in design(off)} == {"grid"} and solution2_pairs(off) == []
+
+
+def test_seeds_do_not_change_the_cells():
+    one, five = small_config(), small_config(grid={"batch_sizes": [64, 1024], "learning_rates": [0.08, 0.32], "seeds": [0, 1, 2, 3, 4]})
+    assert [c.name() for c in design(one)] == [c.name() for c in design(five)]
+
+
+def test_the_full_study_config_is_valid_and_as_documented():
+    """config/full.yaml, deep-merged over params.yaml as --configfile does: the cnn, five seeds,
+    the complete grid, a 99% target."""
+    full = yaml.safe_load((REPO / "config" / "full.yaml").read_text())
+    merged = {k: {**PARAMS.get(k, {}), **full.get(k, {})} for k in set(PARAMS) | set(full)}
+    config = validate_config(merged, SCHEMA)
+    assert config["train"]["model"] == "cnn" and len(config["grid"]["seeds"]) == 5
+    assert config["report"]["target_test_acc"] == 0.99
+    assert len([c for c in design(config) if c.in_group("grid")]) == 14 * 14
+    assert {c.group for c in design(config)} == {"grid", "remedies", "solution2"}
