@@ -58,7 +58,7 @@ def test_curve_points_are_bounded_and_log_spaced():
 
 def _metrics(b, lr, status="ok", stopped=None):
     return {
-        "cell": f"bs{b}_lr{lr}_s0",
+        "cell": f"bs{b}_lr{lr}",
         "batch_size": b,
         "lr": lr,
         "seed": 0,
@@ -114,7 +114,7 @@ def test_best_lr_per_batch_size_flags_grid_edges():
     assert edges == {1: "lowest", 64: "inside", 1024: "highest"}
     assert settings.set_index(["batch_size", "lr"]).loc[(1, 1.0), "diverged"] == 1
     headline = headline_metrics(cells, best)
-    assert headline["cells"] == 9 and headline["diverged_cells"] == 1
+    assert headline["cells"] == headline["seed_runs"] == 9 and headline["diverged_runs"] == 1
     assert headline["bs64"] == {"best_lr": 0.1, "best_test_acc": 0.95}
 
 
@@ -135,7 +135,7 @@ def test_steps_to_target_takes_the_fastest_lr_that_every_seed_reaches():
         for seed, s in enumerate(per_seed):
             rows.append(
                 {
-                    "cell": f"bs{b}_lr{lr}_s{seed}",
+                    "cell": f"bs{b}_lr{lr}",
                     "batch_size": b,
                     "lr": lr,
                     "seed": seed,

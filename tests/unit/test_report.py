@@ -39,7 +39,7 @@ def study(oscillation_sign=-1, best=lambda b: 0.01 * b**0.5, diverge=(), seeds=(
         status = "diverged" if (b, lr) in diverge else "ok"
         stopped = diverge[(b, lr)] if status == "diverged" else None
         metrics = {
-            "cell": f"bs{b}_lr{lr}_s{seed}",
+            "cell": f"bs{b}_lr{lr}",
             "batch_size": b,
             "lr": lr,
             "seed": seed,
@@ -130,7 +130,7 @@ def test_best_lr_and_edge_sentences():
 def test_divergence_sentences_say_when():
     cells, _, _, _, _ = study(diverge={(1, 0.16): 1700, (4, 0.16): 3})
     [diverged, collapsed] = failure_findings(cells, 3)
-    assert diverged.startswith("2 cells diverged")
+    assert diverged.startswith("2 seed runs diverged")
     assert "batch 1 at lr 0.16 (seed 0) at iteration 1,700, epoch 3 of 3 (late)" in diverged
     assert "batch 4 at lr 0.16 (seed 0) at iteration 3, epoch 1 of 3 (early)" in diverged
     assert collapsed == "No cell collapsed to chance level."

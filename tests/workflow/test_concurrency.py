@@ -22,7 +22,7 @@ def test_second_concurrent_run_is_refused_and_first_finishes(tmp_path, mnist_mir
         # at a time). Just after a job finishes, its outputs still carry Snakemake's "incomplete"
         # marker for a moment, and a second run started then stops with IncompleteFilesException
         # before it ever asks for the lock.
-        slow_log = work / "logs/train/bs16_lr0.05_s0.log"
+        slow_log = work / "logs/train/bs16_lr0.05.log"
         wait_for(
             lambda: slow_log.exists() and "epoch 1/6" in slow_log.read_text(),
             300,
@@ -37,4 +37,4 @@ def test_second_concurrent_run_is_refused_and_first_finishes(tmp_path, mnist_mir
     assert "LockException" in second.stderr and "cannot be locked" in second.stderr
     assert first.returncode == 0, out[-3000:]
     cells = pd.read_parquet(work / "results/summary/cells.parquet")
-    assert len(cells) == 2 and set(cells["status"]) == {"ok"}
+    assert len(cells) == 4 and cells["cell"].nunique() == 2 and set(cells["status"]) == {"ok"}

@@ -4,6 +4,7 @@ import html
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -19,75 +20,80 @@ def test_every_stage_writes_its_outputs(tiny_study):
     assert (tiny_study / "data/mnist/mnist.pt").exists()
     assert not list((tiny_study / "data").rglob("*.tmp"))
     for b, lr in CELLS:
-        cell = tiny_study / f"results/runs/bs{b}_lr{lr}_s0"
-        for name in ("losses.parquet", "epochs.parquet", "metrics.json"):
+        cell = tiny_study / f"results/runs/bs{b}_lr{lr}"  # one folder per cell, every seed in it
+        for name in ("losses.parquet", "epochs.parquet", "probes.parquet", "metrics.json"):
             assert (cell / name).exists(), cell / name
-        assert (tiny_study / f"results/benchmarks/train/bs{b}_lr{lr}_s0.tsv").exists()
-        log = (tiny_study / f"logs/train/bs{b}_lr{lr}_s0.log").read_text()
-        assert f"cell bs{b}_lr{lr}_s0" in log
-        # every job says how it started and what its start-up cost
+        assert (tiny_study / f"results/benchmarks/train/bs{b}_lr{lr}.tsv").exists()
+        log = (tiny_study / f"logs/train/bs{b}_lr{lr}.log").read_text()
+        assert f"cell bs{b}_lr{lr}: seeds [0, 1] on cpu" in log
+        # every job says what its start-up cost
         assert re.search(
-            r"start-up: warm \(forked from the warm-start server\): process start [\d.]+ s, hand-off [\d.]+ s,"
-            r" imports [\d.]+ s, data load [\d.]+ s; [\d.]+ s in all",
+            r"start-up: [\d.]+ s from process start to the job's code \(Python, Snakemake's preamble,"
+            r" imports\), data load [\d.]+ s",
             log,
         ), log
         assert re.search(r"first step [\d.]+ s", log)
-    assert not (tiny_study / "results/checkpoints").exists() or not list(
-        (tiny_study / "results/checkpoints").iterdir()
-    )
+    assert not list((tiny_study / "results/checkpoints").glob("*.pt"))
+    # one job per cell, not per seed
+    assert len(list((tiny_study / "results/runs").iterdir())) == 10
 
 
-def test_cells_log_every_iteration_and_diverged_cells_say_when(tiny_study):
+def test_cells_log_every_iteration_of_every_seed_and_diverged_seeds_say_when(tiny_study):
     for b, lr in CELLS:
-        cell = tiny_study / f"results/runs/bs{b}_lr{lr}_s0"
+        cell = tiny_study / f"results/runs/bs{b}_lr{lr}"
         metrics = json.loads((cell / "metrics.json").read_text())
         losses = pd.read_parquet(cell / "losses.parquet")
         epochs = pd.read_parquet(cell / "epochs.parquet")
         ipe = -(-60000 // b)
         assert metrics["iterations_per_epoch"] == ipe
-        assert list(losses.columns[:3]) == ["step", "epoch", "loss"]
-        assert losses["step"].tolist() == list(range(1, len(losses) + 1))
-        if lr == "50":
-            assert metrics["status"] == "diverged"
-            assert metrics["stopped_step"] == len(losses) >= 1
-            assert "iteration" in metrics["stop_reason"]
-        else:
-            assert metrics["status"] == "ok"
-            assert len(losses) == 2 * ipe and set(losses["epoch"]) == {1, 2}
-            assert len(epochs) == 2 and epochs["test_acc"].iloc[-1] > 0.85
-            assert (epochs["iterations"] == ipe).all() and (epochs["samples_per_s"] > 0).all()
-            log = (tiny_study / f"logs/train/bs{b}_lr{lr}_s0.log").read_text()
+        assert list(losses.columns) == ["seed", "step", "epoch", "loss"]
+        assert [s["seed"] for s in metrics["seeds"]] == [0, 1]
+        assert metrics["seeds"][0]["step_implementation"] == "fused plain SGD, 2 seed(s) stacked"
+        for entry in metrics["seeds"]:
+            mine = losses[losses["seed"] == entry["seed"]]
+            assert mine["step"].tolist() == list(range(1, len(mine) + 1))
+            if lr == "50":
+                assert entry["status"] == "diverged"
+                assert entry["stopped_step"] == len(mine) >= 1
+                assert "iteration" in entry["stop_reason"]
+            else:
+                assert entry["status"] == "ok"
+                assert len(mine) == 2 * ipe and set(mine["epoch"]) == {1, 2}
+                own = epochs[epochs["seed"] == entry["seed"]]
+                assert len(own) == 2 and own["test_acc"].iloc[-1] > 0.85
+                assert (own["iterations"] == ipe).all() and (own["samples_per_s"] > 0).all()
+        if lr != "50":
+            log = (tiny_study / f"logs/train/bs{b}_lr{lr}.log").read_text()
+            assert re.search(r"epoch 2/2 seed 1: train loss [\d.]+ acc [\d.]+ \| test loss [\d.]+ acc [\d.]+", log)
+            assert re.search(r"epoch 2/2: [\d.]+ s for 2 seed\(s\), \d+ samples/s", log)
+            # a progress line at each window end: epoch, step, samples/s, recent loss, the cell's ETA
             assert re.search(
-                r"epoch 2/2: train loss [\d.]+ acc [\d.]+ \| test loss [\d.]+ acc [\d.]+ \| .* samples/s", log
-            )
+                rf"epoch 1/2 step {ipe}/{ipe} \| 2/2 seeds training \| \d+ samples/s \| recent loss [\d.]+ \| cell ETA \d+ s",
+                log,
+            ), log
+        else:
+            log = (tiny_study / f"logs/train/bs{b}_lr{lr}.log").read_text()
+            assert "seed 0: DIVERGED" in log and "every seed has stopped; ending this cell" in log
 
 
-def test_a_cold_start_trains_exactly_as_the_warm_one(tiny_study, tmp_path, mnist_mirror):
-    """The same cell in its own process (BATCHLAB_WARM_START=0) as in a child of the server."""
-    work = copy_workflow(tmp_path / "cold")
+def test_a_seed_trained_alone_follows_the_same_seed_in_the_ensemble(tiny_study, tmp_path, mnist_mirror):
+    """One seed of a cell in a job of its own (seeds: [1]) against seed 1 of the tiny study's
+    two-seed job: the same data order and start, so the same losses to float tolerance."""
+    work = copy_workflow(tmp_path / "alone")
     (work / "tiny.yaml").write_text((tiny_study / "tiny.yaml").read_text())
-    cell = "results/runs/bs1000_lr0.1_s0"
-    env = {"BATCHLAB_MNIST_MIRROR": str(mnist_mirror), "BATCHLAB_WARM_START": "0"}
-    done = snakemake(work, f"{cell}/metrics.json", "--cores", "1", "--configfile", "tiny.yaml", env=env)
+    cell = "results/runs/bs1000_lr0.1"
+    env = {"BATCHLAB_MNIST_MIRROR": str(mnist_mirror)}
+    done = snakemake(
+        work, f"{cell}/metrics.json", "--cores", "1", "--configfile", "tiny.yaml", "--config", "grid={'seeds': [1]}", env=env
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    cold = json.loads((work / cell / "metrics.json").read_text())
-    warm = json.loads((tiny_study / cell / "metrics.json").read_text())
-    assert (cold["start"], warm["start"]) == ("cold", "warm")
-    assert "start-up: cold (BATCHLAB_WARM_START=0)" in (work / "logs/train/bs1000_lr0.1_s0.log").read_text()
-    # a cold job imports PyTorch itself; a warm one finds it imported
-    assert cold["overhead_seconds"]["imports"] > 5 * warm["overhead_seconds"]["imports"]
-    pd.testing.assert_frame_equal(
-        pd.read_parquet(work / cell / "losses.parquet"), pd.read_parquet(tiny_study / cell / "losses.parquet")
-    )
-    timing = ["seconds", "samples_per_s", "ms_per_step"]
-    pd.testing.assert_frame_equal(
-        pd.read_parquet(work / cell / "epochs.parquet").drop(columns=timing),
-        pd.read_parquet(tiny_study / cell / "epochs.parquet").drop(columns=timing),
-    )
-    for key in ("final_test_acc", "final_train_loss", "final_sharpness", "steps"):
-        assert cold[key] == warm[key], key
-    for metrics in (cold, warm):  # the job's own CPU time, which the warm job's client cannot see
-        assert metrics["process"]["cpu_seconds"] >= 0.5 * metrics["overhead_seconds"]["train_and_eval"]
+    alone = pd.read_parquet(work / cell / "losses.parquet")
+    together = pd.read_parquet(tiny_study / cell / "losses.parquet")
+    together = together[together["seed"] == 1].reset_index(drop=True)
+    assert len(alone) == len(together) == 120 and set(alone["seed"]) == {1}
+    np.testing.assert_allclose(alone["loss"], together["loss"], rtol=1e-4, atol=1e-5)
+    metrics = json.loads((work / cell / "metrics.json").read_text())
+    assert metrics["seeds"][0]["step_implementation"] == "fused plain SGD, 1 seed(s) stacked"
 
 
 def test_summary_tables_and_metrics(tiny_study):
@@ -100,9 +106,9 @@ def test_summary_tables_and_metrics(tiny_study):
         (b, lr, s) for b in (128, 1000) for lr in (0.1, 50.0) for s in (0, 1)
     ]
     assert sorted(cells.loc[~cells["in_grid"], "cell"]) == sorted(
-        [f"bs4000_lr{lr}_s{s}{w}" for lr in ("0.1", "3.125") for s in (0, 1) for w in ("", "_w1")]
-        + [f"bs1000_lr0.1_s{s}_k4" for s in (0, 1)]
-        + [f"bs1000_lr0.4_s{s}" for s in (0, 1)]
+        [f"bs4000_lr{lr}{w}" for lr in ("0.1", "3.125") for _ in (0, 1) for w in ("", "_w1")]
+        + ["bs1000_lr0.1_k4"] * 2
+        + ["bs1000_lr0.4"] * 2
     )
     ok = grid[grid["status"] == "ok"].groupby("batch_size")
     assert ok["oscillation"].min().loc[128] > ok["oscillation"].max().loc[1000] > 0
@@ -111,7 +117,12 @@ def test_summary_tables_and_metrics(tiny_study):
     finished = cells[cells["status"] == "ok"]
     assert (finished["final_sharpness"] > 0).all() and finished["b_simple_end"].notna().any()
     metrics = json.loads((tiny_study / "results/summary/metrics.json").read_text())
-    assert metrics["cells"] == 20 and metrics["diverged_cells"] >= 4
+    assert metrics["cells"] == 10 and metrics["seed_runs"] == 20 and metrics["diverged_runs"] >= 4
+    # every row knows its role in the study's design
+    roles = cells.drop_duplicates("cell").set_index("cell")
+    assert roles.loc["bs1000_lr0.1_k4", ["group", "variant"]].tolist() == ["solution2", "momentum 0: Solution 2, k = 4, lr 0.1"]
+    assert roles.loc["bs4000_lr3.125_w1", ["group", "variant"]].tolist() == ["remedies", "linear scaling + 1-epoch warm-up"]
+    assert roles.loc["bs1000_lr0.1", "group"] == "grid" and roles.loc["bs1000_lr0.1", "in_grid"]
     assert metrics["bs128"]["best_lr"] == 0.1
     assert (
         (tiny_study / "results/summary/cells.csv").read_text().startswith("cell,batch_size,lr,seed,recipe,")
@@ -124,7 +135,7 @@ def test_report_answers_the_questions(tiny_study):
         assert f'<section id="{section}">' in page
     assert "seed; shaded: the 95% interval over seeds" in page
     assert "An epoch is ceil(N/b) iterations: 469 at batch 128 and 60 at batch 1000." in page
-    assert "4 cells diverged: batch 128 at lr 50 (seed 0) at iteration" in page
+    assert "4 seed runs diverged: batch 128 at lr 50 (seed 0) at iteration" in page
     assert "Grid edge: at batch 128 the best lr is the lowest lr of the grid (0.1)" in page
     stamp = json.loads(re.search(r'id="version-stamp-json">(.*?)</script>', page).group(1))
     assert stamp["devices"] == ["cpu"] and len(stamp["params_hash"]) == 12
@@ -173,7 +184,7 @@ def test_numbers_as_strings_agree_across_tools(tmp_path):
         work, "-n", "--cores", "1", "--configfile", "s.yaml", "--config", "train={'epochs': '2'}"
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "results/runs/bs64_lr0.001_s0/metrics.json" in done.stdout
+    assert "results/runs/bs64_lr0.001/metrics.json" in done.stdout
 
 
 def test_snakemake_report_embeds_the_study_report(tiny_study):

@@ -286,9 +286,10 @@ def downsample_curve(
 def headline_metrics(cells: pd.DataFrame, best: pd.DataFrame, critical: dict | None = None) -> dict:
     """The numbers DVC tracks (metrics.json): flat, JSON-safe."""
     out: dict = {
-        "cells": int(len(cells)),
-        "diverged_cells": int((cells["status"] == "diverged").sum()),
-        "collapsed_cells": int((cells["status"] == "collapsed").sum()),
+        "cells": int(cells["cell"].nunique()),
+        "seed_runs": int(len(cells)),
+        "diverged_runs": int((cells["status"] == "diverged").sum()),
+        "collapsed_runs": int((cells["status"] == "collapsed").sum()),
         "best_test_acc": _json_num(cells["final_test_acc"].max()),
     }
     if critical is not None:

@@ -175,7 +175,7 @@ def failure_findings(cells: pd.DataFrame, epochs_planned: int) -> list[str]:
                 f"{cell_label(row.batch_size, row.lr)} (seed {row.seed}) at iteration "
                 f"{fmt_int(row.stopped_step)}, epoch {int(row.stopped_epoch)} of {epochs_planned} ({when})"
             )
-        noun = "cell" if len(failed) == 1 else "cells"
+        noun = "seed run" if len(failed) == 1 else "seed runs"
         out.append(f"{len(failed)} {noun} {verb}: " + "; ".join(parts) + ".")
     return out
 
@@ -282,7 +282,7 @@ def changes_since(previous: dict | None, current: dict) -> list[str]:
     else:
         out.append(f"No params changed since {label}.")
     old_m, new_m = previous["metrics"] or {}, current["metrics"] or {}
-    for key in ("cells", "diverged_cells", "collapsed_cells"):
+    for key in ("cells", "seed_runs", "diverged_runs", "collapsed_runs"):
         if old_m.get(key) != new_m.get(key):
             out.append(f"{key.replace('_', ' ').capitalize()}: {old_m.get(key)} → {new_m.get(key)}.")
     batches = sorted({int(k[2:]) for k in set(old_m) | set(new_m) if k.startswith("bs") and k[2:].isdigit()})
