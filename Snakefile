@@ -15,3 +15,7 @@ rule all:
     default_target: True
     input:
         report_targets(),
+
+
+onerror:
+    name_failed_jobs(log)

@@ -99,7 +99,7 @@ def copy_workflow(dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "params.yaml"):
         shutil.copy2(REPO / name, dest / name)
-    for folder in ("workflow", "envs"):
+    for folder in ("workflow", "envs", "profiles"):
         shutil.copytree(REPO / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
     return dest
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import BASIC_CONFIG, REPO, copy_workflow, snakemake
+from conftest import BASIC_CONFIG, copy_workflow, snakemake
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -162,7 +162,6 @@ def slurm_job_logs(work: Path) -> dict[str, list[Path]]:
 
 def test_study_runs_as_slurm_jobs_with_identical_results(slurm_cluster, tiny_study, tmp_path, mnist_mirror):
     work = copy_workflow(tmp_path / "w")
-    shutil.copytree(REPO / "profiles", work / "profiles")
     (work / "tiny.yaml").write_text(BASIC_CONFIG)
     env = {**slurm_cluster, "BATCHLAB_MNIST_MIRROR": str(mnist_mirror)}
     done = subprocess.run(
@@ -205,7 +204,6 @@ def test_study_runs_as_slurm_jobs_with_identical_results(slurm_cluster, tiny_stu
 
 def test_failing_cell_is_reported_with_its_slurm_log(slurm_cluster, tmp_path, mnist_mirror):
     work = copy_workflow(tmp_path / "w")
-    shutil.copytree(REPO / "profiles", work / "profiles")
     env = {**slurm_cluster, "BATCHLAB_MNIST_MIRROR": str(mnist_mirror)}
     # a cell asked for by path with a learning rate of 0 fails in its training job
     done = snakemake(

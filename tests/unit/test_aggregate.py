@@ -163,3 +163,20 @@ def test_steps_to_target_takes_the_fastest_lr_that_every_seed_reaches():
     assert fit["n"] == 3 and math.isfinite(fit["b_crit"])
     # 16 -> 64: 1000 -> 320 steps, log(3.1)/log(4) = 82% of ideal; 64 -> 256: 320 -> 160, 50%
     assert [r["regime"] for r in fit["regimes"]] == ["perfect scaling", "diminishing returns"]
+
+
+def test_a_truncated_output_of_a_finished_cell_is_named_with_what_to_do(tmp_path):
+    from batchlab import BatchlabError
+    from batchlab.runs import read_cell
+
+    cell = tmp_path / "results/runs/bs64_lr0.1"
+    cell.mkdir(parents=True)
+    (cell / "metrics.json").write_text('{"seeds": []}')
+    frame = pd.DataFrame({"seed": [0, 0], "step": [1, 2], "epoch": [1, 1], "loss": [2.3, 2.2]})
+    for name in ("epochs", "losses", "probes"):
+        frame.to_parquet(cell / f"{name}.parquet")
+    assert read_cell(*(cell / n for n in ("metrics.json", "epochs.parquet", "losses.parquet", "probes.parquet")))
+    blob = (cell / "losses.parquet").read_bytes()
+    (cell / "losses.parquet").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(BatchlabError, match=r"cell .*bs64_lr0\.1 cannot be read .*delete .*bs64_lr0\.1 and run the study again"):
+        read_cell(*(cell / n for n in ("metrics.json", "epochs.parquet", "losses.parquet", "probes.parquet")))

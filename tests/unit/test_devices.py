@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from batchlab.devices import DeviceError, resolve_device
@@ -68,3 +70,19 @@ def test_slurm_pinned_jobs_are_left_alone():
     assert pinned_by_scheduler({"SLURM_JOB_ID": "7", "CUDA_VISIBLE_DEVICES": "2"})
     assert not pinned_by_scheduler({"CUDA_VISIBLE_DEVICES": "0,1"})
     assert not pinned_by_scheduler({"SLURM_JOB_ID": "7"})
+
+
+def test_resolving_auto_imports_no_pytorch_where_there_is_no_nvidia_device():
+    """`snakemake -n` resolves train.device at parse time: on a machine without an NVIDIA
+    device that must not cost PyTorch's import (seconds)."""
+    import subprocess
+    import sys
+
+    from batchlab.devices import nvidia_device_present
+
+    if nvidia_device_present():
+        pytest.skip("this machine has an NVIDIA device")
+    code = "import sys\nfrom batchlab.devices import cuda_available\nprint(cuda_available(), 'torch' in sys.modules)"
+    scripts = Path(__file__).resolve().parents[2] / "workflow/scripts"
+    done = subprocess.run([sys.executable, "-c", code], cwd=scripts, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, VENV_BIN, copy_workflow, snakemake
+from conftest import GRID_ONLY, REPO, VENV_BIN, copy_workflow, snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 CELLS = [(128, "0.1"), (128, "50"), (1000, "0.1"), (1000, "50")]
@@ -253,3 +253,21 @@ def test_report_goes_beyond_the_first_observations(tiny_study):
     assert "Sharpness (top Hessian eigenvalue)" in section_text(page, "sharpness")
     remedies = section_text(page, "remedies")
     assert "Batch 4000: with no remedy (lr 0.1)" in remedies
+
+
+def test_a_failed_cell_does_not_stop_the_sweep_and_is_named_at_the_end(tmp_path, mnist_mirror):
+    """A cell asked for by path with a learning rate of 0 fails in its job; the other cell
+    still trains, and the run ends naming the failed cell, its reason and its log."""
+    work = copy_workflow(tmp_path / "w")
+    (work / "g.yaml").write_text(GRID_ONLY + "train:\n  epochs: 1\n")
+    env = {"BATCHLAB_MNIST_MIRROR": str(mnist_mirror)}
+    targets = ["results/runs/bs1000_lr0/metrics.json", "results/runs/bs2000_lr0.1/metrics.json"]
+    done = snakemake(work, *targets, "--cores", "1", "--configfile", "g.yaml", env=env)
+    assert done.returncode != 0
+    assert (work / targets[1]).exists() and not (work / "results/runs/bs1000_lr0").exists()
+    tail = done.stderr[done.stderr.rindex("Exiting because a job execution failed") :]
+    assert "batchlab: 1 job(s) failed; every other job that could run has finished:" in tail
+    assert (
+        "cell bs1000_lr0: batchlab error: learning rate must be a positive number, got 0"
+        " (log: logs/train/bs1000_lr0.log)" in tail
+    )

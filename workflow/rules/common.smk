@@ -25,12 +25,15 @@ config.update(_validated)
 
 def code(script):
     """The package modules a rule's script imports, directly or not: inputs of the rule, so
-    editing one reruns what it affects (Snakemake's code trigger sees only the script itself)."""
+    editing one reruns what it affects (Snakemake's code trigger sees only the script itself).
+    """
     return [os.path.relpath(p) for p in script_closure(SCRIPTS / script)]
 
 
 # 1 when training jobs use a GPU (PyTorch is asked only where an NVIDIA device exists)
-TRAIN_GPUS = 1 if resolve_device(config["train"]["device"], cuda_available()) == "cuda" else 0
+TRAIN_GPUS = (
+    1 if resolve_device(config["train"]["device"], cuda_available()) == "cuda" else 0
+)
 
 
 # a cell: batch size, learning rate and its recipe (empty for plain training); seeds are
@@ -47,10 +50,22 @@ wildcard_constraints:
 def cell_outputs(name):
     """One training output (losses, epochs, probes or metrics) for every cell of the study."""
     return [
-        getattr(rules.train.output, name).format(bs=c.batch_size, lr=c.lr_text, recipe=c.recipe.suffix())
+        getattr(rules.train.output, name).format(
+            bs=c.batch_size, lr=c.lr_text, recipe=c.recipe.suffix()
+        )
         for c in study.design(config)
     ]
 
 
 def report_targets():
     return [rules.report.output.html, rules.aggregate.output.metrics]
+
+
+def name_failed_jobs(log):
+    """At the end of a failed run, every failed job and its reason, together."""
+    from batchlab.failures import summary
+
+    text = Path(log).read_text(errors="replace") if log and Path(log).exists() else ""
+    message = summary(text, Path.cwd())
+    if message:
+        print(message, file=sys.stderr)

@@ -1,10 +1,7 @@
 """Snakemake adapter: every cell's outputs -> tidy tables and metrics.json (see batchlab.aggregate)."""
 
-import json
-
 import pandas as pd
 
-from batchlab import BatchlabError
 from batchlab.aggregate import (
     CELL_KEYS,
     best_learning_rates,
@@ -21,39 +18,8 @@ from batchlab.aggregate import (
 from batchlab.analysis import series_difference
 from batchlab.cli import run_step
 from batchlab.io import write_json, write_parquet, write_text
+from batchlab.runs import per_seed, read_cell
 from batchlab.study import solution2_pairs
-
-
-def read_cell(metrics_path, epochs_path, losses_path, probes_path):
-    """One cell's four outputs; an unreadable one is named, with what to do."""
-    try:
-        with open(metrics_path) as handle:
-            metrics = json.load(handle)
-        return (
-            metrics,
-            pd.read_parquet(epochs_path),
-            pd.read_parquet(losses_path, columns=["seed", "loss"]),
-            pd.read_parquet(probes_path),
-        )
-    except (OSError, ValueError, KeyError) as exc:
-        folder = metrics_path.rsplit("/", 1)[0]
-        raise BatchlabError(
-            f"the outputs of cell {folder} cannot be read ({type(exc).__name__}: {exc}); "
-            f"delete {folder} and run the study again to retrain that cell"
-        ) from None
-
-
-def per_seed(metrics, epochs, losses, probes):
-    """(seed's metrics, epochs, losses, probes) for every seed of the cell."""
-    cell = {k: v for k, v in metrics.items() if k != "seeds"}
-    for entry in metrics["seeds"]:
-        seed = entry["seed"]
-        yield (
-            {**cell, **entry},
-            epochs[epochs["seed"] == seed].drop(columns="seed").reset_index(drop=True),
-            losses.loc[losses["seed"] == seed, "loss"].to_numpy(),
-            probes[probes["seed"] == seed].drop(columns="seed").reset_index(drop=True),
-        )
 
 
 def main(log, input, output, params):

@@ -13,8 +13,14 @@ from batchlab import __version__
 PACKAGES = ("torch", "numpy", "pandas", "pyarrow", "altair", "vl-convert-python", "snakemake")
 
 
+# what a run of the study itself rewrites: results (committed summaries among them) and DVC's
+# lock file. Changes there do not make the code, config or data differ from the commit.
+RUN_OUTPUTS = ("results", "dvc.lock")
+
+
 def git_state(workdir: str | Path) -> dict:
-    """Commit and dirtiness of the checkout at workdir; None values outside a git checkout."""
+    """Commit of the checkout at workdir and whether its code, config or data differ from it
+    (the study's own outputs aside); None values outside a git checkout."""
 
     def git(*args: str) -> str | None:
         try:
@@ -28,7 +34,9 @@ def git_state(workdir: str | Path) -> dict:
     commit = git("rev-parse", "HEAD")
     if commit is None:
         return {"commit": None, "dirty": None}
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git(
+        "status", "--porcelain", "--untracked-files=no", "--", ".", *(f":(exclude){p}" for p in RUN_OUTPUTS)
+    )
     return {"commit": commit, "dirty": bool(status)}
 
 

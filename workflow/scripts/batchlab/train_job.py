@@ -28,7 +28,7 @@ from batchlab.models import input_shape
 from batchlab.probes import PROBE_COLUMNS
 from batchlab.seed_store import SeedStore, file_hash, seed_key
 from batchlab.study import Cell
-from batchlab.train import EPOCH_COLUMNS, CellConfig, SeedResult, iterations_per_epoch, train_cell
+from batchlab.train import EPOCH_COLUMNS, CellConfig, SeedResult, check_cell, iterations_per_epoch, train_cell
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,7 @@ def pick_device(requested: str):
 def main(job: Job, log) -> None:
     t0, started = time.monotonic(), process_age_s()
     cfg = cell_config(job)
+    check_cell(cfg)  # before the data are loaded: a bad cell fails at once
     device, _gpu_lock = pick_device(job.train["device"])
     torch.set_num_threads(job.threads)
     data = to_device(load_prepared(job.data_path), input_shape(cfg.model), device)
