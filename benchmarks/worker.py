@@ -43,7 +43,7 @@ def main() -> None:
         if ensemble:
             cfg = CellConfig(batch_size=b, lr=0.01, seeds=tuple(seeds), model=model, **quiet)
             result = train_cell(cfg, data, device, **silent)
-            seconds = result.seeds[0].epochs[0]["ensemble_seconds"]
+            seconds = result.measure_seconds["training"]  # every group of seeds, summed
             steps = len(result.seeds[0].losses)
         else:
             seconds, steps = 0.0, 0

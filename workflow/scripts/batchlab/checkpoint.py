@@ -1,4 +1,5 @@
-"""Epoch-end checkpoints of a whole ensemble, as plain tensors and primitives (weights_only)."""
+"""Epoch-end checkpoints of a cell: every group of its seeds, as plain tensors and primitives
+(loadable with weights_only=True)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,18 @@ from batchlab.train import CellConfig, TrainState
 FORMAT = 3
 
 
-def save_checkpoint(path: str | Path, cfg: CellConfig, state: TrainState) -> None:
+def _saved(state: TrainState) -> dict:
     seeds = [{**s, "losses": torch.from_numpy(np.ascontiguousarray(s["losses"], np.float32))} for s in state.seeds]
-    record = {"format": FORMAT, "config": _plain(asdict(cfg)), **asdict(state), "seeds": seeds}
+    return {**asdict(state), "seeds": seeds}
+
+
+def _loaded(group: dict) -> TrainState:
+    seeds = [{**s, "losses": s["losses"].numpy()} for s in group["seeds"]]
+    return TrainState(**{**{k: group[k] for k in TrainState.__dataclass_fields__}, "seeds": seeds})
+
+
+def save_checkpoint(path: str | Path, cfg: CellConfig, states: list[TrainState]) -> None:
+    record = {"format": FORMAT, "config": _plain(asdict(cfg)), "groups": [_saved(s) for s in states]}
     with atomic_path(path) as tmp:
         torch.save(record, tmp)
 
@@ -26,7 +36,9 @@ def _plain(record: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in record.items()}
 
 
-def load_checkpoint(path: str | Path, cfg: CellConfig, log: Callable[[str], None] = print) -> TrainState | None:
+def load_checkpoint(
+    path: str | Path, cfg: CellConfig, log: Callable[[str], None] = print
+) -> list[TrainState] | None:
     """The saved state when path holds a checkpoint of this very cell, else None (and why)."""
     path = Path(path)
     if not path.exists():
@@ -39,6 +51,4 @@ def load_checkpoint(path: str | Path, cfg: CellConfig, log: Callable[[str], None
     if record.get("format") != FORMAT or record.get("config") != _plain(asdict(cfg)):
         log(f"checkpoint {path} belongs to another version or config of this cell; training from scratch")
         return None
-    seeds = [{**s, "losses": s["losses"].numpy()} for s in record["seeds"]]
-    fields = {k: record[k] for k in TrainState.__dataclass_fields__}
-    return TrainState(**{**fields, "seeds": seeds})
+    return [_loaded(group) for group in record["groups"]]

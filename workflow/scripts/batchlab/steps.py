@@ -8,9 +8,9 @@ host next looks. Frozen weights stay exactly as they were: the masked update add
 
 - `fused_mlp_sgd`: plain SGD on the mlp by hand; the update W -= lr dL/dW is applied by the
   backward batched product itself (baddbmm_ with alpha = -lr), so no gradient is materialized.
-- `eager`: autograd through the stacked forward (any model), then SGD with momentum and weight
-  decay written out as torch.optim.SGD computes it (dampening 0, no Nesterov).
-- `solution2`: one forward pass, then k updates from the k slices of every seed's batch.
+- `autograd_step`: autograd through the ensemble's forward (any model), then SGD with momentum
+  and weight decay written out as torch.optim.SGD computes it (dampening 0, no Nesterov); with
+  k splits, Solution 2: one forward pass, then k updates from the k slices of every batch.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from batchlab.ensemble import Ensemble, per_seed_loss
 
@@ -29,17 +30,40 @@ def _still_alive(alive: torch.Tensor, loss: torch.Tensor, threshold: float) -> t
     return torch.logical_and(alive, loss <= threshold, out=alive)
 
 
-def fused_mlp_sgd(ens: Ensemble, alive: torch.Tensor, threshold: float) -> Step:
+DEFER = 8  # first-layer updates deferred and applied together, at batch 1 (see fused_mlp_sgd)
+
+
+def fused_mlp_sgd(ens: Ensemble, alive: torch.Tensor, threshold: float, batch_size: int = 0) -> Step:
+    """Plain SGD on the stacked mlp, by hand.
+
+    At batch 1 with several seeds the step is bound by memory traffic over the first layer
+    (S x 256 x 784 floats, beyond the L2 cache from S = 2 up: read by the forward product, read
+    and written by the rank-1 update). There the first layer's updates are deferred and applied
+    DEFER at a time as one rank-DEFER product, and the forward pass of a step inside such a
+    block adds the effect of the deferred updates exactly: (W + sum_j c_j ga_j x_j^T) x =
+    W x + sum_j c_j ga_j (x_j . x). The arithmetic is that of sequential SGD up to float
+    rounding (tested); `step.flush()` applies what is deferred before anything reads the weights,
+    and `step.settled()` says when nothing is: a window that ends on time ends only there, so
+    where windows end never changes a result.
+    """
     p = ens.params
     w1, b1, w2, b2 = p["0.weight"], p["0.bias"], p["2.weight"], p["2.bias"]
     # views made once (the updates are in place): at batch 1 every op of a step counts
     w1t, w2t, b1u, b2u = w1.transpose(1, 2), w2.transpose(1, 2), b1.unsqueeze(1), b2.unsqueeze(1)
     minus_one: dict[tuple, torch.Tensor] = {}
     relu_backward = torch.ops.aten.threshold_backward
+    defer = DEFER if batch_size == 1 and ens.size > 1 else 0
+    if defer:
+        xs = torch.zeros(ens.size, defer, w1.shape[2], device=w1.device)  # the deferred inputs
+        gas = torch.zeros(ens.size, defer, w1.shape[1], device=w1.device)  # and -lr * dL/dh
+    pending = [0]
 
     @torch.no_grad()
     def step(x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
         h = torch.baddbmm(b1u, x, w1t)
+        j = pending[0]
+        if j:
+            h.baddbmm_(torch.bmm(x, xs[:, :j].transpose(1, 2)), gas[:, :j])
         a = torch.relu(h)
         logp = torch.log_softmax(torch.baddbmm(b2u, a, w2t), dim=2)
         y3 = y.unsqueeze(2)
@@ -53,11 +77,33 @@ def fused_mlp_sgd(ens: Ensemble, alive: torch.Tensor, threshold: float) -> Step:
         step_size = -lr / x.shape[1]
         w2.baddbmm_(g.transpose(1, 2), a, alpha=step_size)
         b2.add_(g.sum(1), alpha=step_size)
-        w1.baddbmm_(ga.transpose(1, 2), x, alpha=step_size)
         b1.add_(ga.sum(1), alpha=step_size)
+        if defer:
+            xs[:, j : j + 1].copy_(x)
+            torch.mul(ga, step_size, out=gas[:, j : j + 1])
+            pending[0] = j + 1
+            if j + 1 == defer:
+                flush()
+        else:
+            w1.baddbmm_(ga.transpose(1, 2), x, alpha=step_size)
         return loss
 
+    def flush() -> None:
+        if pending[0]:
+            w1.baddbmm_(gas[:, : pending[0]].transpose(1, 2), xs[:, : pending[0]])
+            pending[0] = 0
+
+    step.flush, step.masked = flush, True
+    step.settled = lambda: pending[0] == 0  # nothing deferred: a window may end here
     return step
+
+
+def _no_flush() -> None:
+    """Steps that apply every update at once have nothing deferred."""
+
+
+def _settled() -> bool:
+    return True
 
 
 class SGD:
@@ -69,16 +115,27 @@ class SGD:
         self.buffers = [torch.zeros_like(p) for p in params] if momentum else []
 
     @torch.no_grad()
-    def step(self, grads: list[torch.Tensor], lr: float, alive: torch.Tensor) -> None:
-        for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
-            mask = alive.view(-1, *([1] * (p.dim() - 1)))
-            g = torch.where(mask, g, 0.0)
+    def step(self, grads: list[torch.Tensor], lr: float, alive: torch.Tensor, seed: int | None = None) -> None:
+        """grads of every seed (stacked), or with `seed`, of that seed alone."""
+        params = self.params if seed is None else [p[seed] for p in self.params]
+        buffers = self.buffers if seed is None else [b[seed] for b in self.buffers]
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            frozen = ~(alive.view(-1, *([1] * (p.dim() - 1))) if seed is None else alive[seed])
+            g = g.masked_fill_(frozen, 0.0)  # in place: autograd's gradient is ours
             if self.weight_decay:
-                g = g.add(torch.where(mask, p, 0.0), alpha=self.weight_decay)
+                g = g.add_(p.masked_fill(frozen, 0.0), alpha=self.weight_decay)
             if self.momentum:
-                g = self.buffers[i].mul_(self.momentum).add_(g)
-                g = torch.where(mask, g, 0.0)
+                g = buffers[i].mul_(self.momentum).add_(g).masked_fill(frozen, 0.0)
             p.add_(g, alpha=-lr)
+
+    @torch.no_grad()
+    def step_all(self, grads: list[torch.Tensor], lr: float) -> None:
+        """The same update with no seed masked out (one pass per tensor where it can)."""
+        if self.weight_decay:
+            grads = [g.add_(p, alpha=self.weight_decay) for p, g in zip(self.params, grads, strict=True)]
+        if self.momentum:
+            grads = [b.mul_(self.momentum).add_(g) for b, g in zip(self.buffers, grads, strict=True)]
+        torch._foreach_add_(self.params, grads, alpha=-lr)
 
     def state(self) -> list[torch.Tensor]:
         return [b.detach().cpu().clone() for b in self.buffers]
@@ -88,24 +145,12 @@ class SGD:
             buf.copy_(saved)
 
 
-def eager(ens: Ensemble, optimizer: SGD, alive: torch.Tensor, threshold: float) -> Step:
-    params = [p.requires_grad_(True) for p in ens.tensors()]
-
-    def step(x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
-        with torch.enable_grad():
-            loss = per_seed_loss(ens.forward(x), y)
-            # the seeds are independent, so the gradient of the sum is every seed's own gradient
-            grads = torch.autograd.grad(loss.sum(), params)
-        ok = _still_alive(alive, loss.detach(), threshold)
-        optimizer.step(grads, lr, ok)
-        return loss.detach()
-
-    return step
-
-
-def solution2(ens: Ensemble, optimizer: SGD, alive: torch.Tensor, threshold: float, k: int) -> Step:
-    """The original post's "Solution 2", done so that it works: one forward pass over the batch,
-    then k updates, the j-th from the mean loss of the j-th k-th of every seed's batch.
+def autograd_step(
+    ens: Ensemble, optimizer: SGD, alive: torch.Tensor, threshold: float, splits: int = 1, masked: bool = True
+) -> Step:
+    """Autograd through the ensemble's forward, then SGD. With splits = k > 1, the original
+    post's "Solution 2", done so that it works: one forward pass over the batch, then k
+    updates, the j-th from the mean loss of the j-th k-th of every seed's batch.
 
     The naive version (backward and `optimizer.step()` k times on one graph) fails in PyTorch:
     the first step changes the weights in place, and they are saved in the graph for the later
@@ -114,25 +159,46 @@ def solution2(ens: Ensemble, optimizer: SGD, alive: torch.Tensor, threshold: flo
     updates sum to lr * sum_j g_j = (k * lr) * g_batch, one full-batch step with k times the lr
     (exact for equal slices); with momentum the k steps build the velocity in between, so the
     equivalence is no longer exact. The returned loss is the batch's mean loss before the updates.
+
+    Stacked models take one gradient of the sum of the seeds' losses (the seeds are independent,
+    so it is every seed's own gradient); per-seed models (the cnn) take each seed's alone.
+
+    masked=False: no seed is masked out (`alive` is left alone) and the update is the plain one,
+    a pass less over every weight; for a group of one seed, whose trainer rewinds a window in
+    which the seed diverged instead (batchlab.train).
     """
-    params = [p.requires_grad_(True) for p in ens.tensors()]
+    params = [p.requires_grad_(not ens.per_seed) for p in ens.tensors()]
+    nets = ens.nets() if ens.per_seed else []
+
+    def slice_grads(per_sample: torch.Tensor, targets: list[torch.Tensor]) -> list[tuple]:
+        """The gradient of each slice's mean loss (summed over the seeds of per_sample)."""
+        slices = [s for s in torch.tensor_split(per_sample, splits, dim=-1) if s.shape[-1]]
+        return [
+            torch.autograd.grad(s.mean(-1).sum(), targets, retain_graph=j < len(slices) - 1)
+            for j, s in enumerate(slices)
+        ]
 
     def step(x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
         with torch.enable_grad():
-            logits = ens.forward(x)
-            size, b = y.shape
-            per_sample = torch.nn.functional.cross_entropy(
-                logits.reshape(size * b, -1), y.reshape(-1), reduction="none"
-            ).view(size, b)
-            slices = [s for s in torch.tensor_split(per_sample, k, dim=1) if s.shape[1]]
-            grads = [
-                torch.autograd.grad(s.mean(1).sum(), params, retain_graph=i < len(slices) - 1)
-                for i, s in enumerate(slices)
-            ]
+            if ens.per_seed:  # grads[t][j]: seed t's gradients of slice j
+                per_sample = [F.cross_entropy(net(x[t]), y[t], reduction="none") for t, net in enumerate(nets)]
+                grads = [slice_grads(loss, list(net.parameters())) for loss, net in zip(per_sample, nets, strict=True)]
+                per_sample = torch.stack([loss.detach() for loss in per_sample])
+            else:  # grads[0][j]: every seed's gradients of slice j, stacked
+                size, b = y.shape
+                logits = ens.forward(x).reshape(size * b, -1)
+                per_sample = F.cross_entropy(logits, y.reshape(-1), reduction="none").view(size, b)
+                grads = [slice_grads(per_sample, params)]
         loss = per_sample.detach().mean(1)
+        if not masked:
+            for grad in (g for by_slice in grads for g in by_slice):
+                optimizer.step_all(list(grad), lr)
+            return loss
         ok = _still_alive(alive, loss, threshold)
-        for grad in grads:
-            optimizer.step(grad, lr, ok)
+        for t, by_slice in enumerate(grads):
+            for grad in by_slice:
+                optimizer.step(list(grad), lr, ok, seed=t if ens.per_seed else None)
         return loss
 
+    step.flush, step.settled, step.masked = _no_flush, _settled, masked
     return step

@@ -17,17 +17,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 
 from batchlab import BatchlabError
 from batchlab.data import DeviceData
-from batchlab.ensemble import Ensemble, evaluate
+from batchlab.ensemble import PER_SEED, Ensemble, evaluate
 from batchlab.fates import collapse_reason, divergence_reason, first_bad_step, is_collapsed
 from batchlab.probes import Probes, early_probe_steps, final_sharpness, probe_interval
-from batchlab.steps import SGD, eager, fused_mlp_sgd, solution2
+from batchlab.steps import SGD, autograd_step, fused_mlp_sgd
 
 EPOCH_COLUMNS = [
     "seed",
@@ -180,7 +180,8 @@ def step_implementation(cfg: CellConfig) -> str:
         how = f"Solution 2: one forward pass, {cfg.splits} SGD updates"
     else:
         how = "fused plain SGD" if uses_fused_step(cfg) else "eager autograd + SGD"
-    return f"{how}, {len(cfg.seeds)} seed(s) stacked"
+    together = "one after another" if cfg.model in PER_SEED else "stacked"
+    return f"{how}, {len(cfg.seeds)} seed(s) {together}"
 
 
 def warmup_steps(cfg: CellConfig, iters_per_epoch: int) -> int:
@@ -263,13 +264,12 @@ def setup(cfg, data, device, resume: TrainState | None, log) -> Run:
     threshold = cfg.divergence_loss
     alive = torch.ones(len(seeds), dtype=torch.bool, device=device)
     if uses_fused_step(cfg):
-        optimizer, step_fn = None, fused_mlp_sgd(ens, alive, threshold)
+        optimizer, step_fn = None, fused_mlp_sgd(ens, alive, threshold, cfg.batch_size)
     else:
         optimizer = SGD(ens.tensors(), cfg.momentum, cfg.weight_decay)
-        if cfg.splits > 1:
-            step_fn = solution2(ens, optimizer, alive, threshold, cfg.splits)
-        else:
-            step_fn = eager(ens, optimizer, alive, threshold)
+        # a group of one seed rewinds a window in which it diverged (see train_epoch) instead
+        # of masking every update: a pass less over the weights
+        step_fn = autograd_step(ens, optimizer, alive, threshold, cfg.splits, masked=len(seeds) > 1)
     iters = iterations_per_epoch(data.n_train, cfg.batch_size)
     run = Run(
         cfg=cfg,
@@ -346,6 +346,27 @@ def record_window(run: Run, values: np.ndarray, since_probe: list[list[np.ndarra
     run.step += len(values)
 
 
+def saved_weights(run: Run) -> list[torch.Tensor]:
+    buffers = run.optimizer.buffers if run.optimizer is not None else []
+    return [t.detach().clone() for t in [*run.ens.tensors(), *buffers]]
+
+
+def rewind_to_divergence(run: Run, values: np.ndarray, saved, batches: Batches, offset: int, start: int) -> None:
+    """An unmasked group of one seed whose loss went bad at some step of this window goes back
+    to the window's start and replays the steps before that one: its weights are then those the
+    bad loss came from, exactly as a masked step would have frozen them."""
+    bad = first_bad_step(values[:, 0], run.cfg.divergence_loss)
+    if bad is None or run.seeds[0].status != "ok":
+        return
+    with torch.no_grad():
+        buffers = run.optimizer.buffers if run.optimizer is not None else []
+        for tensor, copy in zip([*run.ens.tensors(), *buffers], saved, strict=True):
+            tensor.copy_(copy)
+    for pos in range(start, start + bad):
+        run.step_fn(*batches(pos), run.lr_at(offset + pos))
+    run.alive[0] = False
+
+
 def train_epoch(run: Run, epoch: int, window_seconds: float) -> float:
     """One epoch of the ensemble, window by window; returns its training seconds."""
     cfg, device = run.cfg, run.device
@@ -360,13 +381,16 @@ def train_epoch(run: Run, epoch: int, window_seconds: float) -> float:
     while pos < run.iters and run.training():
         stop = 1 if offset + pos == 0 else window_end(run, offset, pos)
         deadline = time.perf_counter() + window_seconds
-        window = []
+        window, start, saved = [], pos, None if run.step_fn.masked else saved_weights(run)
         while pos < stop:
             window.append(run.step_fn(*batches(pos), run.lr_at(offset + pos)))
             pos += 1
-            if time.perf_counter() > deadline:
+            if time.perf_counter() > deadline and run.step_fn.settled():
                 break
+        run.step_fn.flush()  # the weights are complete again: probes, evaluations, checkpoints
         values = torch.stack(window).float().cpu().numpy()  # the one host sync per window
+        if saved is not None:
+            rewind_to_divergence(run, values, saved, batches, offset, start)
         if offset + pos == 1:
             run.first_step_seconds = time.perf_counter() - t0
         record_window(run, values, since_probe)
@@ -492,42 +516,56 @@ def finish(run: Run) -> list[SeedResult]:
     return run.seeds
 
 
+def seed_groups(cfg: CellConfig) -> list[tuple[int, ...]]:
+    """The seeds that train together: all of a cell's at once where stacking pays (the mlp), one
+    after another, epoch by epoch, where it does not (the cnn; see batchlab.ensemble)."""
+    if cfg.model in PER_SEED:
+        return [(s,) for s in cfg.seeds]
+    return [tuple(cfg.seeds)]
+
+
 def train_cell(
     cfg: CellConfig,
     data: DeviceData,
     device: torch.device,
-    resume: TrainState | None = None,
-    on_epoch_end: Callable[[TrainState], None] | None = None,
+    resume: list[TrainState] | None = None,
+    on_epoch_end: Callable[[list[TrainState]], None] | None = None,
     log: Callable[[str], None] = print,
     window_seconds: float = 10.0,
 ) -> CellResult:
-    """Train every seed of a cell together; a seed that diverges or collapses is frozen at its
-    step while the others train on, and the cell ends early when none is left."""
-    run = setup(cfg, data, device, resume, log)
-    for epoch in range(run.epoch + 1, cfg.epochs + 1):
-        seconds = train_epoch(run, epoch, window_seconds)
-        run.train_seconds += seconds
-        if not run.training():
-            log(f"epoch {epoch}: every seed has stopped; ending this cell")
-            break
-        end_epoch(run, epoch, seconds)
-        if not run.training():
+    """Train every seed of a cell; a seed that diverges or collapses is frozen at its step while
+    the others train on, and the cell ends early when none is left. The checkpoint after each
+    epoch (on_epoch_end) holds every group of seeds."""
+    groups = seed_groups(cfg)
+    if resume is not None and [tuple(s["seed"] for s in state.seeds) for state in resume] != groups:
+        raise ValueError("the checkpoint's seed groups are not this cell's")
+    states = resume or [None] * len(groups)
+    runs = [setup(replace(cfg, seeds=g), data, device, st, log) for g, st in zip(groups, states, strict=True)]
+    for epoch in range(min(run.epoch for run in runs) + 1, cfg.epochs + 1):
+        for run in runs:
+            if run.training() and run.epoch < epoch:
+                seconds = train_epoch(run, epoch, window_seconds)
+                run.train_seconds += seconds
+                if run.training():
+                    end_epoch(run, epoch, seconds)
+        if not any(run.training() for run in runs):
             log(f"epoch {epoch}: every seed has stopped; ending this cell")
             break
         if on_epoch_end is not None:
-            on_epoch_end(snapshot(run))
-    seeds = finish(run)
-    probe_s = run.probes.seconds
-    measure = {**probe_s, "sharpness": run.sharpness_seconds, "training": run.train_seconds}
-    if run.train_seconds > 0:
-        measure["noise_and_sharpness_share"] = (probe_s["noise"] + run.sharpness_seconds) / run.train_seconds
+            on_epoch_end([snapshot(run) for run in runs])
+    seeds = [seed for run in runs for seed in finish(run)]
+    probe_s = {k: sum(run.probes.seconds[k] for run in runs) for k in runs[0].probes.seconds}
+    sharp_s, train_s = sum(r.sharpness_seconds for r in runs), sum(r.train_seconds for r in runs)
+    measure = {**probe_s, "sharpness": sharp_s, "training": train_s}
+    if train_s > 0:
+        measure["noise_and_sharpness_share"] = (probe_s["noise"] + sharp_s) / train_s
     return CellResult(
         config=cfg,
         seeds=seeds,
         step_implementation=step_implementation(cfg),
         measure_seconds=measure,
-        first_step_seconds=run.first_step_seconds,
-        resumed_from_epoch=resume.epoch if resume is not None else None,
+        first_step_seconds=runs[0].first_step_seconds,
+        resumed_from_epoch=min(state.epoch for state in resume) if resume is not None else None,
     )
 
 
