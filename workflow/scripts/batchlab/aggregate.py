@@ -117,6 +117,7 @@ def summarize_cell(
         "generalization_gap": _num(metrics.get("final_train_acc")) - _num(metrics.get("final_test_acc")),
         "measure_share": _num(share),
         "device": metrics.get("device"),
+        "ensemble_size": metrics.get("ensemble_size"),
     }
     return row
 

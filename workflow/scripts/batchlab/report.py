@@ -157,7 +157,20 @@ def speed_findings(cells: pd.DataFrame) -> list[str]:
         f" {int(last['batch_size'])} ({fmt_int(last['sps'])} samples/s); the fastest epoch is at"
         f" batch {int(fastest['batch_size'])} ({fmt_num(fastest['seconds'])} s, median over its cells).",
     ]
+    sizes = cells["ensemble_size"].dropna() if "ensemble_size" in cells else pd.Series(dtype=float)
+    if len(sizes) and sizes.max() > 1:
+        out.append(
+            f"A cell's seeds train together (up to {int(sizes.max())} in one job); each seed is charged"
+            " its share of the epoch they took together."
+        )
     return out
+
+
+def probe_subset_note(measure: dict) -> str:
+    n = measure.get("probe_test_size", 0)
+    if not n or n >= 10000:
+        return ""
+    return f" Between epoch ends the probes measure it on the first {n:,} test images (epoch ends: all 10,000)."
 
 
 def failure_findings(cells: pd.DataFrame, epochs_planned: int) -> list[str]:
@@ -774,7 +787,8 @@ def build_sections(
                 f" reach {target:.1%} test accuracy, at the learning rate that gets there fastest (mean over"
                 " seeds; every seed must reach it; bars: 95% intervals; test accuracy is measured every"
                 f" {config['measure']['probe_every_samples']:,} samples and the crossing interpolated)."
-                " On log-log axes perfect scaling (twice the batch, half the steps) is a line of slope −1;"
+                + probe_subset_note(config["measure"])
+                + " On log-log axes perfect scaling (twice the batch, half the steps) is a line of slope −1;"
                 " where the curve flattens, bigger batches stop saving steps.",
                 charts=[
                     ("steps-vs-batch-size", scaling.steps_chart(targets, fit, "steps"), ""),

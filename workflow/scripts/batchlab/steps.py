@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from batchlab.ensemble import Ensemble, per_seed_loss
+from batchlab.ensemble import Ensemble
 
 Step = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 
@@ -33,7 +33,9 @@ def _still_alive(alive: torch.Tensor, loss: torch.Tensor, threshold: float) -> t
 DEFER = 8  # first-layer updates deferred and applied together, at batch 1 (see fused_mlp_sgd)
 
 
-def fused_mlp_sgd(ens: Ensemble, alive: torch.Tensor, threshold: float, batch_size: int = 0) -> Step:
+def fused_mlp_sgd(
+    ens: Ensemble, alive: torch.Tensor, threshold: float, batch_size: int = 0, masked: bool = True
+) -> Step:
     """Plain SGD on the stacked mlp, by hand.
 
     At batch 1 with several seeds the step is bound by memory traffic over the first layer
@@ -44,7 +46,7 @@ def fused_mlp_sgd(ens: Ensemble, alive: torch.Tensor, threshold: float, batch_si
     W x + sum_j c_j ga_j (x_j . x). The arithmetic is that of sequential SGD up to float
     rounding (tested); `step.flush()` applies what is deferred before anything reads the weights,
     and `step.settled()` says when nothing is: a window that ends on time ends only there, so
-    where windows end never changes a result.
+    where windows end never changes a result. masked=False: as in autograd_step.
     """
     p = ens.params
     w1, b1, w2, b2 = p["0.weight"], p["0.bias"], p["2.weight"], p["2.bias"]
@@ -68,11 +70,12 @@ def fused_mlp_sgd(ens: Ensemble, alive: torch.Tensor, threshold: float, batch_si
         logp = torch.log_softmax(torch.baddbmm(b2u, a, w2t), dim=2)
         y3 = y.unsqueeze(2)
         loss = logp.gather(2, y3).mean(1).neg_().view(-1)
-        ok = _still_alive(alive, loss, threshold)
         if y3.shape not in minus_one:
             minus_one[y3.shape] = torch.full(y3.shape, -1.0, device=x.device)
-        g = logp.exp_().scatter_add_(2, y3, minus_one[y3.shape])  # softmax - one-hot
-        g.mul_(ok.view(-1, 1, 1)).nan_to_num_(0.0)  # b * dL/dlogits of the mean loss; frozen: 0
+        g = logp.exp_().scatter_add_(2, y3, minus_one[y3.shape])  # b * dL/dlogits of the mean loss
+        if masked:
+            ok = _still_alive(alive, loss, threshold)
+            g.mul_(ok.view(-1, 1, 1)).nan_to_num_(0.0)  # frozen seeds: 0
         ga = relu_backward(torch.bmm(g, w2), a, 0)  # b * dL/dh, before w2 moves
         step_size = -lr / x.shape[1]
         w2.baddbmm_(g.transpose(1, 2), a, alpha=step_size)
@@ -93,7 +96,7 @@ def fused_mlp_sgd(ens: Ensemble, alive: torch.Tensor, threshold: float, batch_si
             w1.baddbmm_(gas[:, : pending[0]].transpose(1, 2), xs[:, : pending[0]])
             pending[0] = 0
 
-    step.flush, step.masked = flush, True
+    step.flush, step.masked = flush, masked
     step.settled = lambda: pending[0] == 0  # nothing deferred: a window may end here
     return step
 

@@ -263,13 +263,14 @@ def setup(cfg, data, device, resume: TrainState | None, log) -> Run:
     ens = Ensemble.initialize(cfg.model, seeds, device)
     threshold = cfg.divergence_loss
     alive = torch.ones(len(seeds), dtype=torch.bool, device=device)
+    # a group of one seed rewinds a window in which it diverged (see train_epoch) instead of
+    # masking every update: fewer ops per step, a pass less over the weights
+    masked = len(seeds) > 1
     if uses_fused_step(cfg):
-        optimizer, step_fn = None, fused_mlp_sgd(ens, alive, threshold, cfg.batch_size)
+        optimizer, step_fn = None, fused_mlp_sgd(ens, alive, threshold, cfg.batch_size, masked)
     else:
         optimizer = SGD(ens.tensors(), cfg.momentum, cfg.weight_decay)
-        # a group of one seed rewinds a window in which it diverged (see train_epoch) instead
-        # of masking every update: a pass less over the weights
-        step_fn = autograd_step(ens, optimizer, alive, threshold, cfg.splits, masked=len(seeds) > 1)
+        step_fn = autograd_step(ens, optimizer, alive, threshold, cfg.splits, masked)
     iters = iterations_per_epoch(data.n_train, cfg.batch_size)
     run = Run(
         cfg=cfg,

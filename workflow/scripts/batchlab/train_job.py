@@ -28,7 +28,15 @@ from batchlab.models import input_shape
 from batchlab.probes import PROBE_COLUMNS
 from batchlab.seed_store import SeedStore, file_hash, seed_key
 from batchlab.study import Cell
-from batchlab.train import EPOCH_COLUMNS, CellConfig, SeedResult, check_cell, iterations_per_epoch, train_cell
+from batchlab.train import (
+    EPOCH_COLUMNS,
+    CellConfig,
+    SeedResult,
+    check_cell,
+    iterations_per_epoch,
+    seed_groups,
+    train_cell,
+)
 
 
 @dataclass(frozen=True)
@@ -132,7 +140,7 @@ def train_seeds(cfg: CellConfig, data, device, job: Job, log) -> tuple[dict, dic
     if result.first_step_seconds is not None:
         log(f"first step {result.first_step_seconds:.3f} s (the steps after it: see the epoch lines)")
     extra = {
-        "ensemble_size": len(cfg.seeds),
+        "ensemble_size": max(len(group) for group in seed_groups(cfg)),  # seeds trained together
         "step_implementation": result.step_implementation,
         "measure_seconds": result.measure_seconds,
         "first_step_seconds": result.first_step_seconds,
