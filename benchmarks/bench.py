@@ -36,12 +36,12 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow/scripts"))
 
+from batchlab.batches import Batches  # noqa: E402
 from batchlab.data import load_prepared, to_device  # noqa: E402
 from batchlab.ensemble import Ensemble  # noqa: E402
 from batchlab.models import build_model, input_shape, train_step_flops  # noqa: E402
 from batchlab.provenance import package_versions  # noqa: E402
 from batchlab.steps import fused_mlp_sgd  # noqa: E402
-from batchlab.train import Batches  # noqa: E402
 
 BASELINE = "aceeb53"  # the last single-seed trainer (one job per seed)
 ENSEMBLE_BATCHES = (1, 4, 16, 64, 256, 1024)

@@ -10,11 +10,12 @@ import torch
 
 import batchlab.ensemble as ensemble_module
 import batchlab.train as train_module
+from batchlab.cell_config import CellConfig, CellError, iterations_per_epoch
 from batchlab.checkpoint import load_checkpoint, save_checkpoint
 from batchlab.data import DeviceData, to_device
 from batchlab.fates import first_bad_step, is_collapsed
 from batchlab.models import build_model, input_shape
-from batchlab.train import CellConfig, CellError, iterations_per_epoch, train_cell
+from batchlab.train import train_cell
 
 CPU = torch.device("cpu")
 QUIET = {"probe_every_samples": 0, "sharpness_iterations": 0}
@@ -257,7 +258,7 @@ def test_fused_step_equals_eager_sgd_within_float_tolerance():
 
 
 def test_fused_step_only_where_it_is_plain_sgd():
-    from batchlab.train import uses_fused_step
+    from batchlab.cell_config import uses_fused_step
 
     assert uses_fused_step(CellConfig(batch_size=1, lr=0.1))
     assert not uses_fused_step(CellConfig(batch_size=1, lr=0.1, momentum=0.9))
@@ -425,7 +426,7 @@ def test_the_naive_solution2_fails_in_pytorch():
 
 
 def test_linear_warmup_schedule():
-    from batchlab.train import lr_schedule, warmup_steps
+    from batchlab.cell_config import lr_schedule, warmup_steps
 
     lr_at = lr_schedule(0.8, 4)
     assert [lr_at(t) for t in range(6)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 0.8, 0.8])

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from batchlab.cell_config import CellConfig
 from batchlab.io import atomic_path
-from batchlab.train import CellConfig, TrainState
+from batchlab.records import TrainState
 
 FORMAT = 3
 

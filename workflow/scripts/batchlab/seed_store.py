@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from batchlab.io import atomic_path
-from batchlab.train import SeedResult
+from batchlab.records import SeedResult
 
 FORMAT = 1
 

@@ -14,215 +14,32 @@ windows, evaluate, check each seed's fate, snapshot; finish.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from batchlab import BatchlabError
+from batchlab.batches import Batches
+from batchlab.cell_config import (
+    CellConfig,
+    check_cell,
+    iterations_per_epoch,
+    lr_schedule,
+    seed_groups,
+    step_implementation,
+    uses_fused_step,
+    warmup_steps,
+)
 from batchlab.data import DeviceData
-from batchlab.ensemble import PER_SEED, Ensemble, evaluate
+from batchlab.ensemble import Ensemble, evaluate
 from batchlab.fates import collapse_reason, divergence_reason, first_bad_step, is_collapsed
 from batchlab.probes import Probes, early_probe_steps, final_sharpness, probe_interval
+from batchlab.records import CellResult, SeedResult, TrainState
 from batchlab.steps import SGD, autograd_step, fused_mlp_sgd
 
-EPOCH_COLUMNS = [
-    "seed",
-    "epoch",
-    "iterations",
-    "samples",
-    "seconds",
-    "samples_per_s",
-    "ms_per_step",
-    "ensemble_seconds",
-    "running_loss",
-    "train_loss",
-    "train_acc",
-    "test_loss",
-    "test_acc",
-    "top_class_share",
-]
-GATHER_SAMPLES = 4096  # images per seed gathered at once from the shuffled order
-
-
-@dataclass(frozen=True)
-class CellConfig:
-    """Everything that defines the training of one cell's seeds; saved beside its results."""
-
-    batch_size: int
-    lr: float
-    seeds: tuple[int, ...] = (0,)
-    epochs: int = 3
-    model: str = "mlp"
-    optimizer: str = "sgd"
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    divergence_loss: float = 1000.0
-    check_every: int = 1000
-    fused: bool = True  # the fused plain-SGD step for the mlp, where it applies
-    warmup_epochs: float = 0.0  # linear warm-up of the lr from lr/steps to lr over these epochs
-    splits: int = 1  # "Solution 2": k updates per forward pass, each from 1/k of the batch
-    probe_every_samples: int = 20000  # test accuracy + gradient noise every this many samples
-    probe_test_size: int = 10000  # test images of the probes between epoch ends (0: all)
-    noise_batch: int = 512  # B_big of the noise-scale measurement
-    noise_micro_batches: int = 4  # B_small = noise_batch / noise_micro_batches
-    train_eval_size: int = 10000  # training loss/accuracy at epoch ends: the first n images
-    sharpness_subset: int = 512  # Hessian of the training loss on the first n images
-    sharpness_iterations: int = 12  # power-iteration steps (0: no sharpness)
-
-    def of_seed(self, seed: int) -> dict:
-        """What defines one seed's run: this config with that seed alone."""
-        record = asdict(self)
-        del record["seeds"]
-        return {**record, "seed": int(seed)}
-
-
-@dataclass
-class SeedResult:
-    seed: int
-    losses: np.ndarray  # training loss of every iteration, float32
-    epochs: list[dict]  # one row per completed epoch
-    probes: list[dict]
-    status: str = "ok"  # "ok", "diverged" or "collapsed"
-    stopped_step: int | None = None
-    stop_reason: str | None = None
-    final: dict = field(default_factory=dict)  # evaluation of the final weights
-
-    def summary(self, splits: int) -> dict:
-        return {
-            "seed": self.seed,
-            "status": self.status,
-            "stopped_step": self.stopped_step,
-            "stop_reason": self.stop_reason,
-            "steps": int(len(self.losses)),
-            "updates": int(len(self.losses)) * max(1, splits),
-            "epochs_completed": len(self.epochs),
-            **{f"final_{k}": _finite_or_none(v) for k, v in self.final.items()},
-        }
-
-
-@dataclass
-class CellResult:
-    config: CellConfig
-    seeds: list[SeedResult]
-    step_implementation: str
-    measure_seconds: dict  # time spent measuring, not training
-    first_step_seconds: float | None  # epoch start to the first step's loss (None: resumed)
-    resumed_from_epoch: int | None = None
-
-
-@dataclass
-class TrainState:
-    """What an epoch-end checkpoint holds: enough to resume the whole ensemble bit-for-bit."""
-
-    epoch: int  # completed epochs
-    step: int  # ensemble steps done
-    params: dict
-    momentum: list
-    alive: list
-    generators: list
-    probe_generators: list
-    seeds: list  # SeedResult as dicts
-
-
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if value is not None and math.isfinite(value) else None
-
-
-def iterations_per_epoch(n_train: int, batch_size: int) -> int:
-    """ceil(N / b): every image is seen once per epoch, the last batch may be smaller."""
-    return -(-n_train // batch_size)
-
-
-class CellError(BatchlabError):
-    pass
-
-
-def check_cell(cfg: CellConfig) -> None:
-    """A cell asked for by path (results/runs/bs{B}_lr{LR}/...) bypasses the config schema, so
-    the trainer checks its own inputs."""
-    if cfg.batch_size < 1:
-        raise CellError(f"batch size must be at least 1, got {cfg.batch_size}")
-    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
-        raise CellError(f"learning rate must be a positive number, got {cfg.lr:g}")
-    if cfg.epochs < 1:
-        raise CellError(f"epochs must be at least 1, got {cfg.epochs}")
-    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
-        raise CellError(f"a cell needs one or more distinct seeds, got {list(cfg.seeds)}")
-    if cfg.splits < 1:
-        raise CellError(f"Solution 2 needs at least 1 split, got {cfg.splits}")
-    if cfg.splits > cfg.batch_size:
-        raise CellError(f"Solution 2 cannot split a batch of {cfg.batch_size} into {cfg.splits} parts")
-    if not (0 <= cfg.warmup_epochs <= cfg.epochs):
-        raise CellError(f"warm-up must last 0 to {cfg.epochs} epochs, got {cfg.warmup_epochs:g}")
-    if not (0 <= cfg.momentum < 1):
-        raise CellError(f"momentum must be in [0, 1), got {cfg.momentum:g}")
-    if cfg.optimizer != "sgd":
-        raise CellError(f"unknown optimizer {cfg.optimizer!r}; choose sgd")
-
-
-def uses_fused_step(cfg: CellConfig) -> bool:
-    """The fused step computes exactly plain SGD on the mlp: no momentum, no weight decay."""
-    return (
-        cfg.fused
-        and cfg.model == "mlp"
-        and cfg.momentum == 0
-        and cfg.weight_decay == 0
-        and cfg.splits == 1
-    )
-
-
-def step_implementation(cfg: CellConfig) -> str:
-    if cfg.splits > 1:
-        how = f"Solution 2: one forward pass, {cfg.splits} SGD updates"
-    else:
-        how = "fused plain SGD" if uses_fused_step(cfg) else "eager autograd + SGD"
-    together = "one after another" if cfg.model in PER_SEED else "stacked"
-    return f"{how}, {len(cfg.seeds)} seed(s) {together}"
-
-
-def warmup_steps(cfg: CellConfig, iters_per_epoch: int) -> int:
-    return round(cfg.warmup_epochs * iters_per_epoch)
-
-
-def lr_schedule(lr: float, warmup: int) -> Callable[[int], float]:
-    """lr at 0-based iteration t: linear warm-up lr*(t+1)/warmup over `warmup` iterations, then lr."""
-    if warmup <= 0:
-        return lambda t: lr
-    return lambda t: lr * min(1.0, (t + 1) / warmup)
-
-
-class Batches:
-    """Every seed's batches of one epoch, gathered GATHER_SAMPLES per seed at a time into one
-    reused buffer (never a shuffled copy of the whole dataset per seed)."""
-
-    def __init__(self, data: DeviceData, order: torch.Tensor, batch_size: int):
-        self.data, self.order, self.b = data, order, batch_size
-        self.steps_per_gather = max(1, GATHER_SAMPLES // batch_size)
-        size, width = order.shape[0], self.steps_per_gather * batch_size
-        self.x = torch.empty((size * width, *data.train_x.shape[1:]), device=data.train_x.device)
-        self.y = torch.empty(size * width, dtype=data.train_y.dtype, device=data.train_y.device)
-        self.loaded = -1
-
-    def __call__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        chunk, j = divmod(i, self.steps_per_gather)
-        if chunk != self.loaded:
-            self._load(chunk)
-        return self.views[j]
-
-    def _load(self, chunk: int) -> None:
-        first = chunk * self.steps_per_gather * self.b
-        idx = self.order[:, first : first + self.steps_per_gather * self.b]
-        size, width = idx.shape
-        torch.index_select(self.data.train_x, 0, idx.reshape(-1), out=self.x[: size * width])
-        torch.index_select(self.data.train_y, 0, idx.reshape(-1), out=self.y[: size * width])
-        x = self.x[: size * width].view(size, width, *self.x.shape[1:])
-        y = self.y[: size * width].view(size, width)
-        self.views = [(x[:, lo : lo + self.b], y[:, lo : lo + self.b]) for lo in range(0, width, self.b)]
-        self.loaded = chunk
+__all__ = ["CellConfig", "CellResult", "SeedResult", "TrainState", "train_cell"]  # the trainer's API
 
 
 @dataclass
@@ -515,14 +332,6 @@ def finish(run: Run) -> list[SeedResult]:
         sharp_s += time.perf_counter() - t0
     run.sharpness_seconds = sharp_s
     return run.seeds
-
-
-def seed_groups(cfg: CellConfig) -> list[tuple[int, ...]]:
-    """The seeds that train together: all of a cell's at once where stacking pays (the mlp), one
-    after another, epoch by epoch, where it does not (the cnn; see batchlab.ensemble)."""
-    if cfg.model in PER_SEED:
-        return [(s,) for s in cfg.seeds]
-    return [tuple(cfg.seeds)]
 
 
 def train_cell(

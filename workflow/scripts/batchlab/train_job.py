@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from batchlab import __version__
+from batchlab.cell_config import CellConfig, check_cell, iterations_per_epoch, seed_groups
 from batchlab.checkpoint import load_checkpoint, save_checkpoint
 from batchlab.cli import process_age_s, run_step
 from batchlab.closure import module_paths, source_hash
@@ -26,17 +27,10 @@ from batchlab.devices import claim_gpu, cuda_available, pinned_by_scheduler, res
 from batchlab.io import write_json, write_parquet
 from batchlab.models import input_shape
 from batchlab.probes import PROBE_COLUMNS
+from batchlab.records import EPOCH_COLUMNS, SeedResult
 from batchlab.seed_store import SeedStore, file_hash, seed_key
 from batchlab.study import Cell
-from batchlab.train import (
-    EPOCH_COLUMNS,
-    CellConfig,
-    SeedResult,
-    check_cell,
-    iterations_per_epoch,
-    seed_groups,
-    train_cell,
-)
+from batchlab.train import train_cell
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,114 @@
+"""What defines the training of a cell's seeds (CellConfig), checked, and the choices that
+follow from it: the step, the lr schedule, which seeds train together."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from batchlab import BatchlabError
+from batchlab.ensemble import PER_SEED
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    """Everything that defines the training of one cell's seeds; saved beside its results."""
+
+    batch_size: int
+    lr: float
+    seeds: tuple[int, ...] = (0,)
+    epochs: int = 3
+    model: str = "mlp"
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    divergence_loss: float = 1000.0
+    check_every: int = 1000
+    fused: bool = True  # the fused plain-SGD step for the mlp, where it applies
+    warmup_epochs: float = 0.0  # linear warm-up of the lr from lr/steps to lr over these epochs
+    splits: int = 1  # "Solution 2": k updates per forward pass, each from 1/k of the batch
+    probe_every_samples: int = 20000  # test accuracy + gradient noise every this many samples
+    probe_test_size: int = 10000  # test images of the probes between epoch ends (0: all)
+    noise_batch: int = 512  # B_big of the noise-scale measurement
+    noise_micro_batches: int = 4  # B_small = noise_batch / noise_micro_batches
+    train_eval_size: int = 10000  # training loss/accuracy at epoch ends: the first n images
+    sharpness_subset: int = 512  # Hessian of the training loss on the first n images
+    sharpness_iterations: int = 12  # power-iteration steps (0: no sharpness)
+
+    def of_seed(self, seed: int) -> dict:
+        """What defines one seed's run: this config with that seed alone."""
+        record = asdict(self)
+        del record["seeds"]
+        return {**record, "seed": int(seed)}
+
+
+def iterations_per_epoch(n_train: int, batch_size: int) -> int:
+    """ceil(N / b): every image is seen once per epoch, the last batch may be smaller."""
+    return -(-n_train // batch_size)
+
+
+class CellError(BatchlabError):
+    pass
+
+
+def check_cell(cfg: CellConfig) -> None:
+    """A cell asked for by path (results/runs/bs{B}_lr{LR}/...) bypasses the config schema, so
+    the trainer checks its own inputs."""
+    if cfg.batch_size < 1:
+        raise CellError(f"batch size must be at least 1, got {cfg.batch_size}")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise CellError(f"learning rate must be a positive number, got {cfg.lr:g}")
+    if cfg.epochs < 1:
+        raise CellError(f"epochs must be at least 1, got {cfg.epochs}")
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise CellError(f"a cell needs one or more distinct seeds, got {list(cfg.seeds)}")
+    if cfg.splits < 1:
+        raise CellError(f"Solution 2 needs at least 1 split, got {cfg.splits}")
+    if cfg.splits > cfg.batch_size:
+        raise CellError(f"Solution 2 cannot split a batch of {cfg.batch_size} into {cfg.splits} parts")
+    if not (0 <= cfg.warmup_epochs <= cfg.epochs):
+        raise CellError(f"warm-up must last 0 to {cfg.epochs} epochs, got {cfg.warmup_epochs:g}")
+    if not (0 <= cfg.momentum < 1):
+        raise CellError(f"momentum must be in [0, 1), got {cfg.momentum:g}")
+    if cfg.optimizer != "sgd":
+        raise CellError(f"unknown optimizer {cfg.optimizer!r}; choose sgd")
+
+
+def uses_fused_step(cfg: CellConfig) -> bool:
+    """The fused step computes exactly plain SGD on the mlp: no momentum, no weight decay."""
+    return (
+        cfg.fused
+        and cfg.model == "mlp"
+        and cfg.momentum == 0
+        and cfg.weight_decay == 0
+        and cfg.splits == 1
+    )
+
+
+def step_implementation(cfg: CellConfig) -> str:
+    if cfg.splits > 1:
+        how = f"Solution 2: one forward pass, {cfg.splits} SGD updates"
+    else:
+        how = "fused plain SGD" if uses_fused_step(cfg) else "eager autograd + SGD"
+    together = "one after another" if cfg.model in PER_SEED else "stacked"
+    return f"{how}, {len(cfg.seeds)} seed(s) {together}"
+
+
+def warmup_steps(cfg: CellConfig, iters_per_epoch: int) -> int:
+    return round(cfg.warmup_epochs * iters_per_epoch)
+
+
+def lr_schedule(lr: float, warmup: int) -> Callable[[int], float]:
+    """lr at 0-based iteration t: linear warm-up lr*(t+1)/warmup over `warmup` iterations, then lr."""
+    if warmup <= 0:
+        return lambda t: lr
+    return lambda t: lr * min(1.0, (t + 1) / warmup)
+
+
+def seed_groups(cfg: CellConfig) -> list[tuple[int, ...]]:
+    """The seeds that train together: all of a cell's at once where stacking pays (the mlp), one
+    after another, epoch by epoch, where it does not (the cnn; see batchlab.ensemble)."""
+    if cfg.model in PER_SEED:
+        return [(s,) for s in cfg.seeds]
+    return [tuple(cfg.seeds)]
