@@ -258,11 +258,12 @@ if sys.argv[1] == "start":
     print(json.dumps({{"imports_s": imported}}))
     sys.exit()
 model, seeds, n, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+measure = json.loads(sys.argv[5])
 torch.set_num_threads(threads)
 full = to_device(load_prepared({data!r}), input_shape(model), torch.device("cpu"))
 # the whole training set stays resident (as in a job); the epoch covers its first n images
 data = DeviceData(full.train_x[:n], full.train_y[:n], full.test_x, full.test_y)
-cfg = CellConfig(batch_size=64, lr=0.01, seeds=tuple(range(seeds)), model=model)
+cfg = CellConfig(batch_size=64, lr=0.01, seeds=tuple(range(seeds)), model=model, **measure)
 result = train_cell(cfg, data, torch.device("cpu"), log=lambda m: None)
 m = result.measure_seconds
 print(json.dumps({{**m, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
@@ -275,16 +276,28 @@ def probe(args, *argv) -> dict:
     return json.loads(done.stdout.splitlines()[-1])
 
 
+def study_measure(model: str) -> dict:
+    """The `measure` group a study of this model uses: params.yaml's, and for the cnn with
+    config/full.yaml (the cnn study) merged over it."""
+    import yaml
+
+    measure = yaml.safe_load((ROOT / "params.yaml").read_text())["measure"]
+    if model == "cnn":
+        measure.update(yaml.safe_load((ROOT / "config/full.yaml").read_text()).get("measure", {}))
+    return measure
+
+
 def job_and_cell_costs(args) -> dict:
     starts = [probe(args, "start")["imports_s"] for _ in range(args.rounds)]
     out = {"job_imports_s": statistics.median(starts)}
     for model in args.models.split(","):
-        # one epoch at batch 64 with the default measurements: what measuring costs beside training
-        cost = probe(args, model, 1, 60000 if model == "mlp" else args.cnn_cell_images, 2)
+        measure = json.dumps(study_measure(model))
+        # one epoch at batch 64 with the study's measurements: what measuring costs beside training
+        cost = probe(args, model, 1, 60000 if model == "mlp" else args.cnn_cell_images, 2, measure)
         cost["measure_share"] = (cost["test_eval"] + cost["noise"] + cost["sharpness"]) / cost["training"]
         # five seeds, the whole data resident: a job's peak memory
-        memory = probe(args, model, 5, 6400, args.threads)
-        out[model] = {"cell_1_seed_2_threads": cost, "peak_rss_mb_5_seeds": memory["peak_rss_mb"]}
+        memory = probe(args, model, 5, 6400, args.threads, measure)
+        out[model] = {"measure": measure, "cell_1_seed_2_threads": cost, "peak_rss_mb_5_seeds": memory["peak_rss_mb"]}
     return out
 
 

@@ -311,8 +311,9 @@ def snapshot(run: Run) -> TrainState:
 
 def finish(run: Run) -> list[SeedResult]:
     """Each seed's final record: the last epoch's evaluation and the sharpness, or for a diverged
-    seed the test evaluation of the weights it was frozen with."""
-    test_eval = evaluate(run.ens, run.data.test_x, run.data.test_y)
+    seed the test evaluation of the weights it was frozen with (the only evaluation here)."""
+    unfinished = any(s.status == "diverged" or not s.epochs for s in run.seeds)
+    test_eval = evaluate(run.ens, run.data.test_x, run.data.test_y) if unfinished else None
     sharp_s = 0.0
     for i, seed in enumerate(run.seeds):
         seed.losses, seed.final = run.losses(i), {}
