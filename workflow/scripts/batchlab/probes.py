@@ -66,7 +66,8 @@ class Probes:
         self.micro = cfg.noise_micro_batches if self.big % cfg.noise_micro_batches == 0 else 1
         n_test = data.test_x.shape[0]
         self.test_n = min(cfg.probe_test_size, n_test) if cfg.probe_test_size > 0 else n_test
-        self.seconds = {"test_eval": 0.0, "noise": 0.0}
+        # test_eval and noise: the probes; epoch_eval: the epoch-end evaluations (batchlab.train)
+        self.seconds = {"test_eval": 0.0, "noise": 0.0, "epoch_eval": 0.0}
 
     def total_seconds(self) -> float:
         return sum(self.seconds.values())

@@ -251,8 +251,10 @@ def end_epoch(run: Run, epoch: int, seconds: float) -> None:
     """Evaluate every training seed, probe it, and freeze the ones that collapsed."""
     cfg, data, n = run.cfg, run.data, run.data.n_train
     train_n = min(cfg.train_eval_size, n) if cfg.train_eval_size > 0 else n
+    t0 = time.perf_counter()
     train_eval = evaluate(run.ens, data.train_x[:train_n], data.train_y[:train_n])
     test_eval = evaluate(run.ens, data.test_x, data.test_y)
+    run.probes.seconds["epoch_eval"] += time.perf_counter() - t0
     training = run.training()
     recent = {i: _mean(run.since_probe[i]) if run.since_probe[i] else _mean(run.chunks[i][-1:]) for i in training}
     add_probes(run, run.probes(run.step, run.iters, recent, test=test_eval))
@@ -370,6 +372,9 @@ def train_cell(
     measure = {**probe_s, "sharpness": sharp_s, "training": train_s}
     if train_s > 0:
         measure["noise_and_sharpness_share"] = (probe_s["noise"] + sharp_s) / train_s
+        # what measuring costs beside training: the probes and the sharpness (the epoch-end
+        # evaluations, which every cell's record needs, are timed apart as epoch_eval)
+        measure["measure_share"] = (probe_s["test_eval"] + probe_s["noise"] + sharp_s) / train_s
     return CellResult(
         config=cfg,
         seeds=seeds,
