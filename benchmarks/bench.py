@@ -312,7 +312,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--models", default="mlp,cnn")
     parser.add_argument("--baseline", default=BASELINE, help="the commit whose trainer is the baseline")
-    parser.add_argument("--cnn-cell-images", type=int, default=20000, help="training images of the cnn cell-cost epoch")
+    parser.add_argument("--cnn-cell-images", type=int, default=60000, help="training images of the cnn cell-cost epoch")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: ensemble,tutorial,costs")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results.json")
     args = parser.parse_args()

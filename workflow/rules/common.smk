@@ -62,10 +62,12 @@ def report_targets():
 
 
 def name_failed_jobs(log):
-    """At the end of a failed run, every failed job and its reason, together."""
+    """At the end of a failed run, every failed job and its reason, together. Snakemake hands
+    over its log file's path (a list of them in some versions)."""
     from batchlab.failures import summary
 
-    text = Path(log).read_text(errors="replace") if log and Path(log).exists() else ""
+    paths = [Path(p) for p in (log if isinstance(log, (list, tuple)) else [log]) if p]
+    text = "".join(p.read_text(errors="replace") for p in paths if p.is_file())
     message = summary(text, Path.cwd())
     if message:
         print(message, file=sys.stderr)
