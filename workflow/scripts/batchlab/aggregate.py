@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis import first_reach, fit_critical_batch, mean_ci, noise_scale, scaling_regimes
+from batchlab.analysis import (
+    first_reach,
+    fit_critical_batch,
+    mean_ci,
+    noise_scale,
+    scaling_regimes,
+    series_difference,
+)
 from batchlab.study import design
 
 CELL_KEYS = ["batch_size", "lr", "seed", "recipe"]
@@ -282,6 +289,25 @@ def downsample_curve(
             "loss_smooth": smoothed[idx],
         }
     )
+
+
+def solution2_equivalence(losses: dict, pairs: list[tuple[str, str, float]]) -> list[dict]:
+    """For each (Solution 2 cell, plain cell at k x lr) pair and each seed both have, how far
+    their per-iteration losses agree. losses: {(cell, seed): losses}."""
+    out = []
+    for split_cell, plain_cell, momentum in pairs:
+        for seed in sorted({s for c, s in losses if c == split_cell}):
+            if (plain_cell, seed) in losses:
+                diff = series_difference(losses[split_cell, seed], losses[plain_cell, seed])
+                out.append({"solution2": split_cell, "plain": plain_cell, "seed": seed, "momentum": momentum, **diff})
+    return out
+
+
+def loss_curves_at_best(curves: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
+    """DVC's plot: the smoothed loss against epoch at each batch size's best lr (long format),
+    grid cells only (a warm-up cell can share a batch size and lr with one)."""
+    at_best = curves[curves["in_grid"]].merge(best[["batch_size", "best_lr"]].rename(columns={"best_lr": "lr"}))
+    return at_best[["batch_size", "lr", "seed", "epoch", "loss_smooth"]]
 
 
 def headline_metrics(cells: pd.DataFrame, best: pd.DataFrame, critical: dict | None = None) -> dict:

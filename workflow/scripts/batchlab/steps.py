@@ -33,6 +33,43 @@ def _still_alive(alive: torch.Tensor, loss: torch.Tensor, threshold: float) -> t
 DEFER = 8  # first-layer updates deferred and applied together, at batch 1 (see fused_mlp_sgd)
 
 
+class FirstLayerUpdates:
+    """The first layer's SGD updates W += c ga^T x, applied at once or, with `defer` > 0,
+    `defer` at a time as one rank-`defer` product; `correct` adds the effect of the deferred
+    ones to a forward pre-activation h = W x + b, exactly: sum_j c_j ga_j (x_j . x)."""
+
+    def __init__(self, w1: torch.Tensor, size: int, defer: int):
+        self.w1, self.defer, self.pending = w1, defer, 0
+        if defer:
+            self.xs = torch.zeros(size, defer, w1.shape[2], device=w1.device)  # the deferred inputs
+            self.gas = torch.zeros(size, defer, w1.shape[1], device=w1.device)  # and c * dL/dh
+
+    def correct(self, h: torch.Tensor, x: torch.Tensor) -> None:
+        j = self.pending
+        if j:
+            h.baddbmm_(torch.bmm(x, self.xs[:, :j].transpose(1, 2)), self.gas[:, :j])
+
+    def apply(self, ga: torch.Tensor, x: torch.Tensor, step_size: float) -> None:
+        if not self.defer:
+            self.w1.baddbmm_(ga.transpose(1, 2), x, alpha=step_size)
+            return
+        j = self.pending
+        self.xs[:, j : j + 1].copy_(x)
+        torch.mul(ga, step_size, out=self.gas[:, j : j + 1])
+        self.pending = j + 1
+        if self.pending == self.defer:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.w1.baddbmm_(self.gas[:, : self.pending].transpose(1, 2), self.xs[:, : self.pending])
+            self.pending = 0
+
+    def settled(self) -> bool:
+        """Nothing deferred: a window may end here."""
+        return self.pending == 0
+
+
 def fused_mlp_sgd(
     ens: Ensemble, alive: torch.Tensor, threshold: float, batch_size: int = 0, masked: bool = True
 ) -> Step:
@@ -40,13 +77,12 @@ def fused_mlp_sgd(
 
     At batch 1 with several seeds the step is bound by memory traffic over the first layer
     (S x 256 x 784 floats, beyond the L2 cache from S = 2 up: read by the forward product, read
-    and written by the rank-1 update). There the first layer's updates are deferred and applied
-    DEFER at a time as one rank-DEFER product, and the forward pass of a step inside such a
-    block adds the effect of the deferred updates exactly: (W + sum_j c_j ga_j x_j^T) x =
-    W x + sum_j c_j ga_j (x_j . x). The arithmetic is that of sequential SGD up to float
-    rounding (tested); `step.flush()` applies what is deferred before anything reads the weights,
-    and `step.settled()` says when nothing is: a window that ends on time ends only there, so
-    where windows end never changes a result. masked=False: as in autograd_step.
+    and written by the rank-1 update). There the first layer's updates are deferred
+    (FirstLayerUpdates) and the forward pass of a step adds their effect exactly. The arithmetic
+    is that of sequential SGD up to float rounding (tested); `step.flush()` applies what is
+    deferred before anything reads the weights, and `step.settled()` says when nothing is: a
+    window that ends on time ends only there, so where windows end never changes a result.
+    masked=False: as in autograd_step.
     """
     p = ens.params
     w1, b1, w2, b2 = p["0.weight"], p["0.bias"], p["2.weight"], p["2.bias"]
@@ -54,18 +90,12 @@ def fused_mlp_sgd(
     w1t, w2t, b1u, b2u = w1.transpose(1, 2), w2.transpose(1, 2), b1.unsqueeze(1), b2.unsqueeze(1)
     minus_one: dict[tuple, torch.Tensor] = {}
     relu_backward = torch.ops.aten.threshold_backward
-    defer = DEFER if batch_size == 1 and ens.size > 1 else 0
-    if defer:
-        xs = torch.zeros(ens.size, defer, w1.shape[2], device=w1.device)  # the deferred inputs
-        gas = torch.zeros(ens.size, defer, w1.shape[1], device=w1.device)  # and -lr * dL/dh
-    pending = [0]
+    first = FirstLayerUpdates(w1, ens.size, DEFER if batch_size == 1 and ens.size > 1 else 0)
 
     @torch.no_grad()
     def step(x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
         h = torch.baddbmm(b1u, x, w1t)
-        j = pending[0]
-        if j:
-            h.baddbmm_(torch.bmm(x, xs[:, :j].transpose(1, 2)), gas[:, :j])
+        first.correct(h, x)
         a = torch.relu(h)
         logp = torch.log_softmax(torch.baddbmm(b2u, a, w2t), dim=2)
         y3 = y.unsqueeze(2)
@@ -81,23 +111,10 @@ def fused_mlp_sgd(
         w2.baddbmm_(g.transpose(1, 2), a, alpha=step_size)
         b2.add_(g.sum(1), alpha=step_size)
         b1.add_(ga.sum(1), alpha=step_size)
-        if defer:
-            xs[:, j : j + 1].copy_(x)
-            torch.mul(ga, step_size, out=gas[:, j : j + 1])
-            pending[0] = j + 1
-            if j + 1 == defer:
-                flush()
-        else:
-            w1.baddbmm_(ga.transpose(1, 2), x, alpha=step_size)
+        first.apply(ga, x, step_size)
         return loss
 
-    def flush() -> None:
-        if pending[0]:
-            w1.baddbmm_(gas[:, : pending[0]].transpose(1, 2), xs[:, : pending[0]])
-            pending[0] = 0
-
-    step.flush, step.masked = flush, masked
-    step.settled = lambda: pending[0] == 0  # nothing deferred: a window may end here
+    step.flush, step.settled, step.masked = first.flush, first.settled, masked
     return step
 
 

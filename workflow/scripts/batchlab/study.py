@@ -20,8 +20,6 @@ from dataclasses import dataclass, field, replace
 
 from batchlab.config import ConfigError, format_lr, round_lr, scaled_lr
 
-GROUPS = ("grid", "remedies", "solution2")
-
 
 @dataclass(frozen=True)
 class Recipe:
@@ -166,14 +164,6 @@ def roles_table(config: dict) -> list[dict]:
     return [
         {"cell": c.name(), "group": r.group, "variant": r.variant} for c in design(config) for r in c.roles
     ]
-
-
-def cell_of(name: str, config: dict) -> Cell:
-    """The cell of this study with that name, roles included (none if the study lacks it)."""
-    for cell in design(config):
-        if cell.name() == name:
-            return cell
-    return Cell.parse(name)
 
 
 def solution2_pairs(config: dict) -> list[tuple[str, str, float]]:

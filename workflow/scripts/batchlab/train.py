@@ -66,6 +66,8 @@ class Run:
     train_seconds: float = 0.0
     sharpness_seconds: float = 0.0
     since_probe: list[list[np.ndarray]] = field(default_factory=list)  # per seed, since the last probe
+    probe_every: int = 0  # steps between regular probes (0: at epoch ends only)
+    early_probes: frozenset[int] = frozenset()  # steps of the early, test-only probes
 
     def training(self) -> list[int]:
         return [i for i, s in enumerate(self.seeds) if s.status == "ok"]
@@ -103,6 +105,8 @@ def setup(cfg, data, device, resume: TrainState | None, log) -> Run:
         iters=iters,
         lr_at=lr_schedule(cfg.lr, warmup_steps(cfg, iters)),
         log=log,
+        probe_every=probe_interval(cfg.probe_every_samples, cfg.batch_size),
+        early_probes=frozenset(early_probe_steps(cfg.probe_every_samples, cfg.batch_size)),
     )
     if resume is not None:
         restore(run, resume)
@@ -125,25 +129,18 @@ def restore(run: Run, state: TrainState) -> None:
 
 def window_end(run: Run, offset: int, pos: int) -> int:
     """The step (of this epoch) where the window starting at pos must end at the latest."""
-    cfg = run.cfg
-    stop = min(run.iters, pos + cfg.check_every - pos % cfg.check_every)
-    every = probe_interval(cfg.probe_every_samples, cfg.batch_size)
-    if every:
-        stop = min(stop, every - (offset + pos) % every + pos)
-    upcoming = [s - offset for s in early_probe_steps(cfg.probe_every_samples, cfg.batch_size)]
-    upcoming = [s for s in upcoming if s > pos]
+    stop = min(run.iters, pos + run.cfg.check_every - pos % run.cfg.check_every)
+    if run.probe_every:
+        stop = min(stop, run.probe_every - (offset + pos) % run.probe_every + pos)
+    upcoming = [s - offset for s in run.early_probes if s - offset > pos]
     return min([stop, *upcoming])
 
 
 def probe_due(run: Run, at: int) -> bool | None:
     """None: no probe at step `at`; else whether it measures the gradient noise too."""
-    cfg = run.cfg
-    every = probe_interval(cfg.probe_every_samples, cfg.batch_size)
-    if every and at % every == 0:
+    if run.probe_every and at % run.probe_every == 0:
         return True
-    if at in early_probe_steps(cfg.probe_every_samples, cfg.batch_size):
-        return False
-    return None
+    return False if at in run.early_probes else None
 
 
 def record_window(run: Run, values: np.ndarray, since_probe: list[list[np.ndarray]]) -> None:
