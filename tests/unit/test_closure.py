@@ -33,3 +33,14 @@ def test_the_closure_follows_imports_through_other_modules():
     assert "report" not in closure and "aggregate" not in closure
     # an import inside a function counts too (the report imports its scaling sections lazily)
     assert "report_scaling" in {p.stem for p in script_closure(SCRIPTS / "report.py")}
+
+
+def test_a_training_job_keys_its_stored_seeds_by_the_same_code_as_the_rule():
+    # the train rule hands its code inputs to the job (no parsing at start-up); a job built
+    # without them (tests, other callers) reads the same closure itself, so both key the same
+    from batchlab.closure import module_paths, source_hash
+
+    rule_inputs = script_closure(SCRIPTS / "train.py")
+    assert sorted(p.name for p in rule_inputs) == sorted(p.name for p in module_paths("train_job"))
+    assert source_hash(rule_inputs) == source_hash(module_paths("train_job"))
+

@@ -45,3 +45,16 @@ def process_age_s() -> float | None:
         return time.clock_gettime(time.CLOCK_BOOTTIME) - started
     except (OSError, ValueError, IndexError):
         return None
+
+
+def exit_at_once() -> None:
+    """End a finished step's process without the interpreter's teardown.
+
+    Tearing down a process that imported PyTorch takes 0.3 s on this CPU, a sixth of a
+    training job's overhead. Call it only after every output is written (they are written
+    atomically and synced) and never from a process that has more to do (tests, notebooks)."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -47,6 +47,9 @@ class Job:
     store: str  # folder of this cell's stored seeds
     log_path: str
     threads: int = 1
+    # the files whose contents key the stored seeds (the rule's code inputs); empty: the import
+    # closure of this module, read from the source (0.08 s a job saved by passing them)
+    code: tuple[str, ...] = ()
 
 
 def run(job: Job) -> None:
@@ -92,7 +95,7 @@ def main(job: Job, log) -> None:
     torch.set_num_threads(job.threads)
     data = to_device(load_prepared(job.data_path), input_shape(cfg.model), device)
     context = {
-        "code": source_hash(module_paths("train_job")),
+        "code": source_hash([Path(p) for p in job.code] or module_paths("train_job")),
         "data": file_hash(job.data_path),
         "torch": torch.__version__,
         "device": device.type,
