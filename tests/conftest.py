@@ -165,7 +165,7 @@ solution2:
   momentum: [0.0]
 report:
   reference_lr: 0.1
-  target_test_acc: 0.9
+  target_val_acc: 0.9
 """
 
 

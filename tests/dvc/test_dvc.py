@@ -157,6 +157,24 @@ def test_second_repro_does_nothing(project):
     assert "Data and pipelines are up to date." in repo.dvc("status").stdout
 
 
+def test_a_new_validation_split_retrains_the_cells_and_keeps_the_data(project):
+    repo = project["repo"]
+    params = repo.path / "params.yaml"
+    original = params.read_text()
+    params.write_text(original.replace("train:\n  epochs: 1\n", "train:\n  epochs: 1\n  validation_size: 5000\n"))
+    try:
+        status = json.loads(repo.dvc("status", "--json").stdout)
+        assert set(status) == {"study"}, status  # the data stage is untouched: nothing refetched
+        assert status["study"] == [{"changed deps": {"params.yaml": {"train": "modified"}}}]
+        dry = repo.run(str(VENV_BIN / "snakemake"), "-n", "--cores", "1")
+        plan = dry.stdout + dry.stderr
+        assert sorted(train_jobs(plan)) == ["bs=1000, lr=0.1", "bs=128, lr=0.1"]
+        assert "rule fetch" not in plan and "rule prepare" not in plan
+    finally:
+        params.write_text(original)
+    assert "Data and pipelines are up to date." in repo.dvc("status").stdout
+
+
 def test_new_learning_rate_trains_only_the_new_cells(project):
     repo = project["repo"]
     old_cell = repo.path / "results/runs/bs128_lr0.1/losses.parquet"
@@ -175,9 +193,14 @@ def test_new_learning_rate_trains_only_the_new_cells(project):
     v1 = project["revs"]["v1"][:10]
     assert f"Params changed since commit {v1} (HEAD): grid.learning_rates: [0.1] → [0.1, 0.3]." in page
     assert "Cells: 2 → 4." in page
-    assert re.search(
-        r"Best test accuracy per batch size since commit \w+ \(HEAD\): batch 128: [\d.]+% → [\d.]+%", page
-    )
+    # a batch size whose best lr or its test accuracy moved is named, with both values
+    old = json.loads(repo.git("show", f"{v1}:results/summary/metrics.json").stdout)
+    new = json.loads((repo.path / "results/summary/metrics.json").read_text())
+    moved = [b for b in (128, 1000) if old[f"bs{b}"] != new[f"bs{b}"]]
+    for b in moved:
+        assert re.search(rf"Test accuracy at the best lr of each batch size since commit \w+ \(HEAD\):.*batch {b}: [\d.]+% → [\d.]+%", page)
+    if not moved:
+        assert "Test accuracy at the best lr of each batch size since" not in page
     project["revs"]["v2"] = repo.commit("study v2: lr 0.3")
     repo.dvc("push", "-q")
 

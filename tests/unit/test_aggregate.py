@@ -67,15 +67,18 @@ def _metrics(b, lr, status="ok", stopped=None):
         "iterations_per_epoch": 10,
         "final_train_loss": 0.1,
         "final_train_acc": 0.9,
+        "final_val_loss": 0.2,
+        "final_val_acc": 0.8,
         "final_test_loss": 0.2,
         "final_test_acc": 0.8,
+        "selection_set": "validation",
         "device": "cpu",
     }
 
 
 def _epochs(acc):
     return pd.DataFrame(
-        {"epoch": [1], "seconds": [2.0], "samples_per_s": [50.0], "ms_per_step": [200.0], "test_acc": [acc]}
+        {"epoch": [1], "seconds": [2.0], "samples_per_s": [50.0], "ms_per_step": [200.0], "val_acc": [acc], "test_acc": [acc]}
     )
 
 
@@ -88,7 +91,7 @@ def test_summary_row_counts_steps_samples_and_seconds_to_target():
     assert row["oscillation"] == 0.0
 
 
-def test_best_lr_per_batch_size_flags_grid_edges():
+def test_best_lr_per_batch_size_is_chosen_on_validation_and_flags_grid_edges():
     rows = []
     accs = {
         (1, 0.01): 0.9,
@@ -104,7 +107,8 @@ def test_best_lr_per_batch_size_flags_grid_edges():
     for (b, lr), acc in accs.items():
         status = "diverged" if acc < 0.2 else "ok"
         m = _metrics(b, lr, status, stopped=5 if status == "diverged" else None)
-        m["final_test_acc"] = acc
+        m["final_val_acc"] = acc
+        m["final_test_acc"] = 1.0 - acc  # selection must never read it: it would pick other lrs
         rows.append(summarize_cell(m, _epochs(acc), np.ones(10), 2048, 0.3))
     cells = cells_table(rows)
     settings = by_setting(cells)
@@ -115,7 +119,8 @@ def test_best_lr_per_batch_size_flags_grid_edges():
     assert settings.set_index(["batch_size", "lr"]).loc[(1, 1.0), "diverged"] == 1
     headline = headline_metrics(cells, best)
     assert headline["cells"] == headline["seed_runs"] == 9 and headline["diverged_runs"] == 1
-    assert headline["bs64"] == {"best_lr": 0.1, "best_test_acc": 0.95}
+    assert headline["bs64"] == {"best_lr": 0.1, "val_acc": 0.95, "test_acc": pytest.approx(0.05)}
+    assert headline["selection_set"] == "validation"
 
 
 def test_steps_to_target_takes_the_fastest_lr_that_every_seed_reaches():
@@ -149,7 +154,7 @@ def test_steps_to_target_takes_the_fastest_lr_that_every_seed_reaches():
                     "steps_to_acc": s,
                     "samples_to_acc": s * b if s else None,
                     "seconds_to_acc": s * 0.01 if s else None,
-                    "best_test_acc": 0.9,
+                    "best_val_acc": 0.9,
                 }
             )
     table = steps_to_target_table(cells_table(rows)).set_index("batch_size")

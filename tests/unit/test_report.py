@@ -48,8 +48,11 @@ def study(oscillation_sign=-1, best=lambda b: 0.01 * b**0.5, diverge=(), seeds=(
             "iterations_per_epoch": ipe,
             "final_train_loss": 0.2,
             "final_train_acc": acc,
+            "final_val_loss": 0.3,
+            "final_val_acc": 0.1 if status == "diverged" else acc,
             "final_test_loss": 0.3,
-            "final_test_acc": 0.1 if status == "diverged" else acc,
+            "final_test_acc": 0.1 if status == "diverged" else acc - 0.01,
+            "selection_set": "validation",
             "device": "cpu",
         }
         ep = pd.DataFrame(
@@ -58,7 +61,8 @@ def study(oscillation_sign=-1, best=lambda b: 0.01 * b**0.5, diverge=(), seeds=(
                 "seconds": [6.0 / b * (1 + 0.01 * seed)] * 3,
                 "samples_per_s": [100.0 * b] * 3,
                 "ms_per_step": [10.0] * 3,
-                "test_acc": [acc - 0.1, acc - 0.05, acc],
+                "val_acc": [acc - 0.1, acc - 0.05, acc],
+                "test_acc": [acc - 0.11, acc - 0.06, acc - 0.01],
                 "train_loss": [0.5, 0.3, 0.2],
                 "test_loss": [0.5, 0.4, 0.3],
             }
@@ -198,18 +202,22 @@ def test_a_chart_may_not_share_its_id_with_a_section():
 
 
 def test_verdicts_follow_a_study_with_known_answers():
-    """Two seeds; small batches noisier and slower per epoch; the best lr grows linearly with
-    the batch; the smallest batch at the lr nearest 0.02 diverges late in both seeds; the
+    """Three seeds; small batches noisier and slower per epoch; the best lr grows linearly with
+    the batch; the smallest batch at the lr nearest 0.02 diverges late in every seed; the
     training loss still falls in the last epoch. No noise probes and no Solution 2 cells: those
-    claims are left out rather than guessed."""
+    claims are left out rather than guessed. The paired claims come from aggregate's analysis."""
     from batchlab.report_scaling import verdicts
+    from batchlab.verdicts import paired_verdicts
 
     blow_lr = nearest(LRS, 0.02)
-    cells, settings, best, epochs, curves = study(
-        best=lambda b: 0.01 * b, diverge={(1, blow_lr): 1500}, seeds=(0, 1)
-    )
     config = {**CONFIG, "solution2": {"enabled": False}}
-    found = {v["claim"]: v for v in verdicts(cells, settings, best, None, None, epochs, {}, config)}
+
+    def judged(seeds):
+        cells, settings, best, epochs, _ = study(best=lambda b: 0.01 * b, diverge={(1, blow_lr): 1500}, seeds=seeds)
+        analysis = {"verdicts": paired_verdicts(cells, epochs, None, best, config)}
+        return {v["claim"]: v for v in verdicts(cells, settings, best, None, None, epochs, analysis, config)}
+
+    found = judged((0, 1, 2))
     assert {claim: v["verdict"] for claim, v in found.items()} == {
         "Small batches make the loss oscillate more from one iteration to the next.": "supported",
         "Small batches are slower per epoch.": "supported",
@@ -217,17 +225,11 @@ def test_verdicts_follow_a_study_with_known_answers():
         f"Batch 1 with lr {blow_lr:g} blows up late in training.": "supported",
         "Small batches want a small learning rate and large batches a large one.": "supported",
     }
-    assert (
-        "2 of 2 seeds failed, 2 of them in the second half"
-        in found[f"Batch 1 with lr {blow_lr:g} blows up late in training."]["evidence"]
-    )
-    # the same study with one seed: the claims judged over seeds have no interval and become
-    # inconclusive; time per epoch is pooled over a batch size's cells (all its lrs), and the
-    # blow-up is a count
-    one = study(best=lambda b: 0.01 * b, diverge={(1, blow_lr): 1500})
-    single = {
-        v["claim"]: v["verdict"] for v in verdicts(one[0], one[1], one[2], None, None, one[3], {}, config)
-    }
+    assert "3 of 3 seeds blew up in the second half" in found[f"Batch 1 with lr {blow_lr:g} blows up late in training."]["evidence"]
+    assert all(v["test"] for v in found.values())  # each says what its test can and cannot show
+    # one seed: every claim judged over seeds becomes inconclusive; time per epoch pairs the
+    # epochs of one ensemble, and the blow-up is a count of seeds
+    single = {claim: v["verdict"] for claim, v in judged((0,)).items()}
     assert single.pop("Small batches are slower per epoch.") == "supported"
     assert single.pop(f"Batch 1 with lr {blow_lr:g} blows up late in training.") == "supported"
     assert set(single.values()) == {"inconclusive"} and len(single) == 3

@@ -451,14 +451,14 @@ def test_probes_measure_without_changing_the_trajectory():
     for p, q in zip(probed.seeds, quiet.seeds, strict=True):
         assert np.array_equal(p.losses, q.losses)
         steps = [row["step"] for row in p.probes]
-        # test accuracy alone at 150/2^k samples (1, 2, 4, 8 iterations), then every 15
+        # validation accuracy alone at 150/2^k samples (1, 2, 4, 8 iterations), then every 15
         # iterations with the gradient noise too; the epochs end at 60 and 120
         assert steps == [1, 2, 4, 8, 15, 30, 45, 60, 75, 90, 105, 120]
         assert {row["seed"] for row in p.probes} == {p.seed}
         assert [math.isnan(row["g_big_sq"]) for row in p.probes[:5]] == [True] * 4 + [False]
         assert [row["step"] for row in q.probes] == [60, 120]  # epoch ends only
         last = p.probes[-1]
-        assert last["test_acc"] == p.epochs[-1]["test_acc"]
+        assert last["val_acc"] == p.epochs[-1]["val_acc"]
         assert last["b_small"] * 4 == last["b_big"] == 512 and last["g_small_sq"] > last["g_big_sq"] > 0
         assert p.final["sharpness"] > 0
     assert probed.seeds[0].probes[5]["g_small_sq"] != probed.seeds[1].probes[5]["g_small_sq"]
@@ -466,16 +466,56 @@ def test_probes_measure_without_changing_the_trajectory():
     assert times["noise"] > 0 and times["sharpness"] > 0 and times["training"] > 0
 
 
-def test_probes_between_epoch_ends_use_the_test_subset():
+def test_probes_between_epoch_ends_use_the_validation_subset():
     data = synthetic(n_test=200)
     full = run(CellConfig(batch_size=10, lr=0.05, seeds=(0,), epochs=1, probe_every_samples=150), data).seeds[0]
     part = run(
-        CellConfig(batch_size=10, lr=0.05, seeds=(0,), epochs=1, probe_every_samples=150, probe_test_size=50), data
+        CellConfig(batch_size=10, lr=0.05, seeds=(0,), epochs=1, probe_every_samples=150, probe_val_size=50), data
     ).seeds[0]
     assert np.array_equal(full.losses, part.losses)
     # accuracy on 50 images comes in steps of 1/50; the epoch end uses all 200
-    assert all(round(row["test_acc"] * 50, 6) % 1 == 0 for row in part.probes[:-1])
-    assert part.probes[-1]["test_acc"] == full.probes[-1]["test_acc"] == part.epochs[-1]["test_acc"]
+    assert all(round(row["val_acc"] * 50, 6) % 1 == 0 for row in part.probes[:-1])
+    assert part.probes[-1]["val_acc"] == full.probes[-1]["val_acc"] == part.epochs[-1]["val_acc"]
+
+
+def test_selection_reads_the_validation_set_and_the_test_set_is_only_reported():
+    base = synthetic(n_train=800, n_test=200)
+    # the first 200 training images become the validation set; the test labels are shuffled, so
+    # a probe or a fate that read the test set would see chance accuracy
+    shuffled = base.test_y[torch.randperm(200, generator=torch.Generator().manual_seed(1))]
+    data = DeviceData(base.train_x[200:], base.train_y[200:], base.test_x, shuffled, base.train_x[:200], base.train_y[:200])
+    assert data.selection_set == "validation" and base.selection_set == "test"
+    seed = run(CellConfig(batch_size=20, lr=0.05, seeds=(0,), epochs=2, probe_every_samples=300), data).seeds[0]
+    assert seed.status == "ok" and len(seed.losses) == 2 * 30  # 600 training images, not 800
+    assert all(row["val_acc"] > 0.9 for row in seed.probes[-3:])
+    assert seed.epochs[-1]["val_acc"] > 0.9 and seed.epochs[-1]["test_acc"] < 0.4
+    assert seed.final["val_acc"] == seed.epochs[-1]["val_acc"] and seed.final["test_acc"] < 0.4
+
+
+def test_the_validation_split_is_fixed_disjoint_and_holds_out_what_it_says():
+    from batchlab.data import validation_split
+
+    train, val = validation_split(1000, 200)
+    again = validation_split(1000, 200)
+    assert torch.equal(train, again[0]) and torch.equal(val, again[1])  # the same for every cell and seed
+    assert len(val) == 200 and len(train) == 800
+    assert torch.equal(torch.sort(torch.cat([train, val])).values, torch.arange(1000))
+    assert torch.all(train[1:] > train[:-1]) and val.min() < 100 and val.max() > 900  # sorted, drawn at random
+    none_train, none_val = validation_split(1000, 0)
+    assert torch.equal(none_train, torch.arange(1000)) and len(none_val) == 0
+    with pytest.raises(ValueError, match="validation size 1000"):
+        validation_split(1000, 1000)
+    images = torch.arange(1000, dtype=torch.uint8).repeat_interleave(784).reshape(1000, 28, 28)
+    tensors = {
+        "train_images": images,
+        "train_labels": torch.arange(1000) % 10,
+        "test_images": images[:50],
+        "test_labels": torch.arange(50) % 10,
+    }
+    held = to_device(tensors, input_shape("mlp"), CPU, validation_size=200)
+    assert held.n_train == 800 and held.val_x.shape == (200, 784) and held.selection_set == "validation"
+    assert torch.equal(held.val_y, (val % 10)) and torch.equal(held.train_y, train % 10)
+    assert to_device(tensors, input_shape("mlp"), CPU).selection_set == "test"
 
 
 def test_a_lone_cnn_seed_that_diverges_mid_window_is_rewound_to_its_step(monkeypatch):

@@ -40,11 +40,15 @@ rule aggregate:
             "grid": config["grid"],
             "remedies": config["remedies"],
             "solution2": config["solution2"],
-            "train": {"momentum": config["train"]["momentum"]},
+            "train": {
+                "momentum": config["train"]["momentum"],
+                "epochs": config["train"]["epochs"],
+            },
+            "report": {"reference_lr": config["report"]["reference_lr"]},
         },
         smooth_samples=config["report"]["smooth_samples"],
         loss_target=config["report"]["loss_target"],
-        target_test_acc=config["report"]["target_test_acc"],
+        target_val_acc=config["report"]["target_val_acc"],
         noise_smoothing_probes=config["report"]["noise_smoothing_probes"],
         max_points_per_curve=config["report"]["max_points_per_curve"],
     script:

@@ -21,6 +21,7 @@ from batchlab.cli import run_step
 from batchlab.io import write_json, write_parquet, write_text
 from batchlab.runs import per_seed, read_cell
 from batchlab.study import solution2_pairs
+from batchlab.verdicts import paired_verdicts
 
 
 def collect(input, params):
@@ -39,7 +40,7 @@ def collect(input, params):
                     params.smooth_samples,
                     params.loss_target,
                     probes=seed_probes,
-                    target_acc=params.target_test_acc,
+                    target_acc=params.target_val_acc,
                     noise_window=params.noise_smoothing_probes,
                 )
             )
@@ -69,18 +70,19 @@ def main(log, input, output, params):
     curves, probes, epochs = with_roles(curve_tables), with_roles(probe_tables), with_roles(epoch_tables)
     targets = steps_to_target_table(cells)
     critical = critical_batch(targets)
+    settings = by_setting(cells)
+    best = best_learning_rates(settings)
     write_parquet(output.probes, probes)
     write_parquet(output.targets, targets)
     write_json(
         output.analysis,
         {
-            "target_test_acc": params.target_test_acc,
+            "target_val_acc": params.target_val_acc,
             "critical_batch": critical,
             "solution2_equivalence": solution2_equivalence(losses, solution2_pairs(params.study)),
+            "verdicts": paired_verdicts(cells, epochs, probes, best, params.study),
         },
     )
-    settings = by_setting(cells)
-    best = best_learning_rates(settings)
     write_parquet(output.cells, cells)
     write_text(output.cells_csv, cells.to_csv(index=False))
     write_parquet(output.settings, settings)

@@ -80,8 +80,8 @@ def summarize_cell(
     smoothed = trailing_mean(losses, smoothing_window(b, smooth_samples))
     to_target = first_crossing(smoothed, loss_target)
     ms_per_step = float(epochs["ms_per_step"].mean()) if len(epochs) else float("nan")
-    probes = probes if probes is not None else pd.DataFrame(columns=["step", "test_acc"])
-    to_acc = first_reach(probes["step"], probes["test_acc"], target_acc) if len(probes) else None
+    probes = probes if probes is not None else pd.DataFrame(columns=["step", "val_acc"])
+    to_acc = first_reach(probes["step"], probes["val_acc"], target_acc) if len(probes) else None
     if "b_simple" in probes:  # already smoothed by noise_table
         noise = probes
     else:
@@ -110,9 +110,12 @@ def summarize_cell(
         "oscillation": loss_oscillation(losses, ipe) if metrics["status"] != "diverged" else float("nan"),
         "final_train_loss": _num(metrics.get("final_train_loss")),
         "final_train_acc": _num(metrics.get("final_train_acc")),
+        "final_val_loss": _num(metrics.get("final_val_loss")),
+        "final_val_acc": _num(metrics.get("final_val_acc")),
+        "best_val_acc": float(epochs["val_acc"].max()) if len(epochs) else float("nan"),
         "final_test_loss": _num(metrics.get("final_test_loss")),
         "final_test_acc": _num(metrics.get("final_test_acc")),
-        "best_test_acc": float(epochs["test_acc"].max()) if len(epochs) else float("nan"),
+        "selection_set": metrics.get("selection_set", "test"),
         "steps_to_target": to_target,
         "samples_to_target": to_target * b if to_target else None,
         "seconds_to_target": to_target * ms_per_step / 1000.0 if to_target else None,
@@ -167,6 +170,7 @@ def grid_cells(cells: pd.DataFrame) -> pd.DataFrame:
 
 # the measures given 95% intervals over seeds, with the range each can take
 CI_COLUMNS = {
+    "final_val_acc": (0.0, 1.0),
     "final_test_acc": (0.0, 1.0),
     "oscillation": (0.0, math.inf),
     "epoch_seconds": (0.0, math.inf),
@@ -180,6 +184,7 @@ def by_setting(cells: pd.DataFrame) -> pd.DataFrame:
     seeds, and 95% intervals (columns *_lo, *_hi) of the main measures."""
     cells = grid_cells(cells)
     numeric = [
+        "final_val_acc",
         "final_test_acc",
         "final_train_acc",
         "final_test_loss",
@@ -204,7 +209,7 @@ def by_setting(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def steps_to_target_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per batch size of the grid, the lr that reaches the target test accuracy in the fewest
+    """Per batch size of the grid, the lr that reaches the target validation accuracy in the fewest
     steps (mean over seeds; only lrs where every seed reached it), with 95% intervals of its
     steps, samples and seconds. Batch sizes where no lr reached it get reached=False."""
     grid = grid_cells(cells)
@@ -225,7 +230,7 @@ def steps_to_target_table(cells: pd.DataFrame) -> pd.DataFrame:
                 ci = mean_ci(at[f"{what}_to_acc"], (0.0, math.inf))
                 row[what], row[f"{what}_lo"], row[f"{what}_hi"] = ci["mean"], ci["lo"], ci["hi"]
         else:
-            row["best_acc"] = float(at_b["best_test_acc"].max())
+            row["best_acc"] = float(at_b["best_val_acc"].max())
         rows.append(row)
     cols = ["batch_size", "reached", "lr", "seeds", "best_acc"] + [
         f"{w}{s}" for w in ("steps", "samples", "seconds") for s in ("", "_lo", "_hi")
@@ -243,13 +248,14 @@ def critical_batch(targets: pd.DataFrame) -> dict:
 
 
 def best_learning_rates(settings: pd.DataFrame) -> pd.DataFrame:
-    """The lr with the best mean final test accuracy at each batch size; flags the grid's edge."""
+    """The lr with the best mean final validation accuracy at each batch size (selection never
+    reads the test set), its test accuracy beside it; flags the grid's edge."""
     lrs = sorted(settings["lr"].unique())
     rows = []
     for b, group in settings.groupby("batch_size", sort=True):
         ok = group[(group["diverged"] == 0) & (group["collapsed"] == 0)]
         pool = ok if len(ok) else group
-        best = pool.loc[pool["final_test_acc"].fillna(-1).idxmax()]
+        best = pool.loc[pool["final_val_acc"].fillna(-1).idxmax()]
         edge = None
         if best["lr"] == lrs[0] and len(lrs) > 1:
             edge = "lowest"
@@ -259,6 +265,7 @@ def best_learning_rates(settings: pd.DataFrame) -> pd.DataFrame:
             {
                 "batch_size": int(b),
                 "best_lr": float(best["lr"]),
+                "best_val_acc": float(best["final_val_acc"]),
                 "best_test_acc": float(best["final_test_acc"]),
                 "at_grid_edge": edge,
             }
@@ -317,14 +324,15 @@ def headline_metrics(cells: pd.DataFrame, best: pd.DataFrame, critical: dict | N
         "seed_runs": int(len(cells)),
         "diverged_runs": int((cells["status"] == "diverged").sum()),
         "collapsed_runs": int((cells["status"] == "collapsed").sum()),
-        "best_test_acc": _json_num(cells["final_test_acc"].max()),
+        "selection_set": str(cells["selection_set"].iloc[0]) if len(cells) else "validation",
     }
     if critical is not None:
         out["critical_batch_fit"] = _json_num(critical["b_crit"])
     for row in best.itertuples():
         out[f"bs{row.batch_size}"] = {
             "best_lr": row.best_lr,
-            "best_test_acc": _json_num(row.best_test_acc),
+            "val_acc": _json_num(row.best_val_acc),
+            "test_acc": _json_num(row.best_test_acc),
         }
     return out
 

@@ -28,8 +28,9 @@ class CellConfig:
     fused: bool = True  # the fused plain-SGD step for the mlp, where it applies
     warmup_epochs: float = 0.0  # linear warm-up of the lr from lr/steps to lr over these epochs
     splits: int = 1  # "Solution 2": k updates per forward pass, each from 1/k of the batch
-    probe_every_samples: int = 20000  # test accuracy + gradient noise every this many samples
-    probe_test_size: int = 2000  # test images of the probes between epoch ends (0: all)
+    validation_size: int = 0  # training images held out for selection (0: select on the test set)
+    probe_every_samples: int = 20000  # validation accuracy + gradient noise every this many samples
+    probe_val_size: int = 2000  # validation images of the probes between epoch ends (0: all)
     noise_batch: int = 512  # B_big of the noise-scale measurement
     noise_micro_batches: int = 4  # B_small = noise_batch / noise_micro_batches
     train_eval_size: int = 10000  # training loss/accuracy at epoch ends: the first n images

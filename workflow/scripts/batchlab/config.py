@@ -129,6 +129,14 @@ def _cross_checks(config: dict) -> list[str]:
             f"config key measure.noise_micro_batches: {mea['noise_micro_batches']} does not divide"
             f" measure.noise_batch = {mea['noise_batch']} into equal micro-batches"
         )
+    grid = config.get("grid", {})
+    n_train = 60000 - config["train"].get("validation_size", 0)
+    largest = max([*grid.get("batch_sizes", [1]), *(rem.get("batch_sizes", []) if rem.get("enabled") else [])])
+    if largest > n_train:
+        out.append(
+            f"config key train.validation_size: holding out {config['train']['validation_size']:,}"
+            f" images leaves {n_train:,} to train on, fewer than the batch size {largest:,}"
+        )
     return out
 
 

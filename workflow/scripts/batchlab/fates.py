@@ -8,8 +8,8 @@ import numpy as np
 
 LN10 = math.log(10.0)
 # An epoch that ends with the training loss within COLLAPSE_LOSS_TOLERANCE of ln 10 (the loss of
-# a uniform guess), test accuracy at most COLLAPSE_MAX_ACCURACY and one class predicted for at
-# least COLLAPSE_MIN_SHARE of the test set is "collapsed": the network outputs (almost) the same
+# a uniform guess), validation accuracy at most COLLAPSE_MAX_ACCURACY and one class predicted for
+# at least COLLAPSE_MIN_SHARE of the validation set is "collapsed": the network outputs (almost) the same
 # answer for every image, typically because its ReLU units died after too large a step.
 COLLAPSE_LOSS_TOLERANCE = 0.03
 COLLAPSE_MAX_ACCURACY = 0.15
@@ -23,12 +23,12 @@ def first_bad_step(losses: np.ndarray, threshold: float) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
-def is_collapsed(train_loss: float, test_acc: float, top_class_share: float) -> bool:
+def is_collapsed(train_loss: float, val_acc: float, top_class_share: float) -> bool:
     """True when the network answers (almost) the same class for every image, at chance level."""
     return (
         math.isfinite(train_loss)
         and abs(train_loss - LN10) <= COLLAPSE_LOSS_TOLERANCE * LN10
-        and test_acc <= COLLAPSE_MAX_ACCURACY
+        and val_acc <= COLLAPSE_MAX_ACCURACY
         and top_class_share >= COLLAPSE_MIN_SHARE
     )
 
@@ -41,6 +41,6 @@ def divergence_reason(loss: float, step: int, threshold: float) -> str:
 def collapse_reason(epoch: int, row: dict) -> str:
     return (
         f"after epoch {epoch} the training loss is {row['train_loss']:.3f} (ln 10 = {LN10:.3f}),"
-        f" test accuracy {row['test_acc']:.1%} and {row['top_class_share']:.0%} of test images"
-        " get the same class"
+        f" validation accuracy {row['val_acc']:.1%} and {row['top_class_share']:.0%} of validation"
+        " images get the same class"
     )

@@ -1,8 +1,9 @@
 """Measurements taken during and after training, per seed, kept out of the training time.
 
-Every `probe_every_samples` training samples each training seed is probed: test accuracy (for
-steps to a target; on the first `probe_test_size` test images) and gradient norms at two batch
-sizes (for the gradient noise scale). Before the first such probe, test accuracy alone at 1/2,
+Every `probe_every_samples` training samples each training seed is probed: validation accuracy
+(for steps to a target; on the first `probe_val_size` validation images, or test images where
+the study holds out none) and gradient norms at two batch sizes (for the gradient noise scale).
+Before the first such probe, validation accuracy alone at 1/2,
 1/4, ... 1/256 of that. Each seed's noise samples come from its own random generator, so probing
 never changes a trajectory. The final model's sharpness is measured once, after training.
 """
@@ -25,14 +26,14 @@ PROBE_COLUMNS = [
     "epoch",
     "samples",
     "recent_train_loss",
-    "test_loss",
-    "test_acc",
+    "val_loss",
+    "val_acc",
     "b_small",
     "b_big",
     "g_small_sq",
     "g_big_sq",
 ]
-EARLY_PROBES = 8  # test-accuracy probes at 1/2, 1/4, ... 1/256 of the probe interval
+EARLY_PROBES = 8  # validation-accuracy probes at 1/2, 1/4, ... 1/256 of the probe interval
 PROBE_SEED_OFFSET = 7919
 
 
@@ -44,7 +45,7 @@ def probe_interval(probe_every_samples: int, batch_size: int) -> int:
 
 
 def early_probe_steps(probe_every_samples: int, batch_size: int) -> list[int]:
-    """Iterations of the early probes: test accuracy only, at probe_every_samples / 2^k samples
+    """Iterations of the early probes: validation accuracy only, at probe_every_samples / 2^k samples
     (k = 1..8), so that steps to a target reached before the first regular probe are resolved
     on a log scale rather than read as the first probe's step."""
     every = probe_interval(probe_every_samples, batch_size)
@@ -55,7 +56,7 @@ def early_probe_steps(probe_every_samples: int, batch_size: int) -> list[int]:
 
 
 class Probes:
-    """Test accuracy of every seed at once and each seed's gradient norms, on current weights."""
+    """Validation accuracy of every seed at once and each seed's gradient norms, on current weights."""
 
     def __init__(self, cfg, data: DeviceData, ens: Ensemble, states: list | None = None):
         self.cfg, self.data, self.ens = cfg, data, ens
@@ -64,10 +65,10 @@ class Probes:
             gen.set_state(state)
         self.big = min(cfg.noise_batch, data.n_train)
         self.micro = cfg.noise_micro_batches if self.big % cfg.noise_micro_batches == 0 else 1
-        n_test = data.test_x.shape[0]
-        self.test_n = min(cfg.probe_test_size, n_test) if cfg.probe_test_size > 0 else n_test
-        # test_eval and noise: the probes; epoch_eval: the epoch-end evaluations (batchlab.train)
-        self.seconds = {"test_eval": 0.0, "noise": 0.0, "epoch_eval": 0.0}
+        n_val = data.select_x.shape[0]
+        self.val_n = min(cfg.probe_val_size, n_val) if cfg.probe_val_size > 0 else n_val
+        # val_eval and noise: the probes; epoch_eval: the epoch-end evaluations (batchlab.train)
+        self.seconds = {"val_eval": 0.0, "noise": 0.0, "epoch_eval": 0.0}
 
     def total_seconds(self) -> float:
         return sum(self.seconds.values())
@@ -79,14 +80,15 @@ class Probes:
         if self.data.train_x.device.type == "cuda":
             torch.cuda.synchronize(self.data.train_x.device)
 
-    def __call__(self, step, iters_per_epoch, recent: dict, test: list | None = None, noise=True) -> list:
-        """One row per seed in `recent` ({seed index: recent training loss})."""
+    def __call__(self, step, iters_per_epoch, recent: dict, val: list | None = None, noise=True) -> list:
+        """One row per seed in `recent` ({seed index: recent training loss}); `val`: the
+        validation evaluation when the caller has it (epoch ends evaluate the whole set)."""
         t0 = time.perf_counter()
-        if test is None:
-            n = self.test_n
-            test = evaluate(self.ens, self.data.test_x[:n], self.data.test_y[:n])
+        if val is None:
+            n = self.val_n
+            val = evaluate(self.ens, self.data.select_x[:n], self.data.select_y[:n])
         t1 = time.perf_counter()
-        self.seconds["test_eval"] += t1 - t0
+        self.seconds["val_eval"] += t1 - t0
         rows = []
         for i, loss in recent.items():
             row = {
@@ -95,8 +97,8 @@ class Probes:
                 "epoch": step / iters_per_epoch,
                 "samples": step * self.cfg.batch_size,
                 "recent_train_loss": loss,
-                "test_loss": test[i]["loss"],
-                "test_acc": test[i]["acc"],
+                "val_loss": val[i]["loss"],
+                "val_acc": val[i]["acc"],
                 "b_small": self.big // self.micro,
                 "b_big": self.big,
                 "g_small_sq": float("nan"),

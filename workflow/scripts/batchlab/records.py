@@ -22,9 +22,11 @@ EPOCH_COLUMNS = [
     "running_loss",
     "train_loss",
     "train_acc",
+    "val_loss",
+    "val_acc",
+    "top_class_share",  # on the validation set
     "test_loss",
     "test_acc",
-    "top_class_share",
 ]
 
 

@@ -167,10 +167,25 @@ def speed_findings(cells: pd.DataFrame) -> list[str]:
 
 
 def probe_subset_note(measure: dict) -> str:
-    n = measure.get("probe_test_size", 0)
-    if not n or n >= 10000:
+    n = measure.get("probe_val_size", 0)
+    if not n:
         return ""
-    return f" Between epoch ends the probes measure it on the first {n:,} test images (epoch ends: all 10,000)."
+    return f" Between epoch ends the probes measure it on the first {n:,} validation images (epoch ends: all of them)."
+
+
+def selection_note(cells: pd.DataFrame, config: dict) -> str:
+    """Which images chose the best settings, in one sentence."""
+    held_out = config["train"].get("validation_size", 0)
+    if set(cells.get("selection_set", pd.Series(["test"]))) == {"validation"}:
+        return (
+            f"Selection (each batch size's best lr, steps to the target, every figure at the best"
+            f" lr) uses a validation set of {held_out:,} training images held out from training"
+            f" (train.validation_size); the test set is reported for the selected settings only."
+        )
+    return (
+        "No validation set (train.validation_size = 0): selection used the test set, so the test"
+        " accuracies at the best lr are optimistic."
+    )
 
 
 def failure_findings(cells: pd.DataFrame, epochs_planned: int) -> list[str]:
@@ -196,7 +211,7 @@ def failure_findings(cells: pd.DataFrame, epochs_planned: int) -> list[str]:
 def best_lr_findings(best: pd.DataFrame, lrs: list[float]) -> list[str]:
     listing = ", ".join(f"{r.best_lr:g} at batch {r.batch_size}" for r in best.itertuples())
     slope, n = scaling_exponent(best)
-    out = [f"The best learning rate (highest mean final test accuracy) is {listing}."]
+    out = [f"The best learning rate (highest mean final validation accuracy) is {listing}."]
     rho = spearman(best["batch_size"], best["best_lr"])
     if math.isfinite(rho):
         grows = "grows" if rho > 0.5 else "does not grow"
@@ -223,7 +238,8 @@ def convergence_findings(cells: pd.DataFrame, best: pd.DataFrame, target: float)
     agg = (
         at_best.groupby("batch_size")
         .agg(
-            acc=("final_test_acc", "mean"),
+            acc=("final_val_acc", "mean"),
+            test=("final_test_acc", "mean"),
             steps=("steps_to_target", lambda s: s.astype(float).mean()),
             samples=("samples_to_target", lambda s: s.astype(float).mean()),
             seconds=("seconds_to_target", "mean"),
@@ -232,8 +248,8 @@ def convergence_findings(cells: pd.DataFrame, best: pd.DataFrame, target: float)
     )
     top = agg.loc[agg["acc"].idxmax()]
     out = [
-        f"How far: at its best lr, the highest final test accuracy is {fmt_pct(top['acc'])} at batch "
-        f"{int(top['batch_size'])}; "
+        f"How far: at its best lr, the highest final validation accuracy is {fmt_pct(top['acc'])} at batch "
+        f"{int(top['batch_size'])} (test {fmt_pct(top['test'])}); "
         + ", ".join(f"{fmt_pct(r.acc)} at batch {r.batch_size}" for r in agg.itertuples())
         + "."
     ]
@@ -302,7 +318,8 @@ def changes_since(previous: dict | None, current: dict) -> list[str]:
     moves = []
     for b in batches:
         old, new = old_m.get(f"bs{b}") or {}, new_m.get(f"bs{b}") or {}
-        o_acc, n_acc = old.get("best_test_acc"), new.get("best_test_acc")
+        # test accuracy at the selected lr (older metrics called it best_test_acc)
+        o_acc, n_acc = old.get("test_acc", old.get("best_test_acc")), new.get("test_acc", new.get("best_test_acc"))
         if o_acc == n_acc and old.get("best_lr") == new.get("best_lr"):
             continue
         text = f"batch {b}: {fmt_pct(o_acc) if o_acc is not None else 'absent'} → {fmt_pct(n_acc) if n_acc is not None else 'absent'}"
@@ -312,7 +329,7 @@ def changes_since(previous: dict | None, current: dict) -> list[str]:
             text += f", best lr {old.get('best_lr')} → {new.get('best_lr')}"
         moves.append(text)
     if moves:
-        out.append("Best test accuracy per batch size since " + label + ": " + "; ".join(moves) + ".")
+        out.append("Test accuracy at the best lr of each batch size since " + label + ": " + "; ".join(moves) + ".")
     elif old_m == new_m:
         out.append(f"The headline metrics are the same as at {label}.")
     return out
@@ -488,7 +505,7 @@ def heatmap_chart(settings: pd.DataFrame) -> dict:
             if r.diverged > 0
             else f"✕ coll. ep {int(r.first_stop_epoch)}"
             if r.collapsed > 0
-            else f"{100 * r.final_test_acc:.1f}"
+            else f"{100 * r.final_val_acc:.1f}"
         )
         for r in data.itertuples()
     ]
@@ -500,20 +517,20 @@ def heatmap_chart(settings: pd.DataFrame) -> dict:
     )
     rect = base.mark_rect().encode(
         color=alt.Color(
-            "final_test_acc:Q", title="final test accuracy", scale=alt.Scale(scheme="viridis", domain=[0, 1])
+            "final_val_acc:Q", title="final validation accuracy", scale=alt.Scale(scheme="viridis", domain=[0, 1])
         ),
-        tooltip=["batch_size:O", "lr:Q", "final_test_acc:Q", "outcome:N", "first_stop_step:Q", "seeds:Q"],
+        tooltip=["batch_size:O", "lr:Q", "final_val_acc:Q", "outcome:N", "first_stop_step:Q", "seeds:Q"],
     )
     failed = base.mark_rect(fill=None, stroke="#d62728", strokeWidth=3).transform_filter(
         "datum.outcome != 'finished'"
     )
     text = base.mark_text(fontSize=11).encode(
         text="label:N",
-        color=alt.condition("datum.final_test_acc > 0.6", alt.value("black"), alt.value("white")),
+        color=alt.condition("datum.final_val_acc > 0.6", alt.value("black"), alt.value("white")),
     )
     return _spec(
         (rect + failed + text).properties(
-            title="Final test accuracy (%) by batch size and learning rate; red frame: diverged or collapsed",
+            title="Final validation accuracy (%) by batch size and learning rate; red frame: diverged or collapsed",
             width=CHART_WIDTH,
             height=CHART_HEIGHT,
         )
@@ -558,7 +575,7 @@ def best_lr_chart(best: pd.DataFrame) -> dict:
             y=alt.Y("best_lr:Q", scale=y_scale),
             shape=alt.Shape("where:N", title="best lr"),
             color=alt.Color("where:N", title="best lr"),
-            tooltip=["batch_size:Q", "best_lr:Q", "best_test_acc:Q", "where:N"],
+            tooltip=["batch_size:Q", "best_lr:Q", "best_val_acc:Q", "best_test_acc:Q", "where:N"],
         )
     )
     return _spec(
@@ -601,6 +618,7 @@ def batch_size_table(
                 f"oscillation at lr {ref_lr:g}": fmt_num(ref["oscillation"].iloc[0]) if len(ref) else "n/a",
                 "best lr": f"{r.best_lr:g}"
                 + (f" (grid's {grid_edge(r.at_grid_edge)})" if grid_edge(r.at_grid_edge) else ""),
+                "validation acc at best lr": fmt_pct(r.best_val_acc),
                 "test acc at best lr": fmt_pct(r.best_test_acc),
                 "iterations to target": fmt_int(at_best["steps_to_target"].astype(float).mean())
                 if at_best["steps_to_target"].notna().any()
@@ -736,7 +754,8 @@ def build_sections(
         Section(
             "lr-grid",
             "Batch size × learning rate",
-            "Mean final test accuracy over seeds. A diverged cell's training loss became non-finite"
+            selection_note(cells, config)
+            + " Mean final validation accuracy over seeds. A diverged cell's training loss became non-finite"
             f" or exceeded {config['train']['divergence_loss']:g}; a collapsed cell ended an epoch"
             " at chance level, with a loss near ln 10 = 2.30, answering the same class for most images.",
             charts=[
@@ -748,17 +767,17 @@ def build_sections(
         Section(
             "convergence",
             "How fast and how far",
-            f"Test accuracy after each epoch, each batch size at its best lr. 'Iterations to target'"
+            f"Validation accuracy after each epoch, each batch size at its best lr. 'Iterations to target'"
             f" in the table above counts iterations until the smoothed training loss first reaches"
             f" {rep['loss_target']:g}.",
             charts=[
                 (
-                    "test-accuracy-vs-epoch",
+                    "validation-accuracy-vs-epoch",
                     epoch_metric_chart(
                         epochs_best,
-                        "test_acc",
-                        "Test accuracy per epoch at each batch size's best lr",
-                        "test accuracy",
+                        "val_acc",
+                        "Validation accuracy per epoch at each batch size's best lr",
+                        "validation accuracy",
                     ),
                     "",
                 )
@@ -768,7 +787,7 @@ def build_sections(
     if probes is not None and targets is not None and analysis is not None:
         # JSON has no NaN: a fit that could not be made was written as null
         fit = {k: float("nan") if v is None else v for k, v in analysis.get("critical_batch", {}).items()}
-        target = analysis.get("target_test_acc", rep["target_test_acc"])
+        target = analysis.get("target_val_acc", rep["target_val_acc"])
         noise = scaling.noise_at_best(probes, best)
         end = scaling.b_simple_summary(all_cells, best)
         seeds = int(cells["seed"].nunique())
@@ -784,8 +803,8 @@ def build_sections(
                 "steps-to-target",
                 "Steps, samples and seconds to a target",
                 f"Shallue et al. (2018): how many steps (and samples, and seconds) each batch size needs to"
-                f" reach {target:.1%} test accuracy, at the learning rate that gets there fastest (mean over"
-                " seeds; every seed must reach it; bars: 95% intervals; test accuracy is measured every"
+                f" reach {target:.1%} validation accuracy, at the learning rate that gets there fastest (mean over"
+                " seeds; every seed must reach it; bars: 95% intervals; validation accuracy is measured every"
                 f" {config['measure']['probe_every_samples']:,} samples and the crossing interpolated)."
                 + probe_subset_note(config["measure"])
                 + " On log-log axes perfect scaling (twice the batch, half the steps) is a line of slope −1;"

@@ -250,11 +250,12 @@ def end_epoch(run: Run, epoch: int, seconds: float) -> None:
     train_n = min(cfg.train_eval_size, n) if cfg.train_eval_size > 0 else n
     t0 = time.perf_counter()
     train_eval = evaluate(run.ens, data.train_x[:train_n], data.train_y[:train_n])
-    test_eval = evaluate(run.ens, data.test_x, data.test_y)
+    val_eval = evaluate(run.ens, data.select_x, data.select_y)
+    test_eval = evaluate(run.ens, data.test_x, data.test_y) if data.val_x is not None else val_eval
     run.probes.seconds["epoch_eval"] += time.perf_counter() - t0
     training = run.training()
     recent = {i: _mean(run.since_probe[i]) if run.since_probe[i] else _mean(run.chunks[i][-1:]) for i in training}
-    add_probes(run, run.probes(run.step, run.iters, recent, test=test_eval))
+    add_probes(run, run.probes(run.step, run.iters, recent, val=val_eval))
     per_seed = seconds / run.ens.size  # the ensemble's time, shared by its seeds
     for i in training:
         seed = run.seeds[i]
@@ -270,16 +271,19 @@ def end_epoch(run: Run, epoch: int, seconds: float) -> None:
             "running_loss": float(np.mean(run.losses(i)[-run.iters :])),
             "train_loss": train_eval[i]["loss"],
             "train_acc": train_eval[i]["acc"],
+            "val_loss": val_eval[i]["loss"],
+            "val_acc": val_eval[i]["acc"],
+            "top_class_share": val_eval[i]["top_class_share"],
             "test_loss": test_eval[i]["loss"],
             "test_acc": test_eval[i]["acc"],
-            "top_class_share": test_eval[i]["top_class_share"],
         }
         seed.epochs.append(row)
         run.log(
             f"epoch {epoch}/{cfg.epochs} seed {seed.seed}: train loss {row['train_loss']:.4f} acc"
-            f" {row['train_acc']:.4f} | test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}"
+            f" {row['train_acc']:.4f} | {data.selection_set} loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}"
+            f" | test acc {row['test_acc']:.4f}"
         )
-        if is_collapsed(row["train_loss"], row["test_acc"], row["top_class_share"]):
+        if is_collapsed(row["train_loss"], row["val_acc"], row["top_class_share"]):
             seed.status, seed.stopped_step = "collapsed", run.step
             seed.stop_reason = collapse_reason(epoch, row)
             run.alive[i] = False
@@ -310,9 +314,11 @@ def snapshot(run: Run) -> TrainState:
 
 def finish(run: Run) -> list[SeedResult]:
     """Each seed's final record: the last epoch's evaluation and the sharpness, or for a diverged
-    seed the test evaluation of the weights it was frozen with (the only evaluation here)."""
+    seed the evaluation of the weights it was frozen with (the only evaluation here)."""
+    data = run.data
     unfinished = any(s.status == "diverged" or not s.epochs for s in run.seeds)
-    test_eval = evaluate(run.ens, run.data.test_x, run.data.test_y) if unfinished else None
+    val_eval = evaluate(run.ens, data.select_x, data.select_y) if unfinished else None
+    test_eval = evaluate(run.ens, data.test_x, data.test_y) if unfinished and data.val_x is not None else val_eval
     sharp_s = 0.0
     for i, seed in enumerate(run.seeds):
         seed.losses, seed.final = run.losses(i), {}
@@ -320,13 +326,15 @@ def finish(run: Run) -> list[SeedResult]:
             seed.final = {
                 "train_loss": float("nan"),
                 "train_acc": float("nan"),
+                "val_loss": val_eval[i]["loss"],
+                "val_acc": val_eval[i]["acc"],
                 "test_loss": test_eval[i]["loss"],
                 "test_acc": test_eval[i]["acc"],
                 "sharpness": float("nan"),
             }
             continue
         last = seed.epochs[-1]
-        seed.final = {k: last[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
+        seed.final = {k: last[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")}
         t0 = time.perf_counter()
         seed.final["sharpness"] = final_sharpness(run.cfg, run.data, run.ens.module(i), seed.seed)
         sharp_s += time.perf_counter() - t0
@@ -371,7 +379,7 @@ def train_cell(
         measure["noise_and_sharpness_share"] = (probe_s["noise"] + sharp_s) / train_s
         # what measuring costs beside training: the probes and the sharpness (the epoch-end
         # evaluations, which every cell's record needs, are timed apart as epoch_eval)
-        measure["measure_share"] = (probe_s["test_eval"] + probe_s["noise"] + sharp_s) / train_s
+        measure["measure_share"] = (probe_s["val_eval"] + probe_s["noise"] + sharp_s) / train_s
     return CellResult(
         config=cfg,
         seeds=seeds,

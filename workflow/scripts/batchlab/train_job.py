@@ -69,6 +69,7 @@ def cell_config(job: Job) -> CellConfig:
         momentum=train["momentum"] if cell.recipe.momentum is None else cell.recipe.momentum,
         weight_decay=train["weight_decay"],
         divergence_loss=train["divergence_loss"],
+        validation_size=train.get("validation_size", 0),
         warmup_epochs=cell.recipe.warmup_epochs,
         splits=cell.recipe.splits,
         **job.measure,
@@ -93,7 +94,7 @@ def main(job: Job, log) -> None:
     check_cell(cfg)  # before the data are loaded: a bad cell fails at once
     device, _gpu_lock = pick_device(job.train["device"])
     torch.set_num_threads(job.threads)
-    data = to_device(load_prepared(job.data_path), input_shape(cfg.model), device)
+    data = to_device(load_prepared(job.data_path), input_shape(cfg.model), device, cfg.validation_size)
     context = {
         "code": source_hash([Path(p) for p in job.code] or module_paths("train_job")),
         "data": file_hash(job.data_path),
@@ -102,6 +103,10 @@ def main(job: Job, log) -> None:
     }
     t_data = time.monotonic()
     log(f"cell {job.cell}: seeds {list(cfg.seeds)} on {device} with {job.threads} thread(s)")
+    log(
+        f"data: {data.n_train:,} training images, selection on the {data.selection_set} set"
+        f" ({data.select_x.shape[0]:,} images), {data.test_x.shape[0]:,} test images"
+    )
     startup = {"process_start_to_job": started, "data_load": t_data - t0}
     log(
         f"start-up: {started or float('nan'):.2f} s from process start to the job's code (Python,"
@@ -172,6 +177,8 @@ def write_outputs(job, cfg, n_train, device, seeds: list[SeedResult], extras: di
             "recipe": cell.recipe.suffix(),
             "seeds": [{**s.summary(cfg.splits), **extras[s.seed]} for s in seeds],
             "iterations_per_epoch": ipe,
+            "n_train": n_train,
+            "selection_set": "test" if cfg.validation_size == 0 else "validation",
             "device": str(device),
             "threads": job.threads,
             "startup_seconds": startup,

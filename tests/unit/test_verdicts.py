@@ -1,0 +1,153 @@
+"""Each paired verdict rule on synthetic studies whose answer is known: supported, not
+supported and inconclusive (or mixed) all come out."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from batchlab.verdicts import epoch_time, late_blowup, lr_follows_batch, solution2_helps
+
+CONFIG = {
+    "train": {"epochs": 2, "momentum": 0.0},
+    "report": {"reference_lr": 0.1},
+    "solution2": {"enabled": True, "batch_size": 64, "splits": 4, "lr": 0.1},
+}
+SEEDS = range(5)
+
+
+def cells_frame(acc, seeds=SEEDS, batch_sizes=(1, 64), lrs=(0.01, 0.1), noise=0.0, extra=()):
+    """acc(b, lr, seed) -> test accuracy of grid cells; validation accuracy tracks it."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for b in batch_sizes:
+        for lr in lrs:
+            for s in seeds:
+                a = acc(b, lr, s) + noise * rng.standard_normal()
+                rows.append(row(b, lr, s, a))
+    rows += list(extra)
+    return pd.DataFrame(rows)
+
+
+def row(b, lr, s, acc, recipe="", status="ok", stopped=None):
+    return {
+        "batch_size": b,
+        "lr": lr,
+        "seed": s,
+        "recipe": recipe,
+        "in_grid": recipe == "",
+        "status": status,
+        "stopped_step": stopped,
+        "iterations_per_epoch": 100,
+        "final_val_acc": acc,
+        "final_test_acc": acc,
+    }
+
+
+def best_frame(pairs):
+    return pd.DataFrame([{"batch_size": b, "best_lr": lr} for b, lr in pairs])
+
+
+# ----------------------------------------------------------------------------- lr follows batch
+
+
+def seed_effect(s):
+    return 0.01 * s  # seeds differ far more than the settings' paired differences
+
+
+def test_best_lr_grows_with_batch_supported():
+    acc = {(1, 0.01): 0.95, (1, 0.1): 0.93, (64, 0.01): 0.90, (64, 0.1): 0.94}
+    cells = cells_frame(lambda b, lr, s: acc[b, lr] + seed_effect(s))
+    v = lr_follows_batch(cells, best_frame([(1, 0.01), (64, 0.1)]))
+    assert v["verdict"] == "supported" and v["at_large"]["mean"] == pytest.approx(0.04)
+
+
+def test_best_lr_grows_with_batch_not_supported_when_the_other_lr_is_as_good():
+    # batch 64's best lr is 0.1 on validation, but on the test set both lrs tie to 0.0001
+    acc = {(1, 0.01): 0.95, (1, 0.1): 0.93, (64, 0.01): 0.9400, (64, 0.1): 0.9401}
+    cells = cells_frame(lambda b, lr, s: acc[b, lr] + seed_effect(s))
+    v = lr_follows_batch(cells, best_frame([(1, 0.01), (64, 0.1)]))
+    assert v["verdict"] == "not supported" and "within ±0.002" in v["evidence"]
+    # the same lr is best at both ends: the best lr does not grow
+    same = lr_follows_batch(cells, best_frame([(1, 0.01), (64, 0.01)]))
+    assert same["verdict"] == "not supported"
+
+
+def test_best_lr_grows_with_batch_inconclusive_when_noise_swamps_it():
+    acc = {(1, 0.01): 0.95, (1, 0.1): 0.945, (64, 0.01): 0.935, (64, 0.1): 0.94}
+    cells = cells_frame(lambda b, lr, s: acc[b, lr], noise=0.02)
+    assert lr_follows_batch(cells, best_frame([(1, 0.01), (64, 0.1)]))["verdict"] == "inconclusive"
+    two = cells_frame(lambda b, lr, s: acc[b, lr] + seed_effect(s), seeds=(0, 1))
+    v = lr_follows_batch(two, best_frame([(1, 0.01), (64, 0.1)]))
+    assert v["verdict"] == "inconclusive" and "only 2 shared seed(s)" in v["evidence"]
+
+
+# ----------------------------------------------------------------------------- Solution 2
+
+
+def with_solution2(plain_best, split_acc, noise=0.0):
+    rng = np.random.default_rng(1)
+    extra = [row(64, 0.1, s, split_acc + seed_effect(s) + noise * rng.standard_normal(), "_k4") for s in SEEDS]
+    acc = {(1, 0.01): 0.95, (1, 0.1): 0.93, (64, 0.01): 0.90, (64, 0.1): 0.92, (64, 0.4): plain_best}
+    return cells_frame(lambda b, lr, s: acc.get((b, lr), 0.5) + seed_effect(s), lrs=(0.01, 0.1, 0.4), extra=extra)
+
+
+def test_solution2_is_compared_with_tuned_plain_training():
+    best = best_frame([(1, 0.01), (64, 0.4)])
+    # better than plain at its own lr 0.1 (0.92) but worse than tuned plain (0.95): not supported
+    v = solution2_helps(with_solution2(plain_best=0.95, split_acc=0.94), best, CONFIG)
+    assert v["verdict"] == "not supported" and "best lr 0.4" in v["evidence"]
+    assert solution2_helps(with_solution2(0.95, 0.96), best, CONFIG)["verdict"] == "supported"
+    assert solution2_helps(with_solution2(0.95, 0.951, noise=0.03), best, CONFIG)["verdict"] == "inconclusive"
+    assert solution2_helps(with_solution2(0.95, 0.96), best, {**CONFIG, "solution2": {"enabled": False}}) is None
+
+
+# ----------------------------------------------------------------------------- epoch time
+
+
+def epochs_frame(seconds_small, seconds_large):
+    rows = []
+    for b, secs in ((1, seconds_small), (64, seconds_large)):
+        for e, sec in enumerate(secs, start=1):
+            rows += [{"batch_size": b, "lr": 0.1, "seed": s, "epoch": e, "seconds": sec, "in_grid": True} for s in SEEDS]
+    return pd.DataFrame(rows)
+
+
+def test_epoch_time_every_way():
+    assert epoch_time(epochs_frame([9.0, 9.2, 8.9], [1.0, 1.1, 1.0]), CONFIG)["verdict"] == "supported"
+    assert epoch_time(epochs_frame([1.0, 1.01, 1.0], [1.0, 1.0, 1.01]), CONFIG)["verdict"] == "not supported"
+    assert epoch_time(epochs_frame([1.0, 1.0, 1.0], [2.0, 2.1, 2.0]), CONFIG)["verdict"] == "not supported"
+    assert epoch_time(epochs_frame([1.5, 0.8, 1.3], [1.0, 1.2, 0.9]), CONFIG)["verdict"] == "inconclusive"
+    assert epoch_time(epochs_frame([9.0, 9.0], [1.0, 1.0]), CONFIG)["verdict"] == "inconclusive"  # 2 epochs
+
+
+# ----------------------------------------------------------------------------- late blow-up
+
+
+def blowup_study(end_acc, peak_acc, fails=(), noise=0.0):
+    """Batch 1 at lr 0.02 (200 iterations planned); fails: {seed: stopped step}."""
+    rng = np.random.default_rng(2)
+    fails = dict(fails)
+    rows, probes = [], []
+    for s in SEEDS:
+        status = "diverged" if s in fails else "ok"
+        end = end_acc + seed_effect(s) + noise * rng.standard_normal()
+        rows.append(row(1, 0.02, s, end, status=status, stopped=fails.get(s)))
+        for step, acc in ((50, peak_acc - 0.02), (100, peak_acc)):
+            probes.append({"batch_size": 1, "lr": 0.02, "seed": s, "step": step, "val_acc": acc + seed_effect(s), "in_grid": True})
+    return pd.DataFrame(rows), pd.DataFrame(probes)
+
+
+def test_late_blowup_tells_blew_up_degraded_and_fine_apart():
+    every = {s: 150 for s in SEEDS}
+    v = late_blowup(*blowup_study(0.1, 0.9, fails=every), CONFIG)
+    assert (v["verdict"], v["outcome"]) == ("supported", "blew up") and "5 of 5 seeds" in v["evidence"]
+    v = late_blowup(*blowup_study(0.80, 0.90), CONFIG)
+    assert (v["verdict"], v["outcome"]) == ("mixed", "degraded")
+    assert v["difference"]["mean"] == pytest.approx(-0.10)
+    v = late_blowup(*blowup_study(0.901, 0.90), CONFIG)
+    assert (v["verdict"], v["outcome"]) == ("not supported", "fine")
+    v = late_blowup(*blowup_study(0.89, 0.90, noise=0.05), CONFIG)
+    assert (v["verdict"], v["outcome"]) == ("inconclusive", "unclear")
+    # an early failure is not a late blow-up
+    v = late_blowup(*blowup_study(0.901, 0.90, fails=[(0, 50)]), CONFIG)
+    assert v["late_failures"] == 0 and v["verdict"] == "inconclusive"

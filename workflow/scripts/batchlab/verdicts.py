@@ -1,0 +1,210 @@
+"""Verdicts on the original post's claims, decided by paired comparisons over seeds.
+
+One function per claim, each a plain function of the aggregated tables (pandas frames as
+aggregate writes them); each returns a record with the claim, its verdict, the numbers behind it,
+the evidence in words and what its test can and cannot show. Best learning rates are chosen on
+the validation set; the confirmatory comparisons between settings read the test set, which the
+choice never saw. No verdict pools cells of different learning rates as replicates.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from batchlab.stats import Paired, decide, paired_difference
+from batchlab.study import Recipe
+
+# effects smaller than these are too small to matter: a tight interval inside them says "no"
+ACC_MARGIN = 0.002  # accuracy: 0.2 points
+TIME_MARGIN = 0.05  # epoch time: 5% of the faster batch size's
+DROP_MARGIN = 0.005  # a late fall of validation accuracy: 0.5 points
+
+
+def grid(frame: pd.DataFrame) -> pd.DataFrame:
+    if "in_grid" in frame:
+        return frame[frame["in_grid"].astype(bool)]
+    return frame[frame["recipe"].fillna("") == ""] if "recipe" in frame else frame
+
+
+def nearest(values, target: float) -> float:
+    return min(values, key=lambda v: abs(math.log(v) - math.log(target)))
+
+
+def per_seed(cells: pd.DataFrame, b: int, lr: float, col: str, recipe: str | None = None) -> dict:
+    """{seed: value} of one setting: grid cells, or the cells of one recipe."""
+    at = cells if recipe is None else cells[cells["recipe"].fillna("") == recipe]
+    at = at[(at["batch_size"] == b) & (at["lr"] == lr)]
+    return {int(s): float(v) for s, v in zip(at["seed"], pd.to_numeric(at[col], errors="coerce"), strict=True)}
+
+
+def pct(d: Paired) -> str:
+    return f"{100 * d.mean:+.2f} points [{100 * d.lo:+.2f}, {100 * d.hi:+.2f}] over {d.n} paired seeds"
+
+
+def best_lr(best: pd.DataFrame, b: int) -> float | None:
+    row = best[best["batch_size"] == b]
+    return float(row["best_lr"].iloc[0]) if len(row) else None
+
+
+def epoch_time(epochs: pd.DataFrame, config: dict) -> dict | None:
+    """Small batches are slower per epoch: at one learning rate (report.reference_lr), the
+    smallest against the largest batch size, paired by epoch (the seeds of a cell share one
+    ensemble's clock, so its epochs are the replicates)."""
+    ep = grid(epochs)
+    if ep.empty:
+        return None
+    bss = sorted(ep["batch_size"].unique())
+    lr = nearest(sorted(ep["lr"].unique()), config["report"]["reference_lr"])
+    small, large = bss[0], bss[-1]
+
+    def by_epoch(b):
+        at = ep[(ep["batch_size"] == b) & (ep["lr"] == lr)]
+        return {int(e): float(s) for e, s in at.groupby("epoch")["seconds"].mean().items()}
+
+    a, c = by_epoch(small), by_epoch(large)
+    if not a or not c:
+        return None
+    d = paired_difference(a, c)
+    margin = TIME_MARGIN * (sum(c.values()) / len(c))
+    verdict, why = decide(d, +1, margin)
+    return {
+        "key": "epoch_time",
+        "claim": "Small batches are slower per epoch.",
+        "verdict": verdict,
+        "difference": d.as_dict(),
+        "evidence": f"At lr {lr:g}, an epoch at batch {small} takes {d.mean:+.2f} s [{d.lo:+.2f}, {d.hi:+.2f}]"
+        f" longer than at batch {large} ({d.n} epochs paired): {why}.",
+        "test": "Replicates are epochs of one ensemble; the machine's load moves between runs, so the"
+        " interval says how steady the clock was here, not on another machine.",
+    }
+
+
+def late_blowup(cells: pd.DataFrame, probes: pd.DataFrame, config: dict, lr_claim: float = 0.02) -> dict | None:
+    """Batch 1 at lr 0.02 blows up late: each seed blew up (diverged or collapsed in the second
+    half), or its validation accuracy fell from its first-half peak to its end (degraded, by
+    more than seed noise), or neither (fine)."""
+    g = grid(cells)
+    if g.empty:
+        return None
+    b = int(g["batch_size"].min())
+    lr = nearest(sorted(g["lr"].unique()), lr_claim)
+    at = g[(g["batch_size"] == b) & (g["lr"] == lr)]
+    if at.empty:
+        return None
+    planned = config["train"]["epochs"] * int(at["iterations_per_epoch"].iloc[0])
+    failed = at[at["status"].isin(["diverged", "collapsed"])]
+    late = failed[pd.to_numeric(failed["stopped_step"], errors="coerce") > planned / 2]
+    ok = at[~at["status"].isin(["diverged", "collapsed"])]
+    peak = {}
+    if probes is not None and len(probes):
+        pr = grid(probes)
+        pr = pr[(pr["batch_size"] == b) & (pr["lr"] == lr) & (pr["step"] <= planned / 2)]
+        peak = {int(s): float(v) for s, v in pr.groupby("seed")["val_acc"].max().items()}
+    end = {int(s): float(v) for s, v in zip(ok["seed"], ok["final_val_acc"], strict=True)}
+    d = paired_difference(end, peak)
+    fell, why = decide(d, -1, DROP_MARGIN)
+    n = len(at)
+    if len(late) == n:
+        verdict, outcome = "supported", "blew up"
+    elif len(late):
+        verdict, outcome = "mixed", "some seeds blew up"
+    elif fell == "supported":
+        verdict, outcome = "mixed", "degraded"
+    elif fell == "not supported" and len(failed) == 0:
+        verdict, outcome = "not supported", "fine"
+    else:
+        verdict, outcome = "inconclusive", "unclear"
+    stops = "; ".join(
+        f"seed {r.seed} {r.status} at iteration {int(r.stopped_step):,} of {planned:,}" for r in failed.itertuples()
+    )
+    return {
+        "key": "late_blowup",
+        "claim": f"Batch {b} with lr {lr:g} blows up late in training.",
+        "verdict": verdict,
+        "outcome": outcome,
+        "late_failures": int(len(late)),
+        "seeds": int(n),
+        "difference": d.as_dict(),
+        "evidence": f"{outcome.capitalize()}: {len(late)} of {n} seeds blew up in the second half"
+        + (f" ({stops})" if stops else "")
+        + f"; the others' validation accuracy from their first-half peak to the end: {pct(d)} ({why}).",
+        "test": "Tells blowing up (diverged or collapsed, caught at once) from degrading (a fall of"
+        " validation accuracy beyond seed noise) from neither; it cannot say whether a longer run"
+        " would blow up.",
+    }
+
+
+def lr_follows_batch(cells: pd.DataFrame, best: pd.DataFrame) -> dict | None:
+    """Small batches want a small lr and large batches a large one: at the largest batch its own
+    best lr beats the smallest batch's, and at the smallest batch the reverse, each paired over
+    seeds on the test set (the best lrs were chosen on validation)."""
+    g = grid(cells)
+    if len(best) < 2:
+        return None
+    small, large = int(best["batch_size"].min()), int(best["batch_size"].max())
+    lr_s, lr_l = best_lr(best, small), best_lr(best, large)
+    at_large = paired_difference(per_seed(g, large, lr_l, "final_test_acc"), per_seed(g, large, lr_s, "final_test_acc"))
+    at_small = paired_difference(per_seed(g, small, lr_s, "final_test_acc"), per_seed(g, small, lr_l, "final_test_acc"))
+    v_large, why_large = decide(at_large, +1, ACC_MARGIN)
+    v_small, why_small = decide(at_small, +1, ACC_MARGIN)
+    if lr_l <= lr_s:
+        verdict = "not supported"
+    elif v_large == v_small == "supported":
+        verdict = "supported"
+    elif "not supported" in (v_large, v_small):
+        verdict = "not supported"
+    else:
+        verdict = "inconclusive"
+    return {
+        "key": "lr_follows_batch",
+        "claim": "Small batches want a small learning rate and large batches a large one.",
+        "verdict": verdict,
+        "at_large": at_large.as_dict(),
+        "at_small": at_small.as_dict(),
+        "evidence": f"Best lr (validation) {lr_s:g} at batch {small} and {lr_l:g} at batch {large}. Test accuracy,"
+        f" batch {large} at lr {lr_l:g} minus lr {lr_s:g}: {pct(at_large)} ({why_large}); batch {small} at lr"
+        f" {lr_s:g} minus lr {lr_l:g}: {pct(at_small)} ({why_small}).",
+        "test": "Compares each end of the batch-size range at both ends' best lrs; it does not fit the"
+        " scaling rule in between, and an lr grid in x4 steps can miss an optimum between its points.",
+    }
+
+
+def solution2_helps(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> dict | None:
+    """Solution 2 helps a big batch: against plain training at the best lr of its batch size
+    (best against tuned plain, never against a too small nominal lr), paired on the test set."""
+    sol = config.get("solution2") or {}
+    if not sol.get("enabled"):
+        return None
+    b, k, lr = sol["batch_size"], sol["splits"], sol["lr"]
+    momentum = config["train"]["momentum"]
+    plain_best = best_lr(best, b)
+    recipe = Recipe(splits=k).suffix()
+    split = per_seed(cells, b, lr, "final_test_acc", recipe)
+    if plain_best is None or not split:
+        return None
+    plain = per_seed(grid(cells), b, plain_best, "final_test_acc")
+    d = paired_difference(split, plain)
+    verdict, why = decide(d, +1, ACC_MARGIN)
+    return {
+        "key": "solution2",
+        "claim": f"Solution 2 (one forward pass, k updates from k slices) helps a big batch (momentum {momentum:g}).",
+        "verdict": verdict,
+        "difference": d.as_dict(),
+        "evidence": f"Batch {b}: Solution 2 (k = {k}, lr {lr:g}) minus plain training at its best lr"
+        f" {plain_best:g}, test accuracy: {pct(d)} ({why}).",
+        "test": "Solution 2 at one lr against tuned plain training; Solution 2's own lr is not tuned"
+        " here, so a 'not supported' says it does not beat tuned plain training at this lr.",
+    }
+
+
+def paired_verdicts(cells, epochs, probes, best, config) -> list[dict]:
+    """The claims decided by paired comparisons, in the report's order."""
+    found = [
+        epoch_time(epochs, config),
+        late_blowup(cells, probes, config),
+        lr_follows_batch(cells, best),
+        solution2_helps(cells, best, config),
+    ]
+    return [v for v in found if v is not None]
