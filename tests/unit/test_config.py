@@ -24,9 +24,28 @@ def test_repository_params_are_valid_and_the_real_study():
     config = validate_config(PARAMS, SCHEMA)
     grid = config["grid"]
     assert min(grid["batch_sizes"]) == 1 and max(grid["batch_sizes"]) >= 1024
-    assert min(grid["learning_rates"]) <= 0.005 and max(grid["learning_rates"]) >= 1.28
-    assert 0.02 in grid["learning_rates"]
-    assert config["train"]["epochs"] >= 3
+    windows = grid["learning_rates"]
+    assert set(windows) == set(grid["batch_sizes"])  # every batch size has its own window
+    for window in windows.values():
+        lrs = sorted(window)
+        assert len(lrs) >= 5 and all(hi / lo == pytest.approx(2.0) for lo, hi in zip(lrs, lrs[1:], strict=False))
+    assert min(windows[1]) <= 0.000625 and 0.02 in windows[1]  # down to 0.000625; the blow-up claim's lr
+    assert config["train"]["epochs"] >= 3 and len(grid["seeds"]) >= 5
+
+
+def test_learning_rates_per_batch_size_take_batch_sizes_as_keys_and_cover_every_batch_size():
+    windows = {"1": ["0.1", 0.2], 4: [0.01], 16: [0.1], 64: [0.1], 256: [1], 1024: [1], 4096: [2]}
+    config = validate_config(with_change("grid.learning_rates", windows), SCHEMA)
+    assert config["grid"]["learning_rates"][1] == [0.1, 0.2]  # "1" (JSON, --config) is batch size 1
+    del windows[4]
+    with pytest.raises(ConfigError, match=r"grid\.learning_rates: batch size 4 has no window"):
+        validate_config(with_change("grid.learning_rates", windows), SCHEMA)
+    with pytest.raises(ConfigError, match=r"grid\.learning_rates\[64\]\[0\]: -0\.1 is less than or equal to the minimum of 0"):
+        validate_config(with_change("grid.learning_rates", {**windows, 4: [0.1], 64: [-0.1]}), SCHEMA)
+    with pytest.raises(ConfigError, match=r"grid\.learning_rates\.sixty: 'sixty' is not an integer"):
+        validate_config(with_change("grid.learning_rates", {"sixty": [0.1]}), SCHEMA)
+    # one list is still every batch size's
+    assert validate_config(with_change("grid.learning_rates", [0.1, 0.2]), SCHEMA)["grid"]["learning_rates"] == [0.1, 0.2]
 
 
 def test_defaults_are_filled():
@@ -97,7 +116,8 @@ def test_unknown_group_and_missing_grid():
 def test_schema_is_strict_and_described():
     def walk(node, path):
         if node.get("type") == "object":
-            assert node.get("additionalProperties") is False, path
+            # a mapping keyed by batch size takes any key; every other group is closed
+            assert node.get("additionalProperties") is False or node.get("x-integer-keys"), path
             for name, sub in node.get("properties", {}).items():
                 assert sub.get("description"), f"{path}.{name} has no description"
                 walk(sub, f"{path}.{name}")

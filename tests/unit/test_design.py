@@ -23,7 +23,14 @@ def test_cell_names_are_canonical_and_carry_no_seed():
     config = validate_config(PARAMS, SCHEMA)
     names = [c.name() for c in design(config) if c.in_group("grid")]
     grid = PARAMS["grid"]
-    assert len(names) == len(set(names)) == len(grid["batch_sizes"]) * len(grid["learning_rates"])
+    assert len(names) == len(set(names)) == sum(len(grid["learning_rates"][b]) for b in grid["batch_sizes"])
+
+
+def test_each_batch_size_trains_its_own_window_of_lrs():
+    windows = {64: [0.08, 0.32], 1024: [0.32, 0.64, 1.28]}
+    config = small_config(grid={"batch_sizes": [64, 1024], "learning_rates": windows, "seeds": [0]})
+    grid = sorted((c.batch_size, c.lr) for c in design(config) if c.in_group("grid"))
+    assert grid == [(64, 0.08), (64, 0.32), (1024, 0.32), (1024, 0.64), (1024, 1.28)]
 
 
 def test_names_and_recipes_round_trip_and_reject_nonsense():

@@ -54,31 +54,45 @@ def seed_effect(s):
     return 0.01 * s  # seeds differ far more than the settings' paired differences
 
 
-def test_best_lr_grows_with_batch_supported():
-    acc = {(1, 0.01): 0.95, (1, 0.1): 0.93, (64, 0.01): 0.90, (64, 0.1): 0.94}
-    cells = cells_frame(lambda b, lr, s: acc[b, lr] + seed_effect(s))
-    v = lr_follows_batch(cells, best_frame([(1, 0.01), (64, 0.1)]))
-    assert v["verdict"] == "supported" and v["at_large"]["mean"] == pytest.approx(0.04)
+def optima(lr_small, lr_large):
+    return pd.DataFrame(
+        [
+            {"batch_size": 1, "best_lr": lr_small, "lr_opt": lr_small, "lr_opt_lo": lr_small / 1.2, "lr_opt_hi": lr_small * 1.2, "window_edge": None},
+            {"batch_size": 64, "best_lr": lr_large, "lr_opt": lr_large, "lr_opt_lo": lr_large / 1.2, "lr_opt_hi": lr_large * 1.2, "window_edge": None},
+        ]
+    )
 
 
-def test_best_lr_grows_with_batch_not_supported_when_the_other_lr_is_as_good():
-    # batch 64's best lr is 0.1 on validation, but on the test set both lrs tie to 0.0001
-    acc = {(1, 0.01): 0.95, (1, 0.1): 0.93, (64, 0.01): 0.9400, (64, 0.1): 0.9401}
-    cells = cells_frame(lambda b, lr, s: acc[b, lr] + seed_effect(s))
-    v = lr_follows_batch(cells, best_frame([(1, 0.01), (64, 0.1)]))
-    assert v["verdict"] == "not supported" and "within ±0.002" in v["evidence"]
-    # the same lr is best at both ends: the best lr does not grow
-    same = lr_follows_batch(cells, best_frame([(1, 0.01), (64, 0.01)]))
-    assert same["verdict"] == "not supported"
+def exponent(slope, lo, hi):
+    return {"exponent": slope, "lo": lo, "hi": hi, "batch_sizes": [1, 64], "below_b_crit": None}
 
 
-def test_best_lr_grows_with_batch_inconclusive_when_noise_swamps_it():
-    acc = {(1, 0.01): 0.95, (1, 0.1): 0.945, (64, 0.01): 0.935, (64, 0.1): 0.94}
-    cells = cells_frame(lambda b, lr, s: acc[b, lr], noise=0.02)
-    assert lr_follows_batch(cells, best_frame([(1, 0.01), (64, 0.1)]))["verdict"] == "inconclusive"
-    two = cells_frame(lambda b, lr, s: acc[b, lr] + seed_effect(s), seeds=(0, 1))
-    v = lr_follows_batch(two, best_frame([(1, 0.01), (64, 0.1)]))
-    assert v["verdict"] == "inconclusive" and "only 2 shared seed(s)" in v["evidence"]
+def test_best_lr_grows_with_batch_every_way():
+    best = optima(0.005, 0.32)
+    assert lr_follows_batch(best, exponent(0.9, 0.6, 1.2))["verdict"] == "supported"
+    assert lr_follows_batch(best, exponent(0.0, -0.05, 0.06))["verdict"] == "not supported"  # flat
+    assert lr_follows_batch(best, exponent(-0.5, -0.8, -0.2))["verdict"] == "not supported"  # shrinks
+    assert lr_follows_batch(best, exponent(0.3, -0.2, 0.8))["verdict"] == "inconclusive"
+    v = lr_follows_batch(best, exponent(0.3, float("nan"), float("nan")))
+    assert v["verdict"] == "inconclusive" and "no interval" in v["evidence"]
+    assert "batch 64: 0.32 [0.267, 0.384]" in lr_follows_batch(best, exponent(0.9, 0.6, 1.2))["evidence"]
+
+
+def test_best_lr_grows_with_batch_from_a_synthetic_study():
+    from batchlab.optimum import lr_exponent, lr_optima
+
+    rows = []
+    rng = np.random.default_rng(4)
+    for b in (1, 4, 16, 64):
+        opt = 0.001 * b**0.5
+        for lr in [opt * 2.0**k for k in (-2, -1, 0.3, 1, 2)]:
+            for s in SEEDS:
+                acc = 0.97 - 0.02 * np.log(lr / opt) ** 2 + seed_effect(s) + 0.001 * rng.standard_normal()
+                rows.append(row(b, lr, s, acc))
+    cells = pd.DataFrame(rows)
+    found = lr_optima(cells)
+    v = lr_follows_batch(found.assign(best_lr=found["lr_opt"]), lr_exponent(cells, found, None))
+    assert v["verdict"] == "supported" and v["exponent"]["lo"] <= 0.5 <= v["exponent"]["hi"]
 
 
 # ----------------------------------------------------------------------------- Solution 2
@@ -113,11 +127,12 @@ def epochs_frame(seconds_small, seconds_large):
 
 
 def test_epoch_time_every_way():
-    assert epoch_time(epochs_frame([9.0, 9.2, 8.9], [1.0, 1.1, 1.0]), CONFIG)["verdict"] == "supported"
-    assert epoch_time(epochs_frame([1.0, 1.01, 1.0], [1.0, 1.0, 1.01]), CONFIG)["verdict"] == "not supported"
-    assert epoch_time(epochs_frame([1.0, 1.0, 1.0], [2.0, 2.1, 2.0]), CONFIG)["verdict"] == "not supported"
-    assert epoch_time(epochs_frame([1.5, 0.8, 1.3], [1.0, 1.2, 0.9]), CONFIG)["verdict"] == "inconclusive"
-    assert epoch_time(epochs_frame([9.0, 9.0], [1.0, 1.0]), CONFIG)["verdict"] == "inconclusive"  # 2 epochs
+    best = best_frame([(1, 0.1), (64, 0.1)])
+    assert epoch_time(epochs_frame([9.0, 9.2, 8.9], [1.0, 1.1, 1.0]), best)["verdict"] == "supported"
+    assert epoch_time(epochs_frame([1.0, 1.01, 1.0], [1.0, 1.0, 1.01]), best)["verdict"] == "not supported"
+    assert epoch_time(epochs_frame([1.0, 1.0, 1.0], [2.0, 2.1, 2.0]), best)["verdict"] == "not supported"
+    assert epoch_time(epochs_frame([1.5, 0.8, 1.3], [1.0, 1.2, 0.9]), best)["verdict"] == "inconclusive"
+    assert epoch_time(epochs_frame([9.0, 9.0], [1.0, 1.0]), best)["verdict"] == "inconclusive"  # 2 epochs
 
 
 # ----------------------------------------------------------------------------- late blow-up

@@ -9,6 +9,7 @@ from batchlab.aggregate import (
     cells_table,
     critical_batch,
     downsample_curve,
+    grid_cells,
     headline_metrics,
     loss_curves_at_best,
     noise_table,
@@ -19,6 +20,7 @@ from batchlab.aggregate import (
 )
 from batchlab.cli import run_step
 from batchlab.io import write_json, write_parquet, write_text
+from batchlab.optimum import lr_exponent, lr_optima
 from batchlab.runs import per_seed, read_cell
 from batchlab.study import solution2_pairs
 from batchlab.verdicts import paired_verdicts
@@ -71,7 +73,9 @@ def main(log, input, output, params):
     targets = steps_to_target_table(cells)
     critical = critical_batch(targets)
     settings = by_setting(cells)
-    best = best_learning_rates(settings)
+    optima = lr_optima(grid_cells(cells))
+    best = best_learning_rates(settings).merge(optima, on="batch_size", how="left")
+    exponent = lr_exponent(grid_cells(cells), optima, critical.get("b_crit"))
     write_parquet(output.probes, probes)
     write_parquet(output.targets, targets)
     write_json(
@@ -80,7 +84,8 @@ def main(log, input, output, params):
             "target_val_acc": params.target_val_acc,
             "critical_batch": critical,
             "solution2_equivalence": solution2_equivalence(losses, solution2_pairs(params.study)),
-            "verdicts": paired_verdicts(cells, epochs, probes, best, params.study),
+            "verdicts": paired_verdicts(cells, epochs, probes, best, params.study, exponent),
+            "lr_exponent": exponent,
         },
     )
     write_parquet(output.cells, cells)

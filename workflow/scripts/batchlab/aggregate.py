@@ -249,10 +249,11 @@ def critical_batch(targets: pd.DataFrame) -> dict:
 
 def best_learning_rates(settings: pd.DataFrame) -> pd.DataFrame:
     """The lr with the best mean final validation accuracy at each batch size (selection never
-    reads the test set), its test accuracy beside it; flags the grid's edge."""
-    lrs = sorted(settings["lr"].unique())
+    reads the test set), its test accuracy beside it; flags the edge of the batch size's own
+    window of lrs."""
     rows = []
     for b, group in settings.groupby("batch_size", sort=True):
+        lrs = sorted(group["lr"].unique())  # this batch size's window
         ok = group[(group["diverged"] == 0) & (group["collapsed"] == 0)]
         pool = ok if len(ok) else group
         best = pool.loc[pool["final_val_acc"].fillna(-1).idxmax()]

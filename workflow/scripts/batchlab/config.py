@@ -46,6 +46,10 @@ def _to_number(value: str, integer: bool, path: list) -> Any:
 def _coerce(value: Any, schema: dict, path: list) -> Any:
     """Return value with numeric strings read as numbers and defaults filled, per schema."""
     kind = schema.get("type")
+    if "anyOf" in schema:  # the branch of the instance's own kind (a list or a mapping)
+        want = "array" if isinstance(value, list) else "object" if isinstance(value, dict) else None
+        branch = next((sub for sub in schema["anyOf"] if sub.get("type") == want), None)
+        return _coerce(value, branch, path) if branch is not None else value
     if kind in ("number", "integer"):
         if isinstance(value, str):
             return _to_number(value, kind == "integer", path)
@@ -59,7 +63,11 @@ def _coerce(value: Any, schema: dict, path: list) -> Any:
         return [_coerce(v, items, path + [i]) for i, v in enumerate(value)]
     if kind == "object" and isinstance(value, dict):
         props = schema.get("properties", {})
-        out = {k: _coerce(v, props.get(k, {}), path + [k]) for k, v in value.items()}
+        extra = schema.get("additionalProperties")
+        extra = extra if isinstance(extra, dict) else {}
+        if schema.get("x-integer-keys"):  # batch sizes as keys: "64" (JSON, --config) is 64
+            value = {_to_number(str(k), True, path + [k]): v for k, v in value.items()}
+        out = {k: _coerce(v, props.get(k, extra), path + [k]) for k, v in value.items()}
         for name, sub in props.items():
             if name not in out and "default" in sub:
                 out[name] = _coerce(copy.deepcopy(sub["default"]), sub, path + [name])
@@ -82,6 +90,14 @@ def _describe(error) -> str:
     if error.validator == "enum":
         allowed = ", ".join(repr(v) for v in error.validator_value)
         return f"config key {_key(path)}: {error.instance!r} is not one of the allowed values: {allowed}"
+    if error.validator in ("anyOf", "oneOf") and error.context:
+        # the errors of the branch of the instance's own kind (a list, a mapping) say what is wrong
+        want = "array" if isinstance(error.instance, list) else "object" if isinstance(error.instance, dict) else None
+        mine = [e for e in error.context if error.validator_value[e.schema_path[0]].get("type") == want]
+        if mine:
+            return _describe(max(mine, key=lambda e: len(e.absolute_path)))
+        kinds = " or ".join(sub.get("type", "?") for sub in error.validator_value)
+        return f"config key {_key(path)}: {error.instance!r} is not of type {kinds}"
     if error.validator == "minItems" and error.validator_value == 1:
         return f"config key {_key(path)}: must list at least one value (it is empty)"
     text = f"config key {_key(path)}: {error.message}"
@@ -130,6 +146,13 @@ def _cross_checks(config: dict) -> list[str]:
             f" measure.noise_batch = {mea['noise_batch']} into equal micro-batches"
         )
     grid = config.get("grid", {})
+    windows = grid.get("learning_rates")
+    if isinstance(windows, dict):
+        for b in sorted(set(grid.get("batch_sizes", [])) - set(windows)):
+            out.append(
+                f"config key grid.learning_rates: batch size {b} has no window; give one list of"
+                " learning rates per batch size in grid.batch_sizes, or one list for all"
+            )
     n_train = 60000 - config["train"].get("validation_size", 0)
     largest = max([*grid.get("batch_sizes", [1]), *(rem.get("batch_sizes", []) if rem.get("enabled") else [])])
     if largest > n_train:

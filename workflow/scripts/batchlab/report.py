@@ -208,25 +208,62 @@ def failure_findings(cells: pd.DataFrame, epochs_planned: int) -> list[str]:
     return out
 
 
-def best_lr_findings(best: pd.DataFrame, lrs: list[float]) -> list[str]:
-    listing = ", ".join(f"{r.best_lr:g} at batch {r.batch_size}" for r in best.itertuples())
-    slope, n = scaling_exponent(best)
-    out = [f"The best learning rate (highest mean final validation accuracy) is {listing}."]
-    rho = spearman(best["batch_size"], best["best_lr"])
-    if math.isfinite(rho):
-        grows = "grows" if rho > 0.5 else "does not grow"
-        out.append(
-            f"The best lr {grows} with batch size (Spearman {fmt_num(rho, 2)}); fitted over the "
-            f"{n} batch sizes whose best lr lies inside the grid: {describe_scaling(slope)}."
-        )
+def describe_exponent(fit: dict) -> str:
+    """The fitted exponent with its interval, and which scaling rules the interval admits."""
+    slope, lo, hi = fit.get("exponent"), fit.get("lo"), fit.get("hi")
+    if slope is None or not math.isfinite(slope):
+        return "cannot be fitted (fewer than two batch sizes have their optimum inside their window)"
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"exponent {slope:.2f} (no interval: too few seeds)"
+    admits = [name for name, v in (("linear (1)", 1.0), ("square-root (0.5)", 0.5), ("flat (0)", 0.0)) if lo <= v <= hi]
+    rule = (
+        "the interval admits " + " and ".join(admits) + " scaling"
+        if admits
+        else "the interval admits none of linear, square-root or flat scaling"
+    )
+    return f"exponent {slope:.2f} [{lo:.2f}, {hi:.2f}] on log-log axes: {rule}"
+
+
+def optimum_text(r) -> str:
+    opt = getattr(r, "lr_opt", None)
+    if opt is None or not math.isfinite(opt):
+        return f"{r.best_lr:g} at batch {r.batch_size}"
+    text = f"{r.best_lr:g} at batch {r.batch_size} (interpolated {opt:.3g}"
+    if math.isfinite(getattr(r, "lr_opt_lo", math.nan)):
+        text += f" [{r.lr_opt_lo:.3g}, {r.lr_opt_hi:.3g}]"
+    tied = list(getattr(r, "tied_with", None) if getattr(r, "tied_with", None) is not None else [])
+    if tied:
+        text += "; tied with " + ", ".join(f"{v:g}" for v in tied)
+    return text + ")"
+
+
+def best_lr_findings(best: pd.DataFrame, settings: pd.DataFrame, exponent: dict | None = None) -> list[str]:
+    listing = "; ".join(optimum_text(r) for r in best.itertuples())
+    out = [
+        "The best learning rate (highest mean final validation accuracy; interpolated: the vertex of"
+        " a quadratic in log lr through it and its neighbours, with a 95% bootstrap interval over"
+        f" seeds; tied: a neighbour the paired test cannot separate from it) is {listing}."
+    ]
+    if exponent is None:
+        slope, n = scaling_exponent(best)
+        exponent = {"exponent": slope, "lo": math.nan, "hi": math.nan, "batch_sizes": [0] * n}
+    used = exponent.get("batch_sizes") or []
+    limit = exponent.get("below_b_crit")
+    where = f" below the critical batch size ({limit:.0f})" if isinstance(limit, (int, float)) and math.isfinite(limit) else ""
+    out.append(
+        f"Best lr against batch size, fitted over the {len(used)} batch sizes{where} whose optimum lies"
+        f" inside its window: {describe_exponent(exponent)}."
+    )
     for r in best.itertuples():
         edge = grid_edge(r.at_grid_edge)
         if edge:
-            bound = min(lrs) if edge == "lowest" else max(lrs)
+            window = sorted(settings.loc[settings["batch_size"] == r.batch_size, "lr"])
+            bound = window[0] if edge == "lowest" else window[-1]
             way = "lower" if edge == "lowest" else "higher"
             out.append(
-                f"Grid edge: at batch {r.batch_size} the best lr is the {edge} lr of the grid "
-                f"({bound:g}), so the true optimum may be {way}; extend grid.learning_rates."
+                f"Window edge: at batch {r.batch_size} the best lr is the {edge} lr of its window "
+                f"({bound:g}), so the true optimum may be {way}; it is left out of the fit. Widen the"
+                " window (grid.lr_windows)."
             )
     return out
 
@@ -537,6 +574,26 @@ def heatmap_chart(settings: pd.DataFrame) -> dict:
     )
 
 
+def lr_over_b_chart(settings: pd.DataFrame) -> dict:
+    """Final validation accuracy against lr / b, one line per batch size: where equal lr/b gives
+    equal training (the noise-temperature view of Smith & Le 2018), the lines fall on each other."""
+    data = settings.assign(lr_over_b=settings["lr"] / settings["batch_size"])
+    x = alt.X("lr_over_b:Q", title="learning rate / batch size (log scale)", scale=alt.Scale(type="log", nice=False))
+    base = alt.Chart(data).encode(
+        x=x,
+        y=alt.Y("final_val_acc:Q", title="final validation accuracy", scale=alt.Scale(zero=False)),
+        color=_bs_color("ascending"),
+        tooltip=["batch_size:O", "lr:Q", "lr_over_b:Q", "final_val_acc:Q", "seeds:Q"],
+    )
+    return _spec(
+        (base.mark_line() + base.mark_point(filled=True)).properties(
+            title="Final validation accuracy against lr / b, one line per batch size",
+            width=CHART_WIDTH,
+            height=CHART_HEIGHT,
+        )
+    )
+
+
 def best_lr_chart(best: pd.DataFrame) -> dict:
     data = best.copy()
     data["where"] = (
@@ -578,9 +635,19 @@ def best_lr_chart(best: pd.DataFrame) -> dict:
             tooltip=["batch_size:Q", "best_lr:Q", "best_val_acc:Q", "best_test_acc:Q", "where:N"],
         )
     )
+    layers = ref + line + pts
+    if "lr_opt" in data and data["lr_opt_lo"].notna().any():
+        inside = data[data["at_grid_edge"].isna()]
+        bars = (
+            alt.Chart(inside)
+            .mark_rule(color="black")
+            .encode(x=x, y=alt.Y("lr_opt_lo:Q", scale=y_scale), y2="lr_opt_hi:Q", tooltip=["lr_opt:Q", "lr_opt_lo:Q", "lr_opt_hi:Q"])
+        )
+        opt = alt.Chart(inside).mark_tick(color="black", thickness=2, size=14).encode(x=x, y=alt.Y("lr_opt:Q", scale=y_scale))
+        layers = layers + bars + opt
     return _spec(
-        (ref + line + pts).properties(
-            title="Best learning rate at each batch size (dashed: linear and square-root scaling)",
+        layers.properties(
+            title="Best lr at each batch size (black: interpolated optimum, 95% bootstrap interval; dashed: linear and √ scaling)",
             width=CHART_WIDTH,
             height=CHART_HEIGHT,
         )
@@ -698,7 +765,7 @@ def build_sections(
             findings=(
                 speed_findings(cells)
                 + oscillation_findings(settings, ref_lr)
-                + best_lr_findings(best, lrs)
+                + best_lr_findings(best, settings, (analysis or {}).get("lr_exponent"))
                 + failure_findings(cells, planned)
                 + convergence_findings(cells, best, rep["loss_target"])
             ),
@@ -761,6 +828,13 @@ def build_sections(
             charts=[
                 ("accuracy-heatmap", heatmap_chart(settings), ""),
                 ("best-lr-vs-batch-size", best_lr_chart(best), ""),
+                (
+                    "accuracy-vs-lr-over-b",
+                    lr_over_b_chart(settings),
+                    "Where lines of different batch sizes fall on each other, equal lr / b gives equal"
+                    " training (the noise scale of SGD is set by lr / b; Smith & Le 2018); where they part,"
+                    " that view stops holding.",
+                ),
             ],
             tables=[html_table(batch_size_table(cells, settings, best, ref_lr))],
         ),

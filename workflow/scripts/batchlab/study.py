@@ -138,11 +138,10 @@ def solution2_cells(config: dict) -> list[Cell]:
 def design(config: dict) -> list[Cell]:
     """Every cell of the study once, in a stable order (the grid, then the remedies, then
     Solution 2), each with every role it plays."""
-    grid = config["grid"]
     planned = [
         Cell(b, lr, Recipe(), (Role("grid", "plain"),))
-        for b in sorted(grid["batch_sizes"])
-        for lr in sorted(grid["learning_rates"])
+        for b in sorted(config["grid"]["batch_sizes"])
+        for lr in grid_lrs(config, b)
     ]
     planned += remedy_cells(config) + solution2_cells(config)
     merged: dict[str, Cell] = {}
@@ -153,6 +152,13 @@ def design(config: dict) -> list[Cell]:
         else:
             merged[name] = cell
     return list(merged.values())
+
+
+def grid_lrs(config: dict, batch_size: int) -> list[float]:
+    """The grid's learning rates at one batch size: its own window where grid.learning_rates
+    gives one per batch size, else the one list."""
+    lrs = config["grid"]["learning_rates"]
+    return sorted(lrs[batch_size] if isinstance(lrs, dict) else lrs)
 
 
 def seeds(config: dict) -> list[int]:
