@@ -98,3 +98,13 @@ def test_the_fit_stops_below_the_critical_batch_size():
     below = lr_exponent(cells, optima, b_crit=100.0)
     assert below["batch_sizes"] == [1, 4, 16, 64] and below["exponent"] == pytest.approx(1.0, abs=0.02)
     assert everything["exponent"] < 0.9
+
+
+def test_a_failed_neighbour_is_not_interpolated_through():
+    lrs = window(0.02)
+    acc = np.array([[accuracy(lr, 0.03, s) for lr in lrs] for s in SEEDS])
+    acc[:, 3] = 0.1  # every seed collapsed at 0.04, next to the best lr 0.02
+    smooth = window_optimum(lrs, list(SEEDS), acc)  # as if it had merely done badly
+    honest = window_optimum(lrs, list(SEEDS), acc, failed=frozenset({3}))
+    assert smooth["interpolated"] and smooth["lr_opt"] != 0.02
+    assert not honest["interpolated"] and honest["lr_opt"] == 0.02 and honest["window_edge"] is None

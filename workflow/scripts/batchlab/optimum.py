@@ -30,15 +30,19 @@ def accuracy_matrix(cells: pd.DataFrame, b: int, col: str = "final_val_acc") -> 
     return [float(v) for v in table.columns], [int(s) for s in table.index], table.to_numpy(dtype=float)
 
 
-def vertex(lrs: list[float], means: np.ndarray) -> tuple[float, str | None]:
+def vertex(lrs: list[float], means: np.ndarray, failed: frozenset[int] = frozenset()) -> tuple[float, str | None]:
     """(optimum lr, edge) of one mean-accuracy curve over a window: the quadratic's vertex in log
     lr through the best point and its neighbours, or the best lr itself with edge 'lowest' or
-    'highest' when it lies at the window's end (or the three points are not concave)."""
+    'highest' when it lies at the window's end. The best lr itself, uninterpolated, where the
+    three points are not concave or a neighbour is a setting in which some seed failed (diverged
+    or collapsed): a parabola through a failed run's accuracy says nothing about the optimum."""
     i = int(np.nanargmax(means))
     if len(lrs) < 3 or i == 0:
         return lrs[i], "lowest" if len(lrs) > 1 else None
     if i == len(lrs) - 1:
         return lrs[i], "highest"
+    if {i - 1, i + 1} & failed:
+        return lrs[i], None
     x = np.log(np.asarray(lrs[i - 1 : i + 2], dtype=float))
     a, b, _ = np.polyfit(x, means[i - 1 : i + 2], 2)
     if not a < 0:
@@ -59,15 +63,17 @@ def bootstrap_t_interval(estimate: float, replicates, n: int) -> tuple[float, fl
     return estimate - half, estimate + half
 
 
-def window_optimum(lrs: list[float], seeds: list[int], acc: np.ndarray, seed: int = 0) -> dict:
+def window_optimum(
+    lrs: list[float], seeds: list[int], acc: np.ndarray, seed: int = 0, failed: frozenset[int] = frozenset()
+) -> dict:
     """The interpolated optimum of one batch size, its 95% bootstrap interval over seeds (in log
     lr, see bootstrap_t_interval), and the
     neighbours of the best lr that the paired test cannot separate from it."""
     means = acc.mean(axis=0)
     best_i = int(np.nanargmax(means))
-    opt, edge = vertex(lrs, means)
+    opt, edge = vertex(lrs, means, failed)
     rng = np.random.default_rng(seed)
-    boots = [vertex(lrs, acc[rng.integers(0, len(seeds), len(seeds))].mean(axis=0))[0] for _ in range(N_BOOT)]
+    boots = [vertex(lrs, acc[rng.integers(0, len(seeds), len(seeds))].mean(axis=0), failed)[0] for _ in range(N_BOOT)]
     lo, hi = (math.exp(v) for v in bootstrap_t_interval(math.log(opt), np.log(boots), len(seeds)))  # in log lr
     tied = []
     for j in (best_i - 1, best_i + 1):
@@ -75,7 +81,25 @@ def window_optimum(lrs: list[float], seeds: list[int], acc: np.ndarray, seed: in
             d = paired_difference(dict(zip(seeds, acc[:, best_i], strict=True)), dict(zip(seeds, acc[:, j], strict=True)))
             if decide(d, +1, TIE_MARGIN)[0] != "supported":
                 tied.append(lrs[j])
-    return {"lr_opt": opt, "lr_opt_lo": lo, "lr_opt_hi": hi, "window_edge": edge, "tied_with": tied, "seeds_used": len(seeds)}
+    interpolated = edge is None and not ({best_i - 1, best_i + 1} & failed) and opt != lrs[best_i]
+    return {
+        "lr_opt": opt,
+        "lr_opt_lo": lo,
+        "lr_opt_hi": hi,
+        "window_edge": edge,
+        "interpolated": bool(interpolated),
+        "tied_with": tied,
+        "seeds_used": len(seeds),
+    }
+
+
+def failed_lrs(cells: pd.DataFrame, b: int, lrs: list[float]) -> frozenset[int]:
+    """Indexes into lrs of the settings at batch b where some seed diverged or collapsed."""
+    if "status" not in cells:
+        return frozenset()
+    at = cells[(cells["batch_size"] == b) & cells["status"].isin(["diverged", "collapsed"])]
+    bad = set(at["lr"].astype(float))
+    return frozenset(i for i, lr in enumerate(lrs) if lr in bad)
 
 
 def lr_optima(cells: pd.DataFrame) -> pd.DataFrame:
@@ -85,7 +109,7 @@ def lr_optima(cells: pd.DataFrame) -> pd.DataFrame:
         lrs, seeds, acc = accuracy_matrix(cells, int(b))
         if not seeds:
             continue
-        rows.append({"batch_size": int(b), **window_optimum(lrs, seeds, acc)})
+        rows.append({"batch_size": int(b), **window_optimum(lrs, seeds, acc, failed=failed_lrs(cells, int(b), lrs))})
     return pd.DataFrame(rows)
 
 
@@ -108,6 +132,7 @@ def lr_exponent(cells: pd.DataFrame, optima: pd.DataFrame, b_crit: float | None,
     if len(used) < 2:
         return out
     mats = {b: accuracy_matrix(cells, b) for b in used}
+    fails = {b: failed_lrs(cells, b, mats[b][0]) for b in used}
     shared = sorted(set.intersection(*(set(m[1]) for m in mats.values())))
     out["exponent"] = fit_exponent(used, [inside.set_index("batch_size").loc[b, "lr_opt"] for b in used])
     if len(shared) < 2:
@@ -120,7 +145,7 @@ def lr_exponent(cells: pd.DataFrame, optima: pd.DataFrame, b_crit: float | None,
         for b in used:
             lrs, seeds, acc = mats[b]
             rows = [seeds.index(s) for s in pick]
-            peaks.append(vertex(lrs, acc[rows].mean(axis=0))[0])
+            peaks.append(vertex(lrs, acc[rows].mean(axis=0), fails[b])[0])
         slopes.append(fit_exponent(used, peaks))
     out["lo"], out["hi"] = bootstrap_t_interval(out["exponent"], slopes, len(shared))
     return out

@@ -538,9 +538,9 @@ def heatmap_chart(settings: pd.DataFrame) -> dict:
     )
     data["label"] = [
         (
-            f"✕ div. it {int(r.first_stop_step):,}"
+            "✕ div."
             if r.diverged > 0
-            else f"✕ coll. ep {int(r.first_stop_epoch)}"
+            else "✕ coll."
             if r.collapsed > 0
             else f"{100 * r.final_val_acc:.1f}"
         )
@@ -549,7 +549,7 @@ def heatmap_chart(settings: pd.DataFrame) -> dict:
     data["lr_label"] = data["lr"].map(lambda v: f"{v:g}")
     lr_sort = [f"{v:g}" for v in sorted(data["lr"].unique())]
     base = alt.Chart(data).encode(
-        x=alt.X("lr_label:O", title="learning rate", sort=lr_sort, axis=alt.Axis(labelAngle=0)),
+        x=alt.X("lr_label:O", title="learning rate", sort=lr_sort, axis=alt.Axis(labelAngle=-45)),
         y=alt.Y("batch_size:O", title="batch size", sort="ascending"),
     )
     rect = base.mark_rect().encode(
@@ -577,7 +577,8 @@ def heatmap_chart(settings: pd.DataFrame) -> dict:
 def lr_over_b_chart(settings: pd.DataFrame) -> dict:
     """Final validation accuracy against lr / b, one line per batch size: where equal lr/b gives
     equal training (the noise-temperature view of Smith & Le 2018), the lines fall on each other."""
-    data = settings.assign(lr_over_b=settings["lr"] / settings["batch_size"])
+    ok = (settings["diverged"] == 0) & (settings["collapsed"] == 0)
+    data = settings[ok].assign(lr_over_b=settings["lr"] / settings["batch_size"])
     x = alt.X("lr_over_b:Q", title="learning rate / batch size (log scale)", scale=alt.Scale(type="log", nice=False))
     base = alt.Chart(data).encode(
         x=x,
@@ -587,7 +588,7 @@ def lr_over_b_chart(settings: pd.DataFrame) -> dict:
     )
     return _spec(
         (base.mark_line() + base.mark_point(filled=True)).properties(
-            title="Final validation accuracy against lr / b, one line per batch size",
+            title="Final validation accuracy against lr / b, one line per batch size (settings where no seed failed)",
             width=CHART_WIDTH,
             height=CHART_HEIGHT,
         )
@@ -598,8 +599,8 @@ def best_lr_chart(best: pd.DataFrame) -> dict:
     data = best.copy()
     data["where"] = (
         data["at_grid_edge"]
-        .fillna("inside the grid")
-        .replace({"lowest": "at the grid's lowest lr", "highest": "at the grid's highest lr"})
+        .fillna("inside its window")
+        .replace({"lowest": "at its window's lowest lr", "highest": "at its window's highest lr"})
     )
     b0, lr0 = float(data["batch_size"].iloc[0]), float(data["best_lr"].iloc[0])
     grid = np.geomspace(data["batch_size"].min(), data["batch_size"].max(), 20)
@@ -643,7 +644,11 @@ def best_lr_chart(best: pd.DataFrame) -> dict:
             .mark_rule(color="black")
             .encode(x=x, y=alt.Y("lr_opt_lo:Q", scale=y_scale), y2="lr_opt_hi:Q", tooltip=["lr_opt:Q", "lr_opt_lo:Q", "lr_opt_hi:Q"])
         )
-        opt = alt.Chart(inside).mark_tick(color="black", thickness=2, size=14).encode(x=x, y=alt.Y("lr_opt:Q", scale=y_scale))
+        opt = (
+            alt.Chart(inside)
+            .mark_point(shape="diamond", color="black", filled=True, size=60)
+            .encode(x=x, y=alt.Y("lr_opt:Q", scale=y_scale), tooltip=["batch_size:Q", "lr_opt:Q", "lr_opt_lo:Q", "lr_opt_hi:Q"])
+        )
         layers = layers + bars + opt
     return _spec(
         layers.properties(
