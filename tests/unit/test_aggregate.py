@@ -185,3 +185,29 @@ def test_a_truncated_output_of_a_finished_cell_is_named_with_what_to_do(tmp_path
     (cell / "losses.parquet").write_bytes(blob[: len(blob) // 2])
     with pytest.raises(BatchlabError, match=r"cell .*bs64_lr0\.1 cannot be read .*delete .*bs64_lr0\.1 and run the study again"):
         read_cell(*(cell / n for n in ("metrics.json", "epochs.parquet", "losses.parquet", "probes.parquet")))
+
+
+def test_model_oscillation_removes_the_trend_and_can_be_zero():
+    from batchlab.aggregate import model_oscillation
+
+    steady = [[i, 2.0 - 0.1 * i] for i in range(10)]  # falls steadily: no oscillation at all
+    assert model_oscillation(steady) == pytest.approx(0.0, abs=1e-12)
+    zigzag = [[i, 2.0 - 0.1 * i + 0.05 * (-1) ** i] for i in range(11)]
+    assert model_oscillation(zigzag) == pytest.approx(0.1)  # every step jumps by 0.1 about the trend
+    assert np.isnan(model_oscillation([[0, 1.0], [1, 0.9]])) and np.isnan(model_oscillation(None))
+
+
+def test_a_seed_that_ends_far_below_the_others_failed_to_learn_and_is_never_best():
+    rows = []
+    for lr, acc in ((0.1, 0.93), (0.4, 0.33)):  # 0.4 trained to the end at 33%: it did not learn
+        for seed in (0, 1):
+            m = _metrics(64, lr) | {"seed": seed, "final_val_acc": acc + 0.01 * seed}
+            rows.append(summarize_cell(m, _epochs(acc), np.ones(10), 2048, 0.3))
+    cells = cells_table(rows)
+    assert cells.groupby("lr")["failed_to_learn"].all().to_dict() == {0.1: False, 0.4: True}
+    settings = by_setting(cells)
+    assert settings.set_index("lr")["failed_to_learn"].to_dict() == {0.1: 0, 0.4: 2}
+    # the pool of candidates leaves a flagged setting out even where its mean would win
+    cells.loc[cells["lr"] == 0.4, "final_val_acc"] = 0.99
+    best = best_learning_rates(by_setting(cells))
+    assert best["best_lr"].tolist() == [0.1]

@@ -3,6 +3,7 @@ per-seed fates, logging."""
 
 import inspect
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -544,3 +545,18 @@ def test_a_lone_cnn_seed_that_diverges_mid_window_is_rewound_to_its_step(monkeyp
     assert a.stopped_step == b.stopped_step
     np.testing.assert_equal(a.final, b.final)  # the same frozen weights
     assert math.isfinite(a.final["test_loss"])  # those before the bad step
+
+
+def test_the_fixed_subset_is_tracked_through_the_last_epoch_without_changing_the_trajectory():
+    data = synthetic()
+    cfg = CellConfig(batch_size=10, lr=0.05, seeds=(0, 1), epochs=2, track_subset=100, track_every_samples=150, **QUIET)
+    tracked = run(cfg, data)
+    off = run(replace(cfg, track_every_samples=0), data)
+    for t, o in zip(tracked.seeds, off.seeds, strict=True):
+        assert np.array_equal(t.losses, o.losses)  # measuring never moves a trajectory
+        # 60 iterations per epoch; every 15 of the last epoch's (150 samples / batch 10)
+        assert [step for step, _ in t.track] == [75, 90, 105, 120] and o.track == []
+        assert all(0 < loss < 2.3 for _, loss in t.track)
+        assert t.summary(1)["track"] == [[s, pytest.approx(v)] for s, v in t.track]
+    assert tracked.seeds[0].track != tracked.seeds[1].track
+    assert tracked.measure_seconds["track"] > 0 and off.measure_seconds["track"] == 0

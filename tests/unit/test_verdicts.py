@@ -166,3 +166,42 @@ def test_late_blowup_tells_blew_up_degraded_and_fine_apart():
     # an early failure is not a late blow-up
     v = late_blowup(*blowup_study(0.901, 0.90, fails=[(0, 50)]), CONFIG)
     assert v["late_failures"] == 0 and v["verdict"] == "inconclusive"
+
+
+# ----------------------------------------------------------------------------- oscillation
+
+
+def oscillation_study(osc, noise=0.0):
+    """osc(b, lr) -> the model's oscillation; batch 1 at lrs 0.001 and 0.004, batch 64 at 0.064
+    and 0.256 (equal lr / b pairs: 0.001 with 0.064, 0.004 with 0.256)."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for b, lrs in ((1, (0.001, 0.004)), (64, (0.064, 0.256))):
+        for lr in lrs:
+            for s in SEEDS:
+                r = row(b, lr, s, 0.9)
+                seed_factor = 1 + 0.2 * s  # seeds differ a lot; the ratio between settings does not
+                r["model_oscillation"] = osc(b, lr) * seed_factor * np.exp(noise * rng.standard_normal())
+                r["oscillation"] = 1.0 / np.sqrt(b)
+                rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def test_oscillation_every_way():
+    from batchlab.verdicts import oscillation
+
+    best = best_frame([(1, 0.004), (64, 0.256)])
+    more = oscillation(oscillation_study(lambda b, lr: 0.02 / np.sqrt(b)), best)
+    assert more["verdict"] == "supported" and "equal lr / b = 0.004" in more["evidence"]
+    less = oscillation(oscillation_study(lambda b, lr: 0.02 * np.sqrt(b)), best)
+    assert less["verdict"] == "not supported"
+    same = oscillation(oscillation_study(lambda b, lr: 0.02), best)
+    assert same["verdict"] == "not supported" and "within" in same["evidence"]
+    noisy = oscillation(oscillation_study(lambda b, lr: 0.02, noise=0.5), best)  # no effect, loosely measured
+    assert noisy["verdict"] == "inconclusive"
+    # the same at the best lrs (batch 64's is 0.064 here), more at equal lr / b: the views disagree
+    osc = {(1, 0.004): 0.05, (64, 0.064): 0.05, (64, 0.256): 0.01, (1, 0.001): 0.05}
+    mixed = oscillation(oscillation_study(lambda b, lr: osc[b, lr]), best_frame([(1, 0.004), (64, 0.064)]))
+    assert mixed["verdict"] == "mixed" and mixed["at_equal_noise"]["mean"] == pytest.approx(np.log(5))
+    # the per-iteration figure of the post, which always falls with b, is beside it and decides nothing
+    assert "The post's measure" in same["evidence"]

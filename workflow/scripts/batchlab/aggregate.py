@@ -18,6 +18,9 @@ from batchlab.analysis import (
 from batchlab.study import design
 
 CELL_KEYS = ["batch_size", "lr", "seed", "recipe"]
+# a seed that trained to the end but whose final validation accuracy is below this "failed to
+# learn": it neither diverged nor collapsed, yet it is far from every working run
+FAILED_TO_LEARN = 0.5
 
 
 def smoothing_window(batch_size: int, smooth_samples: int) -> int:
@@ -45,6 +48,19 @@ def loss_oscillation(losses: np.ndarray, iterations_per_epoch: int) -> float:
     diffs = np.abs(np.diff(tail))
     diffs = diffs[np.isfinite(diffs)]
     return float(diffs.mean()) if diffs.size else float("nan")
+
+
+def model_oscillation(track) -> float:
+    """How much the model's loss jumps between evaluations of the fixed training subset (every
+    track_every_samples samples through the last epoch): the mean |Δ loss| about the mean Δ (the
+    trend). Unlike the per-iteration loss it carries no mini-batch sampling noise, so it can come
+    out either way between batch sizes. NaN with fewer than three evaluations."""
+    loss = np.asarray([v for _, v in track or []], dtype=np.float64)
+    d = np.diff(loss)
+    d = d[np.isfinite(d)]
+    if d.size < 2:
+        return float("nan")
+    return float(np.mean(np.abs(d - d.mean())))
 
 
 def first_crossing(smoothed: np.ndarray, target: float) -> int | None:
@@ -108,6 +124,8 @@ def summarize_cell(
         "ms_per_step": ms_per_step,
         # a diverged cell's last epoch is the explosion itself, not oscillation
         "oscillation": loss_oscillation(losses, ipe) if metrics["status"] != "diverged" else float("nan"),
+        "model_oscillation": model_oscillation(metrics.get("track")),
+        "failed_to_learn": bool(metrics["status"] == "ok" and _num(metrics.get("final_val_acc")) < FAILED_TO_LEARN),
         "final_train_loss": _num(metrics.get("final_train_loss")),
         "final_train_acc": _num(metrics.get("final_train_acc")),
         "final_val_loss": _num(metrics.get("final_val_loss")),
@@ -173,6 +191,7 @@ CI_COLUMNS = {
     "final_val_acc": (0.0, 1.0),
     "final_test_acc": (0.0, 1.0),
     "oscillation": (0.0, math.inf),
+    "model_oscillation": (0.0, math.inf),
     "epoch_seconds": (0.0, math.inf),
     "final_sharpness": None,
     "generalization_gap": (-1.0, 1.0),
@@ -189,6 +208,7 @@ def by_setting(cells: pd.DataFrame) -> pd.DataFrame:
         "final_train_acc",
         "final_test_loss",
         "oscillation",
+        "model_oscillation",
         "epoch_seconds",
         "samples_per_s",
         "steps_to_target",
@@ -199,6 +219,8 @@ def by_setting(cells: pd.DataFrame) -> pd.DataFrame:
     out["seeds"] = grouped.size()
     out["diverged"] = grouped["status"].agg(lambda s: int((s == "diverged").sum()))
     out["collapsed"] = grouped["status"].agg(lambda s: int((s == "collapsed").sum()))
+    if "failed_to_learn" in cells:
+        out["failed_to_learn"] = grouped["failed_to_learn"].agg(lambda s: int(s.astype(bool).sum()))
     out["first_stop_step"] = grouped["stopped_step"].min()
     out["first_stop_epoch"] = grouped["stopped_epoch"].min()
     for col, bounds in CI_COLUMNS.items():
@@ -254,7 +276,7 @@ def best_learning_rates(settings: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for b, group in settings.groupby("batch_size", sort=True):
         lrs = sorted(group["lr"].unique())  # this batch size's window
-        ok = group[(group["diverged"] == 0) & (group["collapsed"] == 0)]
+        ok = group[(group["diverged"] == 0) & (group["collapsed"] == 0) & (group.get("failed_to_learn", 0) == 0)]
         pool = ok if len(ok) else group
         best = pool.loc[pool["final_val_acc"].fillna(-1).idxmax()]
         edge = None

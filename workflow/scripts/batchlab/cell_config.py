@@ -35,6 +35,8 @@ class CellConfig:
     noise_micro_batches: int = 4  # B_small = noise_batch / noise_micro_batches
     train_eval_size: int = 10000  # training loss/accuracy at epoch ends: the first n images
     sharpness_subset: int = 512  # Hessian of the training loss on the first n images
+    track_subset: int = 1024  # the model's loss on the first n training images, tracked ...
+    track_every_samples: int = 1024  # ... every this many samples through the last epoch (0: off)
     sharpness_iterations: int = 12  # power-iteration steps (0: no sharpness)
 
     def of_seed(self, seed: int) -> dict:

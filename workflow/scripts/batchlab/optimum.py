@@ -94,10 +94,14 @@ def window_optimum(
 
 
 def failed_lrs(cells: pd.DataFrame, b: int, lrs: list[float]) -> frozenset[int]:
-    """Indexes into lrs of the settings at batch b where some seed diverged or collapsed."""
+    """Indexes into lrs of the settings at batch b where some seed diverged, collapsed or failed
+    to learn."""
     if "status" not in cells:
         return frozenset()
-    at = cells[(cells["batch_size"] == b) & cells["status"].isin(["diverged", "collapsed"])]
+    bad_seed = cells["status"].isin(["diverged", "collapsed"])
+    if "failed_to_learn" in cells:
+        bad_seed |= cells["failed_to_learn"].astype(bool)
+    at = cells[(cells["batch_size"] == b) & bad_seed]
     bad = set(at["lr"].astype(float))
     return frozenset(i for i, lr in enumerate(lrs) if lr in bad)
 

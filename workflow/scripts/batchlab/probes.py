@@ -68,7 +68,8 @@ class Probes:
         n_val = data.select_x.shape[0]
         self.val_n = min(cfg.probe_val_size, n_val) if cfg.probe_val_size > 0 else n_val
         # val_eval and noise: the probes; epoch_eval: the epoch-end evaluations (batchlab.train)
-        self.seconds = {"val_eval": 0.0, "noise": 0.0, "epoch_eval": 0.0}
+        self.seconds = {"val_eval": 0.0, "noise": 0.0, "epoch_eval": 0.0, "track": 0.0}
+        self.track_n = min(cfg.track_subset, data.n_train)
 
     def total_seconds(self) -> float:
         return sum(self.seconds.values())
@@ -79,6 +80,16 @@ class Probes:
     def _sync(self):
         if self.data.train_x.device.type == "cuda":
             torch.cuda.synchronize(self.data.train_x.device)
+
+    def track(self, seeds: list[int]) -> list[float]:
+        """The loss of each seed in `seeds` (indexes) on the fixed training subset: the model's
+        own oscillation, free of the mini-batch's sampling noise."""
+        t0 = time.perf_counter()
+        n = self.track_n
+        out = evaluate(self.ens, self.data.train_x[:n], self.data.train_y[:n])
+        self._sync()
+        self.seconds["track"] += time.perf_counter() - t0
+        return [out[i]["loss"] for i in seeds]
 
     def __call__(self, step, iters_per_epoch, recent: dict, val: list | None = None, noise=True) -> list:
         """One row per seed in `recent` ({seed index: recent training loss}); `val`: the

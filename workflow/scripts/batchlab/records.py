@@ -40,6 +40,8 @@ class SeedResult:
     stopped_step: int | None = None
     stop_reason: str | None = None
     final: dict = field(default_factory=dict)  # evaluation of the final weights
+    # the model's loss on a fixed training subset through the last epoch: [step, loss] pairs
+    track: list = field(default_factory=list)
 
     def summary(self, splits: int) -> dict:
         return {
@@ -50,6 +52,7 @@ class SeedResult:
             "steps": int(len(self.losses)),
             "updates": int(len(self.losses)) * max(1, splits),
             "epochs_completed": len(self.epochs),
+            "track": [[int(step), float(loss)] for step, loss in self.track],
             **{f"final_{k}": _finite_or_none(v) for k, v in self.final.items()},
         }
 

@@ -205,6 +205,16 @@ def failure_findings(cells: pd.DataFrame, epochs_planned: int) -> list[str]:
             )
         noun = "seed run" if len(failed) == 1 else "seed runs"
         out.append(f"{len(failed)} {noun} {verb}: " + "; ".join(parts) + ".")
+    if "failed_to_learn" in cells:
+        poor = cells[cells["failed_to_learn"].astype(bool)].sort_values(["batch_size", "lr", "seed"])
+        if len(poor):
+            listing = "; ".join(
+                f"{cell_label(r.batch_size, r.lr)} (seed {r.seed}, {fmt_pct(r.final_val_acc)})" for r in poor.itertuples()
+            )
+            out.append(
+                f"{len(poor)} seed run(s) trained to the end but failed to learn (final validation accuracy"
+                f" under 50%): {listing}. They count as failures, not as working settings."
+            )
     return out
 
 
@@ -533,8 +543,11 @@ def speed_chart(cells: pd.DataFrame) -> dict:
 
 def heatmap_chart(settings: pd.DataFrame) -> dict:
     data = settings.copy()
+    poor = data["failed_to_learn"] if "failed_to_learn" in data else 0
     data["outcome"] = np.where(
-        data["diverged"] > 0, "diverged", np.where(data["collapsed"] > 0, "collapsed", "finished")
+        data["diverged"] > 0,
+        "diverged",
+        np.where(data["collapsed"] > 0, "collapsed", np.where(poor > 0, "failed to learn", "finished")),
     )
     data["label"] = [
         (
@@ -567,7 +580,7 @@ def heatmap_chart(settings: pd.DataFrame) -> dict:
     )
     return _spec(
         (rect + failed + text).properties(
-            title="Final validation accuracy (%) by batch size and learning rate; red frame: diverged or collapsed",
+            title="Final validation accuracy (%) by batch size and learning rate; red frame: a seed diverged, collapsed or failed to learn",
             width=CHART_WIDTH,
             height=CHART_HEIGHT,
         )

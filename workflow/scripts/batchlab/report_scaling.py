@@ -26,7 +26,6 @@ from batchlab.report import (
     fmt_num,
     fmt_pct,
     html_table,
-    nearest,
     spearman,
     thin_curves,
 )
@@ -672,34 +671,9 @@ def verdicts(cells, settings, best, targets, probes, epochs, analysis, config) -
     cannot separate what the claim says; more seeds would decide)."""
     out = []
     grid = grid_cells(cells)
-    lrs = sorted(settings["lr"].unique())
-    ref_lr = nearest(lrs, config["report"]["reference_lr"])
     bss = sorted(grid["batch_size"].unique())
     small_b, large_b = bss[0], bss[-1]
 
-    # 1. small batches oscillate more
-    at = settings[(settings["lr"] == ref_lr) & settings["oscillation"].notna()].sort_values("batch_size")
-    if len(at) >= 2:
-        s, big = at.iloc[0], at.iloc[-1]
-        cs, cl = row_ci(s, "oscillation"), row_ci(big, "oscillation")
-        rho = spearman(at["batch_size"], at["oscillation"])
-        v = _verdict(
-            rho <= -0.8 if is_finite(rho) else s["oscillation"] > big["oscillation"],
-            compare_intervals(cs, cl),
-        )
-        out.append(
-            {
-                "key": "oscillation",
-                "test": "Measured on each iteration's own mini-batch loss, which carries sampling noise of"
-                " order 1/√b even at lr 0: this figure grows as the batch shrinks whatever the model does,"
-                " so it cannot come out against the claim (the post's own measure; a test on the model's"
-                " loss over a fixed subset is still to be built).",
-                "claim": "Small batches make the loss oscillate more from one iteration to the next.",
-                "verdict": v,
-                "evidence": f"At lr {ref_lr:g}: mean |Δloss| {ci_text(cs)} at batch {int(s['batch_size'])} vs"
-                f" {ci_text(cl)} at batch {int(big['batch_size'])}; Spearman over batch sizes {fmt_num(rho, 2)}.",
-            }
-        )
     # 3. large batches: the gradient direction barely changes
     end = b_simple_summary(cells, best)
     if is_finite(end["mean"]):

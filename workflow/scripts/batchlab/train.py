@@ -67,6 +67,7 @@ class Run:
     sharpness_seconds: float = 0.0
     since_probe: list[list[np.ndarray]] = field(default_factory=list)  # per seed, since the last probe
     probe_every: int = 0  # steps between regular probes (0: at epoch ends only)
+    track_every: int = 0  # steps between evaluations of the fixed subset in the last epoch (0: off)
     early_probes: frozenset[int] = frozenset()  # steps of the early, test-only probes
 
     def training(self) -> list[int]:
@@ -106,6 +107,7 @@ def setup(cfg, data, device, resume: TrainState | None, log) -> Run:
         lr_at=lr_schedule(cfg.lr, warmup_steps(cfg, iters)),
         log=log,
         probe_every=probe_interval(cfg.probe_every_samples, cfg.batch_size),
+        track_every=probe_interval(cfg.track_every_samples, cfg.batch_size) if cfg.track_subset > 0 else 0,
         early_probes=frozenset(early_probe_steps(cfg.probe_every_samples, cfg.batch_size)),
     )
     if resume is not None:
@@ -133,7 +135,14 @@ def window_end(run: Run, offset: int, pos: int) -> int:
     if run.probe_every:
         stop = min(stop, run.probe_every - (offset + pos) % run.probe_every + pos)
     upcoming = [s - offset for s in run.early_probes if s - offset > pos]
+    if tracking(run):
+        upcoming.append(pos + run.track_every - pos % run.track_every)
     return min([stop, *upcoming])
+
+
+def tracking(run: Run) -> bool:
+    """Whether the epoch being trained is the last, where the fixed subset is tracked."""
+    return bool(run.track_every) and run.epoch + 1 == run.cfg.epochs
 
 
 def probe_due(run: Run, at: int) -> bool | None:
@@ -213,6 +222,10 @@ def train_epoch(run: Run, epoch: int, window_seconds: float) -> float:
         if now - last_line >= window_seconds or pos == run.iters:
             progress_line(run, epoch, pos, now - t0 - (run.probes.total_seconds() - probe_s0), since_probe)
             last_line = now
+        if tracking(run) and pos % run.track_every == 0 and run.training():
+            seeds = run.training()
+            for i, loss in zip(seeds, run.probes.track(seeds), strict=True):
+                run.seeds[i].track.append([offset + pos, loss])
         noise = probe_due(run, offset + pos)
         if pos < run.iters and noise is not None and run.training():
             recent = {i: _mean(since_probe[i]) for i in run.training()}
@@ -298,7 +311,13 @@ def end_epoch(run: Run, epoch: int, seconds: float) -> None:
 def snapshot(run: Run) -> TrainState:
     seeds = []
     for i, s in enumerate(run.seeds):
-        record = {**s.__dict__, "losses": run.losses(i), "epochs": list(s.epochs), "probes": list(s.probes)}
+        record = {
+            **s.__dict__,
+            "losses": run.losses(i),
+            "epochs": list(s.epochs),
+            "probes": list(s.probes),
+            "track": list(s.track),
+        }
         seeds.append(record)
     return TrainState(
         epoch=run.epoch,
@@ -379,7 +398,7 @@ def train_cell(
         measure["noise_and_sharpness_share"] = (probe_s["noise"] + sharp_s) / train_s
         # what measuring costs beside training: the probes and the sharpness (the epoch-end
         # evaluations, which every cell's record needs, are timed apart as epoch_eval)
-        measure["measure_share"] = (probe_s["val_eval"] + probe_s["noise"] + sharp_s) / train_s
+        measure["measure_share"] = (probe_s["val_eval"] + probe_s["noise"] + probe_s["track"] + sharp_s) / train_s
     return CellResult(
         config=cfg,
         seeds=seeds,

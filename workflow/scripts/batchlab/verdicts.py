@@ -20,6 +20,7 @@ from batchlab.study import Recipe
 ACC_MARGIN = 0.002  # accuracy: 0.2 points
 TIME_MARGIN = 0.05  # epoch time: 5% of the faster batch size's
 DROP_MARGIN = 0.005  # a late fall of validation accuracy: 0.5 points
+OSC_MARGIN = math.log(1.1)  # oscillation, compared as a log ratio: 10%
 
 
 def grid(frame: pd.DataFrame) -> pd.DataFrame:
@@ -46,6 +47,65 @@ def pct(d: Paired) -> str:
 def best_lr(best: pd.DataFrame, b: int) -> float | None:
     row = best[best["batch_size"] == b]
     return float(row["best_lr"].iloc[0]) if len(row) else None
+
+
+def log_per_seed(cells: pd.DataFrame, b: int, lr: float, col: str) -> dict:
+    return {s: math.log(v) for s, v in per_seed(cells, b, lr, col).items() if math.isfinite(v) and v > 0}
+
+
+def equal_noise_pair(cells: pd.DataFrame, small: int, large: int, near: float) -> tuple[float, float] | None:
+    """(lr at the small batch, lr at the large) with equal lr / b in both windows, the one whose
+    small-batch lr is nearest `near`; None when the windows share no lr / b."""
+    lrs_s = sorted(cells.loc[cells["batch_size"] == small, "lr"].unique())
+    lrs_l = set(cells.loc[cells["batch_size"] == large, "lr"].unique())
+    pairs = [(a, c) for a in lrs_s for c in lrs_l if math.isclose(a / small, c / large, rel_tol=1e-6)]
+    return min(pairs, key=lambda p: abs(math.log(p[0] / near))) if pairs else None
+
+
+def oscillation(cells: pd.DataFrame, best: pd.DataFrame) -> dict | None:
+    """Small batches make the loss oscillate more: the model's oscillation (its loss on a fixed
+    training subset, evaluated every 1,024 samples through the last epoch, detrended) at the
+    smallest against the largest batch size, each at its best lr, as a paired log ratio; the same
+    at equal lr / b (the noise temperature of SGD, Smith & Le 2018) beside it."""
+    g = grid(cells)
+    if len(best) < 2 or "model_oscillation" not in g:
+        return None
+    small, large = int(best["batch_size"].min()), int(best["batch_size"].max())
+    lr_s, lr_l = best_lr(best, small), best_lr(best, large)
+    at_best = paired_difference(log_per_seed(g, small, lr_s, "model_oscillation"), log_per_seed(g, large, lr_l, "model_oscillation"))
+    verdict, why = decide(at_best, +1, OSC_MARGIN)
+    evidence = (
+        f"Model oscillation (fixed 1,024-image training subset), batch {small} at lr {lr_s:g} over batch {large}"
+        f" at lr {lr_l:g}: x{math.exp(at_best.mean):.3g} [{math.exp(at_best.lo):.3g}, {math.exp(at_best.hi):.3g}]"
+        f" over {at_best.n} paired seeds ({why})."
+    )
+    out = {"key": "oscillation", "claim": "Small batches make the loss oscillate more from one iteration to the next."}
+    pair = equal_noise_pair(g, small, large, lr_s)
+    if pair is not None:
+        a, c = pair
+        equal = paired_difference(log_per_seed(g, small, a, "model_oscillation"), log_per_seed(g, large, c, "model_oscillation"))
+        v_equal, why_equal = decide(equal, +1, OSC_MARGIN)
+        evidence += (
+            f" At equal lr / b = {a / small:.3g} (batch {small} at lr {a:g}, batch {large} at lr {c:g}):"
+            f" x{math.exp(equal.mean):.3g} [{math.exp(equal.lo):.3g}, {math.exp(equal.hi):.3g}] ({why_equal})."
+        )
+        out["at_equal_noise"] = equal.as_dict()
+        if {verdict, v_equal} == {"supported", "not supported"}:
+            verdict = "mixed"
+    post = paired_difference(log_per_seed(g, small, lr_s, "oscillation"), log_per_seed(g, large, lr_l, "oscillation"))
+    evidence += (
+        f" The post's measure (each iteration's own mini-batch loss, whose sampling noise alone grows as"
+        f" the batch shrinks): x{math.exp(post.mean):.3g} at the best lrs."
+    )
+    return {
+        **out,
+        "verdict": verdict,
+        "at_best_lr": at_best.as_dict(),
+        "evidence": evidence,
+        "test": "The model's loss on fixed images can jump more or less at either batch size, so this"
+        " can come out either way (the per-iteration mini-batch loss cannot: its sampling noise alone"
+        " falls as 1/√b). It measures the last epoch only.",
+    }
 
 
 def epoch_time(epochs: pd.DataFrame, best: pd.DataFrame) -> dict | None:
@@ -205,6 +265,7 @@ def solution2_helps(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> di
 def paired_verdicts(cells, epochs, probes, best, config, exponent: dict | None = None) -> list[dict]:
     """The claims decided by paired comparisons over seeds, in the report's order."""
     found = [
+        oscillation(cells, best),
         epoch_time(epochs, best),
         late_blowup(cells, probes, config),
         lr_follows_batch(best, exponent),
