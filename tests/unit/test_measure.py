@@ -48,3 +48,31 @@ def test_gradient_norms_match_per_micro_batch_gradients_computed_one_by_one():
     assert big_sq == pytest.approx(float(whole @ whole), rel=1e-5)
     with pytest.raises(ValueError, match="equal micro-batches"):
         gradient_norms(model, x[:10], y[:10], micro_batches=4)
+
+
+def test_power_iteration_says_how_far_from_converged_it_stopped():
+    from batchlab.measure import power_iteration
+
+    a = torch.diag(torch.tensor([5.0, 4.9, 1.0]))  # close top eigenvalues: slow convergence
+    w = torch.zeros(3, requires_grad=True)
+
+    def loss():
+        return 0.5 * w @ a @ w
+
+    eig, change = power_iteration(loss, [w], iterations=3, tol=1e-9)
+    assert 4.9 <= eig <= 5.0 and change > 1e-6  # stopped by the iteration cap, not converged
+    eig, change = power_iteration(loss, [w], iterations=500, tol=1e-6)
+    assert eig == pytest.approx(5.0, rel=1e-4) and change <= 1e-6
+
+
+def test_the_gradient_cosine_is_one_for_equal_batches_and_lower_for_different_ones():
+    from batchlab.measure import gradient_cosine
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    x, y = torch.randn(8, 20), torch.randint(0, 4, (8,))
+    same = torch.cat([x[:4], x[:4]]), torch.cat([y[:4], y[:4]])
+    assert gradient_cosine(model, *same, pairs=1) == pytest.approx(1.0, abs=1e-9)
+    assert gradient_cosine(model, *same, pairs=2) < 1.0 - 1e-3  # pairs of 2 different samples each
+    opposite = x[:2].repeat(2, 1), torch.tensor([0, 1, 1, 0])  # the same images, other labels
+    assert gradient_cosine(model, *opposite, pairs=1) < 0.9

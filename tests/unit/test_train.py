@@ -525,7 +525,7 @@ def test_a_lone_cnn_seed_that_diverges_mid_window_is_rewound_to_its_step(monkeyp
     do not depend on where the windows ended (one step each, or a whole epoch), and the other
     seed never notices."""
     data = synthetic(n_train=320, n_test=100, model="cnn")
-    cfg = CellConfig(batch_size=16, lr=0.002, seeds=(0, 1), epochs=2, model="cnn", **QUIET)
+    cfg = CellConfig(batch_size=16, lr=0.002, seeds=(0, 1), epochs=2, model="cnn", noise_micro_batches=1, **QUIET)
     clean = run(cfg, data)
     results = []
     for windows in (10.0, 0.0):

@@ -205,3 +205,30 @@ def test_oscillation_every_way():
     assert mixed["verdict"] == "mixed" and mixed["at_equal_noise"]["mean"] == pytest.approx(np.log(5))
     # the per-iteration figure of the post, which always falls with b, is beside it and decides nothing
     assert "The post's measure" in same["evidence"]
+
+
+# ----------------------------------------------------------------------------- gradient direction
+
+
+def gradient_study(cos_of_b, spread=0.005):
+    rows = []
+    for b in (1, 64, 1024):
+        for s in SEEDS:
+            r = row(b, 0.1, s, 0.9)
+            r["grad_cos"] = cos_of_b(b) + spread * (s - 2)
+            r["b_simple_end"] = 100.0
+            rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def test_gradient_direction_every_way():
+    from batchlab.verdicts import gradient_direction
+
+    best = best_frame([(1, 0.1), (64, 0.1), (1024, 0.1)])
+    v = gradient_direction(gradient_study(lambda b: b / (b + 100.0)), best)
+    assert v["verdict"] == "supported" and v["first_parallel_batch"] == 1024
+    assert "batch 1024: 0.911" in v["evidence"] and "(predicted 0.911)" in v["evidence"]
+    v = gradient_direction(gradient_study(lambda b: 0.3), best)
+    assert v["verdict"] == "not supported" and v["first_parallel_batch"] is None
+    assert "No batch size of the grid reaches cosine 0.9" in v["evidence"]
+    assert gradient_direction(gradient_study(lambda b: 0.9, spread=0.05), best)["verdict"] == "inconclusive"

@@ -103,6 +103,7 @@ def summarize_cell(
     else:
         noise = noise_table(probes, noise_window) if "g_small_sq" in probes else pd.DataFrame()
     b_simple = noise["b_simple"].dropna() if len(noise) else pd.Series(dtype=float)
+    cos = pd.to_numeric(probes["grad_cos"], errors="coerce").dropna() if "grad_cos" in probes else pd.Series(dtype=float)
     share = (metrics.get("measure_seconds") or {}).get("noise_and_sharpness_share")
     row = {
         "cell": metrics["cell"],
@@ -142,6 +143,12 @@ def summarize_cell(
         "seconds_to_acc": to_acc * ms_per_step / 1000.0 if to_acc is not None else None,
         "b_simple_end": float(b_simple.iloc[-1]) if len(b_simple) else float("nan"),
         "final_sharpness": _num(metrics.get("final_sharpness")),
+        # the power iteration's last relative change, and sharpness against plain SGD's 2 / lr
+        # stability limit (a ratio above 1: the quadratic model of the loss would diverge)
+        "sharpness_change": _num(metrics.get("final_sharpness_change")),
+        "sharpness_lr_ratio": _num(metrics.get("final_sharpness")) * float(metrics["lr"]) / 2.0,
+        "grad_cos": float(cos.mean()) if len(cos) else float("nan"),
+        "grad_cos_end": float(cos.iloc[-1]) if len(cos) else float("nan"),
         "generalization_gap": _num(metrics.get("final_train_acc")) - _num(metrics.get("final_test_acc")),
         "measure_share": _num(share),
         "device": metrics.get("device"),

@@ -3,6 +3,8 @@
 - `gradient_norms`: squared gradient norms at two batch sizes from one draw of B_big samples,
   split into micro-batches of B_small. Their expectations are |G|^2 + tr(Sigma)/B, from which
   `batchlab.analysis.noise_scale` estimates McCandlish et al.'s B_simple = tr(Sigma)/|G|^2.
+- `gradient_cosine`: the cosine between the gradients of two independent mini-batches at the
+  same weights (how far one step's direction carries to the next).
 - `hessian_top_eigenvalue`: the largest-magnitude eigenvalue of the Hessian of a loss, by power
   iteration on Hessian-vector products (Keskar et al.'s sharpness, without the box constraint).
 """
@@ -44,6 +46,20 @@ def gradient_norms(
     return float(host[0]), float(host[1])
 
 
+def gradient_cosine(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, pairs: int) -> float:
+    """Mean over `pairs` of the cosine between the mean-loss gradients of two disjoint halves of
+    one pair's samples. x holds 2 * b * pairs samples: pair p is rows [2bp, 2bp + 2b)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    cosines = []
+    with torch.enable_grad():
+        for xp, yp in zip(x.chunk(pairs), y.chunk(pairs), strict=True):
+            (xa, xb), (ya, yb) = xp.chunk(2), yp.chunk(2)
+            ga = _flat(torch.autograd.grad(F.cross_entropy(model(xa), ya), params)).double()
+            gb = _flat(torch.autograd.grad(F.cross_entropy(model(xb), yb), params)).double()
+            cosines.append(ga.dot(gb) / (ga.norm() * gb.norm()).clamp_min(1e-300))
+    return float(torch.stack(cosines).mean().cpu())
+
+
 def hessian_top_eigenvalue(
     loss_fn: Callable[[], torch.Tensor],
     params: Sequence[torch.Tensor],
@@ -51,8 +67,20 @@ def hessian_top_eigenvalue(
     tol: float = 1e-3,
     seed: int = 0,
 ) -> float:
+    """The eigenvalue of largest magnitude of the Hessian (the sharpness); see power_iteration."""
+    return power_iteration(loss_fn, params, iterations, tol, seed)[0]
+
+
+def power_iteration(
+    loss_fn: Callable[[], torch.Tensor],
+    params: Sequence[torch.Tensor],
+    iterations: int = 20,
+    tol: float = 1e-3,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Power iteration on v -> Hv (double backward); stops when the Rayleigh quotient changes by
-    less than tol (relative). Returns the eigenvalue of largest magnitude (the sharpness)."""
+    less than tol (relative). Returns (the eigenvalue of largest magnitude, the relative change
+    of the quotient at the last iteration: how far from converged it stopped)."""
     params = list(params)
     with torch.enable_grad():
         grads = torch.autograd.grad(loss_fn(), params, create_graph=True)
@@ -69,10 +97,10 @@ def hessian_top_eigenvalue(
             quotient = float(sum((h * u).sum() for h, u in zip(hv, v, strict=True)))
             norm = math.sqrt(sum(float((h * h).sum()) for h in hv))
             if not math.isfinite(quotient) or norm == 0:
-                return quotient if math.isfinite(quotient) else float("nan")
-            done = math.isfinite(eig) and abs(quotient - eig) <= tol * abs(quotient)
+                return (quotient if math.isfinite(quotient) else float("nan")), float("nan")
+            change = abs(quotient - eig) / abs(quotient) if math.isfinite(eig) and quotient else float("nan")
             eig = quotient
-            if done:
+            if math.isfinite(change) and change <= tol:
                 break
             v = [h / norm for h in hv]
-    return eig
+    return eig, change

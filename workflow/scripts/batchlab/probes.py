@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from batchlab.data import DeviceData
 from batchlab.ensemble import Ensemble, evaluate
-from batchlab.measure import gradient_norms, hessian_top_eigenvalue
+from batchlab.measure import gradient_cosine, gradient_norms, power_iteration
 
 PROBE_COLUMNS = [
     "seed",
@@ -32,6 +32,7 @@ PROBE_COLUMNS = [
     "b_big",
     "g_small_sq",
     "g_big_sq",
+    "grad_cos",
 ]
 EARLY_PROBES = 8  # validation-accuracy probes at 1/2, 1/4, ... 1/256 of the probe interval
 PROBE_SEED_OFFSET = 7919
@@ -81,6 +82,22 @@ class Probes:
         if self.data.train_x.device.type == "cuda":
             torch.cuda.synchronize(self.data.train_x.device)
 
+    def noise(self, i: int) -> dict:
+        """Seed i's gradient noise: squared gradient norms at B_big and B_small averaged over
+        noise_draws draws, and the cosine between two independent mini-batches of the cell's own
+        batch size. Drawn from the seed's own generator: the trajectory never sees it."""
+        model, x_all, y_all = self.ens.module(i), self.data.train_x, self.data.train_y
+        small = big = 0.0
+        draws = max(1, self.cfg.noise_draws)
+        for _ in range(draws):
+            idx = torch.randperm(self.data.n_train, generator=self.generators[i])[: self.big].to(x_all.device)
+            s, b = gradient_norms(model, x_all[idx], y_all[idx], self.micro)
+            small, big = small + s / draws, big + b / draws
+        b, pairs = self.cfg.batch_size, cosine_pairs(self.cfg.batch_size)
+        n = min(2 * b * pairs, self.data.n_train - self.data.n_train % (2 * pairs))
+        idx = torch.randperm(self.data.n_train, generator=self.generators[i])[:n].to(x_all.device)
+        return {"g_small_sq": small, "g_big_sq": big, "grad_cos": gradient_cosine(model, x_all[idx], y_all[idx], pairs)}
+
     def track(self, seeds: list[int]) -> list[float]:
         """The loss of each seed in `seeds` (indexes) on the fixed training subset: the model's
         own oscillation, free of the mini-batch's sampling noise."""
@@ -114,26 +131,28 @@ class Probes:
                 "b_big": self.big,
                 "g_small_sq": float("nan"),
                 "g_big_sq": float("nan"),
+                "grad_cos": float("nan"),
             }
             if noise and self.micro > 1 and math.isfinite(loss):
-                idx = torch.randperm(self.data.n_train, generator=self.generators[i])[: self.big]
-                idx = idx.to(self.data.train_x.device)
-                row["g_small_sq"], row["g_big_sq"] = gradient_norms(
-                    self.ens.module(i), self.data.train_x[idx], self.data.train_y[idx], self.micro
-                )
+                row.update(self.noise(i))
             rows.append(row)
         self._sync()
         self.seconds["noise"] += time.perf_counter() - t1
         return rows
 
 
-def final_sharpness(cfg, data: DeviceData, model: torch.nn.Module, seed: int) -> float:
-    """Top Hessian eigenvalue of the training loss on the first `sharpness_subset` images."""
+def cosine_pairs(batch_size: int) -> int:
+    """Pairs of mini-batches per gradient-cosine probe: enough that a small batch's figure is not
+    one coin toss (8 at batch 1 to 4), one from batch 64 up."""
+    return max(1, min(8, 64 // batch_size))
+
+
+def final_sharpness(cfg, data: DeviceData, model: torch.nn.Module, seed: int) -> tuple[float, float]:
+    """(top Hessian eigenvalue of the training loss on the first `sharpness_subset` images, the
+    power iteration's last relative change)."""
     if cfg.sharpness_iterations <= 0 or cfg.sharpness_subset <= 0:
-        return float("nan")
+        return float("nan"), float("nan")
     n = min(cfg.sharpness_subset, data.n_train)
     x, y = data.train_x[:n], data.train_y[:n]
     params = [p for p in model.parameters() if p.requires_grad]
-    return hessian_top_eigenvalue(
-        lambda: F.cross_entropy(model(x), y), params, cfg.sharpness_iterations, seed=seed
-    )
+    return power_iteration(lambda: F.cross_entropy(model(x), y), params, cfg.sharpness_iterations, seed=seed)

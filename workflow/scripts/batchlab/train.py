@@ -350,12 +350,15 @@ def finish(run: Run) -> list[SeedResult]:
                 "test_loss": test_eval[i]["loss"],
                 "test_acc": test_eval[i]["acc"],
                 "sharpness": float("nan"),
+                "sharpness_change": float("nan"),
             }
             continue
         last = seed.epochs[-1]
         seed.final = {k: last[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")}
         t0 = time.perf_counter()
-        seed.final["sharpness"] = final_sharpness(run.cfg, run.data, run.ens.module(i), seed.seed)
+        seed.final["sharpness"], seed.final["sharpness_change"] = final_sharpness(
+            run.cfg, run.data, run.ens.module(i), seed.seed
+        )
         sharp_s += time.perf_counter() - t0
     run.sharpness_seconds = sharp_s
     return run.seeds

@@ -13,7 +13,8 @@ import math
 
 import pandas as pd
 
-from batchlab.stats import Paired, decide, paired_difference
+from batchlab.analysis import mean_ci
+from batchlab.stats import MIN_SEEDS, Paired, decide, paired_difference
 from batchlab.study import Recipe
 
 # effects smaller than these are too small to matter: a tight interval inside them says "no"
@@ -105,6 +106,52 @@ def oscillation(cells: pd.DataFrame, best: pd.DataFrame) -> dict | None:
         "test": "The model's loss on fixed images can jump more or less at either batch size, so this"
         " can come out either way (the per-iteration mini-batch loss cannot: its sampling noise alone"
         " falls as 1/√b). It measures the last epoch only.",
+    }
+
+
+PARALLEL = 0.9  # consecutive gradients "nearly parallel": cosine at least 0.9 (under 26 degrees)
+
+
+def gradient_direction(cells: pd.DataFrame, best: pd.DataFrame) -> dict | None:
+    """With a large batch the gradient direction barely changes from one iteration to the next:
+    the measured cosine between the gradients of two independent mini-batches at the same
+    weights (each probe, averaged over training), per batch size at its best lr, against
+    PARALLEL, beside the prediction 1 / (1 + B_simple / b) from the measured noise scale."""
+    g = grid(cells)
+    if "grad_cos" not in g or len(best) < 2 or g["grad_cos"].notna().sum() == 0:
+        return None
+    rows = []
+    for b in sorted(int(v) for v in best["batch_size"]):
+        at = g[(g["batch_size"] == b) & (g["lr"] == best_lr(best, b))]
+        ci = mean_ci(at["grad_cos"], (-1.0, 1.0))
+        noise = pd.to_numeric(at["b_simple_end"], errors="coerce").dropna() if "b_simple_end" in at else pd.Series(dtype=float)
+        predicted = 1.0 / (1.0 + float(noise.mean()) / b) if len(noise) else math.nan
+        rows.append((b, ci, predicted))
+    b_large, ci_large, _ = rows[-1]
+    if ci_large["n"] < MIN_SEEDS:
+        verdict, why = "inconclusive", f"only {ci_large['n']} seed(s)"
+    elif ci_large["lo"] >= PARALLEL:
+        verdict, why = "supported", f"at batch {b_large} the interval lies above {PARALLEL}"
+    elif ci_large["hi"] < PARALLEL:
+        verdict, why = "not supported", f"at batch {b_large} the interval lies below {PARALLEL}"
+    else:
+        verdict, why = "inconclusive", f"at batch {b_large} the interval holds {PARALLEL}"
+    first = next((b for b, ci, _ in rows if ci["n"] >= MIN_SEEDS and ci["lo"] >= PARALLEL), None)
+    listing = "; ".join(
+        f"batch {b}: {ci['mean']:.3f} [{ci['lo']:.3f}, {ci['hi']:.3f}]" + (f" (predicted {p:.3f})" if math.isfinite(p) else "")
+        for b, ci, p in rows
+    )
+    where = f"they are nearly parallel (cosine ≥ {PARALLEL}) from batch {first} up" if first else f"no batch size of the grid reaches cosine {PARALLEL}"
+    return {
+        "key": "gradient",
+        "claim": "With a large batch the gradient direction barely changes from one iteration to the next.",
+        "verdict": verdict,
+        "first_parallel_batch": first,
+        "evidence": f"Cosine between the gradients of two independent mini-batches at the same weights, each batch"
+        f" size at its best lr (mean over probes, 95% interval over seeds; predicted: 1 / (1 + B_simple / b)):"
+        f" {listing}. {where.capitalize()}; {why}.",
+        "test": "Measures the direction two consecutive mini-batches would take from the same weights; it does"
+        " not follow the weights along a step, and averages over training.",
     }
 
 
@@ -267,6 +314,7 @@ def paired_verdicts(cells, epochs, probes, best, config, exponent: dict | None =
     found = [
         oscillation(cells, best),
         epoch_time(epochs, best),
+        gradient_direction(cells, best),
         late_blowup(cells, probes, config),
         lr_follows_batch(best, exponent),
         solution2_helps(cells, best, config),
