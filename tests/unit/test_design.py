@@ -101,3 +101,11 @@ def test_the_full_study_config_is_valid_and_as_documented():
     assert config["report"]["target_val_acc"] == 0.99
     assert len([c for c in design(config) if c.in_group("grid")]) == 14 * 14
     assert {c.group for c in design(config)} == {"grid", "remedies", "solution2"}
+
+
+def test_solution2_gets_its_own_window_of_learning_rates():
+    sol = {"enabled": True, "batch_size": 1024, "splits": 4, "lr": 0.08, "learning_rates": [0.04, 0.08], "momentum": [0, 0.9]}
+    names = [c.name() for c in design(small_config(solution2=sol)) if c.in_group("solution2")]
+    split = sorted(n for n in names if n.endswith("_k4"))
+    assert split == ["bs1024_lr0.04_k4", "bs1024_lr0.04_m0.9_k4", "bs1024_lr0.08_k4", "bs1024_lr0.08_m0.9_k4"]
+    assert len(names) == len(set(names)) == 8  # plus plain training at lr and k x lr, per momentum

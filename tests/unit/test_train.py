@@ -560,3 +560,17 @@ def test_the_fixed_subset_is_tracked_through_the_last_epoch_without_changing_the
         assert t.summary(1)["track"] == [[s, pytest.approx(v)] for s, v in t.track]
     assert tracked.seeds[0].track != tracked.seeds[1].track
     assert tracked.measure_seconds["track"] > 0 and off.measure_seconds["track"] == 0
+
+
+def test_the_noise_is_measured_at_every_nth_probe_or_at_epoch_ends_only():
+    data = synthetic()
+
+    def noisy_steps(every):
+        cfg = CellConfig(batch_size=10, lr=0.05, seeds=(0,), epochs=1, probe_every_samples=150, noise_every_probes=every)
+        probes = run(cfg, data).seeds[0].probes
+        return [row["step"] for row in probes if not math.isnan(row["g_big_sq"])]
+
+    # regular probes at 15, 30, 45 and the epoch end at 60 (early probes never measure noise)
+    assert noisy_steps(1) == [15, 30, 45, 60]
+    assert noisy_steps(2) == [30, 60]
+    assert noisy_steps(0) == [60]

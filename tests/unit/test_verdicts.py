@@ -115,6 +115,15 @@ def test_solution2_is_compared_with_tuned_plain_training():
     assert solution2_helps(with_solution2(0.95, 0.96), best, {**CONFIG, "solution2": {"enabled": False}}) is None
 
 
+def test_solution2_is_taken_at_its_own_best_lr():
+    best = best_frame([(1, 0.01), (64, 0.4)])
+    cells = with_solution2(plain_best=0.95, split_acc=0.90)  # at lr 0.1: worse than tuned plain
+    better = [row(64, 0.05, s, 0.96 + seed_effect(s), "_k4") for s in SEEDS]  # at lr 0.05: better
+    v = solution2_helps(pd.concat([cells, pd.DataFrame(better)], ignore_index=True), best, CONFIG)
+    assert v["verdict"] == "supported"
+    assert "at its best lr 0.05 (the edge of its window) of 0.05, 0.1" in v["evidence"]
+
+
 # ----------------------------------------------------------------------------- epoch time
 
 

@@ -34,6 +34,7 @@ class CellConfig:
     noise_batch: int = 512  # B_big of the noise-scale measurement
     noise_micro_batches: int = 4  # B_small = noise_batch / noise_micro_batches
     noise_draws: int = 1  # independent draws of B_big per probe, averaged
+    noise_every_probes: int = 1  # the noise (and gradient cosine) at every n-th regular probe; 0: epoch ends only
     train_eval_size: int = 10000  # training loss/accuracy at epoch ends: the first n images
     sharpness_subset: int = 512  # Hessian of the training loss on the first n images
     track_subset: int = 1024  # the model's loss on the first n training images, tracked ...

@@ -122,6 +122,7 @@ def solution2_cells(config: dict) -> list[Cell]:
         return []
     b, k, lr = sol["batch_size"], sol["splits"], sol["lr"]
     klr = round_lr(k * lr)
+    window = sorted(set(sol.get("learning_rates") or []) - {lr})
     out = []
     for m in sol["momentum"]:
         mom = None if m == config["train"]["momentum"] else m
@@ -129,6 +130,7 @@ def solution2_cells(config: dict) -> list[Cell]:
             (f"plain, lr {lr:g}", lr, 1),
             (f"plain, lr {klr:g} (k × lr)", klr, 1),
             (f"Solution 2, k = {k}, lr {lr:g}", lr, k),
+            *((f"Solution 2, k = {k}, lr {w:g}", w, k) for w in window),
         ):
             role = Role("solution2", f"momentum {m:g}: {label}")
             out.append(Cell(b, lr_i, Recipe(momentum=mom, splits=splits), (role,)))

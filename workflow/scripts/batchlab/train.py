@@ -148,7 +148,8 @@ def tracking(run: Run) -> bool:
 def probe_due(run: Run, at: int) -> bool | None:
     """None: no probe at step `at`; else whether it measures the gradient noise too."""
     if run.probe_every and at % run.probe_every == 0:
-        return True
+        every = run.cfg.noise_every_probes
+        return bool(every) and (at // run.probe_every) % every == 0
     return False if at in run.early_probes else None
 
 
