@@ -162,6 +162,7 @@ solution2:
   batch_size: 1000
   splits: 4
   lr: 0.1
+  learning_rates: []  # not params.yaml's window (a --configfile merges into it)
   momentum: [0.0]
 report:
   reference_lr: 0.1

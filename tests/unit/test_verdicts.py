@@ -212,6 +212,10 @@ def test_oscillation_every_way():
     osc = {(1, 0.004): 0.05, (64, 0.064): 0.05, (64, 0.256): 0.01, (1, 0.001): 0.05}
     mixed = oscillation(oscillation_study(lambda b, lr: osc[b, lr]), best_frame([(1, 0.004), (64, 0.064)]))
     assert mixed["verdict"] == "mixed" and mixed["at_equal_noise"]["mean"] == pytest.approx(np.log(5))
+    # a pair in which a seed diverged is never the equal-lr/b comparison
+    broken = oscillation_study(lambda b, lr: 0.02 / np.sqrt(b))
+    broken.loc[(broken["batch_size"] == 64) & (broken["lr"] == 0.256), "status"] = "diverged"
+    assert "equal lr / b = 0.001 (batch 1 at lr 0.001, batch 64 at lr 0.064)" in oscillation(broken, best)["evidence"]
     # the per-iteration figure of the post, which always falls with b, is beside it and decides nothing
     assert "The post's measure" in same["evidence"]
 

@@ -55,10 +55,18 @@ def log_per_seed(cells: pd.DataFrame, b: int, lr: float, col: str) -> dict:
 
 
 def equal_noise_pair(cells: pd.DataFrame, small: int, large: int, near: float) -> tuple[float, float] | None:
-    """(lr at the small batch, lr at the large) with equal lr / b in both windows, the one whose
-    small-batch lr is nearest `near`; None when the windows share no lr / b."""
-    lrs_s = sorted(cells.loc[cells["batch_size"] == small, "lr"].unique())
-    lrs_l = set(cells.loc[cells["batch_size"] == large, "lr"].unique())
+    """(lr at the small batch, lr at the large) with equal lr / b in both windows, among settings
+    in which every seed trained (a diverged run's loss says nothing about oscillation), the one
+    whose small-batch lr is nearest `near`; None when there is no such pair."""
+    failed = cells["status"].isin(["diverged", "collapsed"])
+    if "failed_to_learn" in cells:
+        failed |= cells["failed_to_learn"].astype(bool)
+    bad = set(zip(cells.loc[failed, "batch_size"], cells.loc[failed, "lr"], strict=True))
+
+    def trained(b):
+        return {lr for lr in cells.loc[cells["batch_size"] == b, "lr"].unique() if (b, lr) not in bad}
+
+    lrs_s, lrs_l = sorted(trained(small)), trained(large)
     pairs = [(a, c) for a in lrs_s for c in lrs_l if math.isclose(a / small, c / large, rel_tol=1e-6)]
     return min(pairs, key=lambda p: abs(math.log(p[0] / near))) if pairs else None
 
