@@ -211,3 +211,30 @@ def test_a_seed_that_ends_far_below_the_others_failed_to_learn_and_is_never_best
     cells.loc[cells["lr"] == 0.4, "final_val_acc"] = 0.99
     best = best_learning_rates(by_setting(cells))
     assert best["best_lr"].tolist() == [0.1]
+
+
+def test_b_crit_has_a_seed_bootstrap_interval_and_an_edge_flag():
+    from batchlab.aggregate import critical_batch, steps_to_target_table
+    from batchlab.analysis import fit_critical_batch
+
+    # perfect scaling at every batch size: the best fit runs off the end of the search
+    assert fit_critical_batch([1, 4, 16, 64], [1e5, 2.5e4, 6250, 1562.5])["at_search_edge"]
+    rng = np.random.default_rng(0)
+    rows = []
+    for b in (4, 16, 64, 256, 1024, 4096):
+        for seed in range(5):
+            s = 1000 * (1 + 256 / b) * float(np.exp(0.05 * rng.standard_normal()))
+            rows.append(
+                {
+                    "cell": f"bs{b}_lr0.1", "batch_size": b, "lr": 0.1, "seed": seed, "recipe": "", "status": "ok",
+                    "stopped_step": None, "stopped_epoch": None, "steps_to_target": None, "samples_to_target": None,
+                    "seconds_to_target": None, "steps_to_acc": s, "samples_to_acc": s * b, "seconds_to_acc": s * 0.01,
+                    "best_val_acc": 0.97,
+                }
+            )  # fmt: skip
+    cells = cells_table(rows)
+    fit = critical_batch(steps_to_target_table(cells), cells)
+    assert not fit["at_search_edge"]
+    assert fit["b_crit_lo"] < 256 < fit["b_crit_hi"] and fit["b_crit_lo"] < fit["b_crit"] < fit["b_crit_hi"]
+    assert fit["b_crit_hi"] / fit["b_crit_lo"] < 2  # five seeds with 5% noise pin it down
+    assert np.isnan(critical_batch(steps_to_target_table(cells))["b_crit_lo"])  # no cells, no interval

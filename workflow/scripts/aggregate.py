@@ -71,7 +71,7 @@ def main(log, input, output, params):
 
     curves, probes, epochs = with_roles(curve_tables), with_roles(probe_tables), with_roles(epoch_tables)
     targets = steps_to_target_table(cells)
-    critical = critical_batch(targets)
+    critical = critical_batch(targets, cells)
     settings = by_setting(cells)
     optima = lr_optima(grid_cells(cells))
     best = best_learning_rates(settings).merge(optima, on="batch_size", how="left")

@@ -267,12 +267,36 @@ def steps_to_target_table(cells: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
-def critical_batch(targets: pd.DataFrame) -> dict:
-    """The S = S_min (1 + B_crit / B) fit over the batch sizes that reached the target,
-    and the scaling regime of each step up in batch size."""
+def critical_batch(targets: pd.DataFrame, cells: pd.DataFrame | None = None, n_boot: int = 300) -> dict:
+    """The S = S_min (1 + B_crit / B) fit over the batch sizes that reached the target, the
+    scaling regime of each step up in batch size, and (given the cells) a 95% bootstrap interval
+    of B_crit that resamples seeds jointly across batch sizes (seed s of every cell is paired)."""
     reached = targets[targets["reached"].astype(bool)]
     fit = fit_critical_batch(reached["batch_size"], reached["steps"])
     fit["regimes"] = scaling_regimes(list(reached["batch_size"]), list(reached["steps"]))
+    fit["b_crit_lo"] = fit["b_crit_hi"] = float("nan")
+    if cells is None or not math.isfinite(fit["b_crit"]):
+        return fit
+    grid = grid_cells(cells)
+    per = {
+        int(r.batch_size): grid[(grid["batch_size"] == r.batch_size) & (grid["lr"] == r.lr)].set_index("seed")["steps_to_acc"]
+        for r in reached.itertuples()
+    }
+    seeds = sorted(set.intersection(*(set(p.index) for p in per.values())))
+    if len(seeds) < 2:
+        return fit
+    rng = np.random.default_rng(0)
+    logs = []
+    for _ in range(n_boot):
+        pick = rng.choice(seeds, len(seeds))
+        steps = [float(per[b].loc[pick].mean()) for b in per]
+        bc = fit_critical_batch(list(per), steps)["b_crit"]
+        if math.isfinite(bc):
+            logs.append(math.log(bc))
+    from batchlab.optimum import bootstrap_t_interval
+
+    lo, hi = bootstrap_t_interval(math.log(fit["b_crit"]), logs, len(seeds))
+    fit["b_crit_lo"], fit["b_crit_hi"] = math.exp(lo), math.exp(hi)
     return fit
 
 

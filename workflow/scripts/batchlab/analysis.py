@@ -106,6 +106,7 @@ def fit_critical_batch(batch_sizes, steps) -> dict:
         "b_crit": float("nan"),
         "rms_log": float("nan"),
         "n": int(b.size),
+        "at_search_edge": False,
     }
     if b.size < 3 or np.unique(b).size < 3:
         return out
@@ -118,15 +119,25 @@ def fit_critical_batch(batch_sizes, steps) -> dict:
         return float(np.mean(resid**2)), log_smin
 
     lo, hi = math.log(b.min() * 1e-3), math.log(b.max() * 1e3)
-    for _ in range(4):  # coarse-to-fine search over log B_crit
+    edge = False
+    for rnd in range(4):  # coarse-to-fine search over log B_crit
         grid = np.linspace(lo, hi, 400)
         errs = [loss(math.exp(g))[0] for g in grid]
         k = int(np.argmin(errs))
+        if rnd == 0:  # the best fit at an end of the search: B_crit is not determined by the data
+            edge = k in (0, len(grid) - 1)
         lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
     bc = math.exp(grid[k])
     err, log_smin = loss(bc)
     s_min = math.exp(log_smin)
-    return {"s_min": s_min, "e_min": s_min * bc, "b_crit": bc, "rms_log": math.sqrt(err), "n": int(b.size)}
+    return {
+        "s_min": s_min,
+        "e_min": s_min * bc,
+        "b_crit": bc,
+        "rms_log": math.sqrt(err),
+        "n": int(b.size),
+        "at_search_edge": bool(edge),
+    }
 
 
 def scaling_regimes(batch_sizes, steps) -> list[dict]:

@@ -156,8 +156,18 @@ def target_findings(targets: pd.DataFrame, fit: dict, target: float) -> list[str
         out.append(
             f"Fitting S = S_min(1 + B_crit/B) to the steps gives S_min = {fmt_int_safe(fit['s_min'])} steps,"
             f" E_min = {fmt_int_safe(fit['e_min'])} samples and a critical batch size B_crit ="
-            f" {fmt_num(fit['b_crit'])} (root-mean-square residual {fmt_num(fit['rms_log'], 2)} in log steps,"
-            f" {fit['n']} batch sizes)."
+            f" {fmt_num(fit['b_crit'])}"
+            + (
+                f" [{fmt_num(fit['b_crit_lo'])}, {fmt_num(fit['b_crit_hi'])}] (95% bootstrap interval over seeds)"
+                if is_finite(fit.get("b_crit_lo", float("nan")))
+                else ""
+            )
+            + f" (root-mean-square residual {fmt_num(fit['rms_log'], 2)} in log steps, {fit['n']} batch sizes)."
+            + (
+                " The best fit lies at the end of the search range: the data do not determine B_crit."
+                if fit.get("at_search_edge")
+                else ""
+            )
         )
     else:
         out.append(
