@@ -15,6 +15,7 @@ from batchlab.analysis import (
     scaling_regimes,
     series_difference,
 )
+from batchlab.stats import bootstrap_interval
 from batchlab.study import design
 
 CELL_KEYS = ["batch_size", "lr", "seed", "recipe"]
@@ -93,19 +94,10 @@ def summarize_cell(
     """One summary row per cell: speed, oscillation, convergence, outcome, measurements."""
     b = int(metrics["batch_size"])
     ipe = int(metrics["iterations_per_epoch"])
-    smoothed = trailing_mean(losses, smoothing_window(b, smooth_samples))
-    to_target = first_crossing(smoothed, loss_target)
     ms_per_step = float(epochs["ms_per_step"].mean()) if len(epochs) else float("nan")
     probes = probes if probes is not None else pd.DataFrame(columns=["step", "val_acc"])
-    to_acc = first_reach(probes["step"], probes["val_acc"], target_acc) if len(probes) else None
-    if "b_simple" in probes:  # already smoothed by noise_table
-        noise = probes
-    else:
-        noise = noise_table(probes, noise_window) if "g_small_sq" in probes else pd.DataFrame()
-    b_simple = noise["b_simple"].dropna() if len(noise) else pd.Series(dtype=float)
-    cos = pd.to_numeric(probes["grad_cos"], errors="coerce").dropna() if "grad_cos" in probes else pd.Series(dtype=float)
     share = (metrics.get("measure_seconds") or {}).get("noise_and_sharpness_share")
-    row = {
+    return {
         "cell": metrics["cell"],
         "batch_size": b,
         "lr": float(metrics["lr"]),
@@ -127,34 +119,58 @@ def summarize_cell(
         "oscillation": loss_oscillation(losses, ipe) if metrics["status"] != "diverged" else float("nan"),
         "model_oscillation": model_oscillation(metrics.get("track")),
         "failed_to_learn": bool(metrics["status"] == "ok" and _num(metrics.get("final_val_acc")) < FAILED_TO_LEARN),
-        "final_train_loss": _num(metrics.get("final_train_loss")),
-        "final_train_acc": _num(metrics.get("final_train_acc")),
-        "final_val_loss": _num(metrics.get("final_val_loss")),
-        "final_val_acc": _num(metrics.get("final_val_acc")),
-        "best_val_acc": float(epochs["val_acc"].max()) if len(epochs) else float("nan"),
-        "final_test_loss": _num(metrics.get("final_test_loss")),
-        "final_test_acc": _num(metrics.get("final_test_acc")),
-        "selection_set": metrics.get("selection_set", "test"),
+        **final_evaluations(metrics, epochs),
+        **to_targets(losses, probes, b, ms_per_step, smooth_samples, loss_target, target_acc),
+        **noise_and_curvature(metrics, probes, noise_window),
+        "generalization_gap": _num(metrics.get("final_train_acc")) - _num(metrics.get("final_test_acc")),
+        "measure_share": _num(share),
+        "device": metrics.get("device"),
+        "ensemble_size": metrics.get("ensemble_size"),
+    }
+
+
+def final_evaluations(metrics: dict, epochs: pd.DataFrame) -> dict:
+    """The final model's losses and accuracies on each set, and which set chose settings."""
+    out = {f"final_{k}": _num(metrics.get(f"final_{k}")) for k in ("train_loss", "train_acc", "val_loss", "val_acc")}
+    out["best_val_acc"] = float(epochs["val_acc"].max()) if len(epochs) else float("nan")
+    out |= {f"final_{k}": _num(metrics.get(f"final_{k}")) for k in ("test_loss", "test_acc")}
+    out["selection_set"] = metrics.get("selection_set", "test")
+    return out
+
+
+def to_targets(losses, probes, b, ms_per_step, smooth_samples, loss_target, target_acc) -> dict:
+    """Iterations, samples and seconds to the smoothed-loss target and to the accuracy target."""
+    to_target = first_crossing(trailing_mean(losses, smoothing_window(b, smooth_samples)), loss_target)
+    to_acc = first_reach(probes["step"], probes["val_acc"], target_acc) if len(probes) else None
+    return {
         "steps_to_target": to_target,
         "samples_to_target": to_target * b if to_target else None,
         "seconds_to_target": to_target * ms_per_step / 1000.0 if to_target else None,
         "steps_to_acc": to_acc,
         "samples_to_acc": to_acc * b if to_acc is not None else None,
         "seconds_to_acc": to_acc * ms_per_step / 1000.0 if to_acc is not None else None,
+    }
+
+
+def noise_and_curvature(metrics: dict, probes: pd.DataFrame, noise_window: int) -> dict:
+    """The noise scale at the end, the gradient cosine, and the final sharpness with its
+    convergence and its ratio to plain SGD's 2 / lr stability limit (above 1: the quadratic
+    model of the loss would diverge)."""
+    if "b_simple" in probes:  # already smoothed by noise_table
+        noise = probes
+    else:
+        noise = noise_table(probes, noise_window) if "g_small_sq" in probes else pd.DataFrame()
+    b_simple = noise["b_simple"].dropna() if len(noise) else pd.Series(dtype=float)
+    cos = pd.to_numeric(probes["grad_cos"], errors="coerce").dropna() if "grad_cos" in probes else pd.Series(dtype=float)
+    sharpness = _num(metrics.get("final_sharpness"))
+    return {
         "b_simple_end": float(b_simple.iloc[-1]) if len(b_simple) else float("nan"),
-        "final_sharpness": _num(metrics.get("final_sharpness")),
-        # the power iteration's last relative change, and sharpness against plain SGD's 2 / lr
-        # stability limit (a ratio above 1: the quadratic model of the loss would diverge)
+        "final_sharpness": sharpness,
         "sharpness_change": _num(metrics.get("final_sharpness_change")),
-        "sharpness_lr_ratio": _num(metrics.get("final_sharpness")) * float(metrics["lr"]) / 2.0,
+        "sharpness_lr_ratio": sharpness * float(metrics["lr"]) / 2.0,
         "grad_cos": float(cos.mean()) if len(cos) else float("nan"),
         "grad_cos_end": float(cos.iloc[-1]) if len(cos) else float("nan"),
-        "generalization_gap": _num(metrics.get("final_train_acc")) - _num(metrics.get("final_test_acc")),
-        "measure_share": _num(share),
-        "device": metrics.get("device"),
-        "ensemble_size": metrics.get("ensemble_size"),
     }
-    return row
 
 
 def _num(value) -> float:
@@ -182,6 +198,20 @@ def roles_columns(cells: pd.DataFrame, config: dict) -> pd.DataFrame:
         "seed"
     ].isin(seeds)
     return out
+
+
+def failed_seeds(cells: pd.DataFrame) -> pd.Series:
+    """Per row: the seed diverged, collapsed or failed to learn."""
+    bad = cells["status"].isin(["diverged", "collapsed"])
+    if "failed_to_learn" in cells:
+        bad |= cells["failed_to_learn"].astype(bool)
+    return bad
+
+
+def failed_settings(cells: pd.DataFrame) -> set[tuple[int, float]]:
+    """The (batch size, lr) settings in which some seed failed."""
+    bad = cells[failed_seeds(cells)]
+    return {(int(b), float(lr)) for b, lr in zip(bad["batch_size"], bad["lr"], strict=True)}
 
 
 def grid_cells(cells: pd.DataFrame) -> pd.DataFrame:
@@ -285,17 +315,11 @@ def critical_batch(targets: pd.DataFrame, cells: pd.DataFrame | None = None, n_b
     seeds = sorted(set.intersection(*(set(p.index) for p in per.values())))
     if len(seeds) < 2:
         return fit
-    rng = np.random.default_rng(0)
-    logs = []
-    for _ in range(n_boot):
-        pick = rng.choice(seeds, len(seeds))
-        steps = [float(per[b].loc[pick].mean()) for b in per]
-        bc = fit_critical_batch(list(per), steps)["b_crit"]
-        if math.isfinite(bc):
-            logs.append(math.log(bc))
-    from batchlab.optimum import bootstrap_t_interval
+    def log_b_crit(pick) -> float:
+        bc = fit_critical_batch(list(per), [float(per[b].loc[pick].mean()) for b in per])["b_crit"]
+        return math.log(bc) if math.isfinite(bc) else math.nan
 
-    lo, hi = bootstrap_t_interval(math.log(fit["b_crit"]), logs, len(seeds))
+    lo, hi = bootstrap_interval(np.asarray(seeds), log_b_crit, n_boot)
     fit["b_crit_lo"], fit["b_crit_hi"] = math.exp(lo), math.exp(hi)
     return fit
 

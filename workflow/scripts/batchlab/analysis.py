@@ -22,6 +22,12 @@ T_975 = {
 }  # fmt: skip
 
 
+def nearest(values, target: float) -> float:
+    """The value closest to target on a log scale."""
+    values = sorted(set(float(v) for v in values))
+    return min(values, key=lambda v: abs(math.log(v) - math.log(target)))
+
+
 def t_quantile(df: int) -> float:
     """t_{0.975, df}; between tabulated values the next smaller df (conservative); 1.96 beyond."""
     if df < 1:

@@ -22,6 +22,11 @@ def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
+def _loss_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params) -> torch.Tensor:
+    """The gradient of the mean cross-entropy on (x, y), flattened, in float64."""
+    return _flat(torch.autograd.grad(F.cross_entropy(model(x), y), params)).double()
+
+
 def gradient_norms(
     model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, micro_batches: int
 ) -> tuple[float, float]:
@@ -37,8 +42,7 @@ def gradient_norms(
     total = None
     with torch.enable_grad():
         for xm, ym in zip(x.chunk(micro_batches), y.chunk(micro_batches), strict=True):
-            grads = torch.autograd.grad(F.cross_entropy(model(xm), ym), params)
-            flat = _flat(grads).double()
+            flat = _loss_gradient(model, xm, ym, params)
             small_sq += flat.dot(flat)
             total = flat if total is None else total + flat
     big = total / micro_batches
@@ -54,21 +58,14 @@ def gradient_cosine(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, pa
     with torch.enable_grad():
         for xp, yp in zip(x.chunk(pairs), y.chunk(pairs), strict=True):
             (xa, xb), (ya, yb) = xp.chunk(2), yp.chunk(2)
-            ga = _flat(torch.autograd.grad(F.cross_entropy(model(xa), ya), params)).double()
-            gb = _flat(torch.autograd.grad(F.cross_entropy(model(xb), yb), params)).double()
+            ga, gb = _loss_gradient(model, xa, ya, params), _loss_gradient(model, xb, yb, params)
             cosines.append(ga.dot(gb) / (ga.norm() * gb.norm()).clamp_min(1e-300))
     return float(torch.stack(cosines).mean().cpu())
 
 
-def hessian_top_eigenvalue(
-    loss_fn: Callable[[], torch.Tensor],
-    params: Sequence[torch.Tensor],
-    iterations: int = 20,
-    tol: float = 1e-3,
-    seed: int = 0,
-) -> float:
-    """The eigenvalue of largest magnitude of the Hessian (the sharpness); see power_iteration."""
-    return power_iteration(loss_fn, params, iterations, tol, seed)[0]
+def hessian_top_eigenvalue(loss_fn: Callable[[], torch.Tensor], params: Sequence[torch.Tensor], **options) -> float:
+    """The eigenvalue of largest magnitude of the Hessian (the sharpness); power_iteration's options."""
+    return power_iteration(loss_fn, params, **options)[0]
 
 
 def power_iteration(

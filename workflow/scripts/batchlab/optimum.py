@@ -15,8 +15,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis import t_quantile
-from batchlab.stats import decide, paired_difference
+from batchlab.aggregate import failed_settings
+from batchlab.stats import bootstrap_interval, decide, paired_difference
 
 TIE_MARGIN = 0.002  # neighbours within 0.2 accuracy points of the best are "tied" unless separated
 N_BOOT = 1000
@@ -51,30 +51,17 @@ def vertex(lrs: list[float], means: np.ndarray, failed: frozenset[int] = frozens
     return float(math.exp(min(max(peak, x[0]), x[2]))), None
 
 
-def bootstrap_t_interval(estimate: float, replicates, n: int) -> tuple[float, float]:
-    """estimate ± t(n-1) · sqrt(n/(n-1)) · sd(replicates): the bootstrap's standard error, with
-    its small-sample bias corrected and Student's t in place of 1.96. A plain percentile
-    interval over 5 or 6 seeds covers well under 95% (the synthetic studies in the tests show it)."""
-    reps = np.asarray(replicates, dtype=float)
-    reps = reps[np.isfinite(reps)]
-    if n < 2 or reps.size < 2:
-        return math.nan, math.nan
-    half = t_quantile(n - 1) * math.sqrt(n / (n - 1)) * float(reps.std(ddof=1))
-    return estimate - half, estimate + half
-
-
 def window_optimum(
     lrs: list[float], seeds: list[int], acc: np.ndarray, seed: int = 0, failed: frozenset[int] = frozenset()
 ) -> dict:
     """The interpolated optimum of one batch size, its 95% bootstrap interval over seeds (in log
-    lr, see bootstrap_t_interval), and the
-    neighbours of the best lr that the paired test cannot separate from it."""
+    lr, see batchlab.stats.bootstrap_interval), and the neighbours of the best lr that the paired
+    test cannot separate from it."""
     means = acc.mean(axis=0)
     best_i = int(np.nanargmax(means))
     opt, edge = vertex(lrs, means, failed)
-    rng = np.random.default_rng(seed)
-    boots = [vertex(lrs, acc[rng.integers(0, len(seeds), len(seeds))].mean(axis=0), failed)[0] for _ in range(N_BOOT)]
-    lo, hi = (math.exp(v) for v in bootstrap_t_interval(math.log(opt), np.log(boots), len(seeds)))  # in log lr
+    log_opt = bootstrap_interval(acc, lambda rows: math.log(vertex(lrs, rows.mean(axis=0), failed)[0]), N_BOOT, seed)
+    lo, hi = (math.exp(v) for v in log_opt)
     tied = []
     for j in (best_i - 1, best_i + 1):
         if 0 <= j < len(lrs):
@@ -98,12 +85,8 @@ def failed_lrs(cells: pd.DataFrame, b: int, lrs: list[float]) -> frozenset[int]:
     to learn."""
     if "status" not in cells:
         return frozenset()
-    bad_seed = cells["status"].isin(["diverged", "collapsed"])
-    if "failed_to_learn" in cells:
-        bad_seed |= cells["failed_to_learn"].astype(bool)
-    at = cells[(cells["batch_size"] == b) & bad_seed]
-    bad = set(at["lr"].astype(float))
-    return frozenset(i for i, lr in enumerate(lrs) if lr in bad)
+    bad = failed_settings(cells)
+    return frozenset(i for i, lr in enumerate(lrs) if (b, lr) in bad)
 
 
 def lr_optima(cells: pd.DataFrame) -> pd.DataFrame:
@@ -141,15 +124,13 @@ def lr_exponent(cells: pd.DataFrame, optima: pd.DataFrame, b_crit: float | None,
     out["exponent"] = fit_exponent(used, [inside.set_index("batch_size").loc[b, "lr_opt"] for b in used])
     if len(shared) < 2:
         return out
-    rng = np.random.default_rng(seed)
-    slopes = []
-    for _ in range(N_BOOT):
-        pick = rng.choice(shared, len(shared))
+
+    def slope(pick) -> float:
         peaks = []
         for b in used:
             lrs, seeds, acc = mats[b]
-            rows = [seeds.index(s) for s in pick]
-            peaks.append(vertex(lrs, acc[rows].mean(axis=0), fails[b])[0])
-        slopes.append(fit_exponent(used, peaks))
-    out["lo"], out["hi"] = bootstrap_t_interval(out["exponent"], slopes, len(shared))
+            peaks.append(vertex(lrs, acc[[seeds.index(s) for s in pick]].mean(axis=0), fails[b])[0])
+        return fit_exponent(used, peaks)
+
+    out["lo"], out["hi"] = bootstrap_interval(np.asarray(shared), slope, N_BOOT, seed)
     return out

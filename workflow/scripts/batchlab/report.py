@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from batchlab.aggregate import grid_cells
+from batchlab.analysis import nearest
 
 ALTAIR_MAX_ROWS = 5000
 LOSS_CLIP = 3.0
@@ -32,12 +33,6 @@ class Section:
 
 
 # ----------------------------------------------------------------------------- numbers
-
-
-def nearest(values, target: float) -> float:
-    """The value closest to target on a log scale."""
-    values = sorted(set(float(v) for v in values))
-    return min(values, key=lambda v: abs(math.log(v) - math.log(target)))
 
 
 def spearman(x, y) -> float:
@@ -608,6 +603,18 @@ def lr_over_b_chart(settings: pd.DataFrame) -> dict:
     )
 
 
+def optimum_marks(inside: pd.DataFrame, x, y_scale):
+    """The interpolated optima as black diamonds with their 95% interval as a rule."""
+    tooltip = ["batch_size:Q", "lr_opt:Q", "lr_opt_lo:Q", "lr_opt_hi:Q"]
+    bars = alt.Chart(inside).mark_rule(color="black").encode(
+        x=x, y=alt.Y("lr_opt_lo:Q", scale=y_scale), y2="lr_opt_hi:Q", tooltip=tooltip
+    )
+    opt = alt.Chart(inside).mark_point(shape="diamond", color="black", filled=True, size=60).encode(
+        x=x, y=alt.Y("lr_opt:Q", scale=y_scale), tooltip=tooltip
+    )
+    return bars + opt
+
+
 def best_lr_chart(best: pd.DataFrame) -> dict:
     data = best.copy()
     data["where"] = (
@@ -651,18 +658,7 @@ def best_lr_chart(best: pd.DataFrame) -> dict:
     )
     layers = ref + line + pts
     if "lr_opt" in data and data["lr_opt_lo"].notna().any():
-        inside = data[data["at_grid_edge"].isna()]
-        bars = (
-            alt.Chart(inside)
-            .mark_rule(color="black")
-            .encode(x=x, y=alt.Y("lr_opt_lo:Q", scale=y_scale), y2="lr_opt_hi:Q", tooltip=["lr_opt:Q", "lr_opt_lo:Q", "lr_opt_hi:Q"])
-        )
-        opt = (
-            alt.Chart(inside)
-            .mark_point(shape="diamond", color="black", filled=True, size=60)
-            .encode(x=x, y=alt.Y("lr_opt:Q", scale=y_scale), tooltip=["batch_size:Q", "lr_opt:Q", "lr_opt_lo:Q", "lr_opt_hi:Q"])
-        )
-        layers = layers + bars + opt
+        layers = layers + optimum_marks(data[data["at_grid_edge"].isna()], x, y_scale)
     return _spec(
         layers.properties(
             title="Best lr at each batch size (black: interpolated optimum, 95% bootstrap interval; dashed: linear and √ scaling)",

@@ -608,6 +608,23 @@ def ci_chart(data: pd.DataFrame, y: str, title: str, y_title: str, log_y: bool) 
     return _spec(alt.layer(*layers).properties(title=title, width=SMALL_CHART, height=220))
 
 
+def stability_findings(table: pd.DataFrame, iterations: int) -> list[str]:
+    """Sharpness against plain SGD's 2 / lr limit, and whether the power iteration converged."""
+    out = []
+    if table["stability"].notna().any():
+        out.append(
+            "Against plain SGD's stability limit 2 / lr (sharpness × lr / 2 above 1: a step overshoots"
+            " along the sharpest direction): "
+            + ", ".join(f"{r.stability:.2f} at batch {int(r.batch_size)}" for r in table.itertuples())
+            + "."
+        )
+    if table["change"].notna().any():
+        worst = table["change"].max()
+        state = "(converged)." if worst <= 1e-3 else f"(not converged in {iterations} steps: the sharpness is an estimate)."
+        out.append(f"The power iteration's last relative change was at most {worst:.1e} {state}")
+    return out
+
+
 def sharpness_section(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> Section:
     table = sharpness_table(cells, best)
     findings, charts = [], []
@@ -629,19 +646,7 @@ def sharpness_section(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> 
                 f" {int(first['batch_size'])} and {fmt(last[col])} at batch {int(last['batch_size'])},"
                 " each at its best lr."
             )
-        if table["stability"].notna().any():
-            findings.append(
-                "Against plain SGD's stability limit 2 / lr (sharpness × lr / 2 above 1: a step overshoots"
-                " along the sharpest direction): "
-                + ", ".join(f"{r.stability:.2f} at batch {int(r.batch_size)}" for r in table.itertuples())
-                + "."
-            )
-        if table["change"].notna().any():
-            worst = table["change"].max()
-            findings.append(
-                f"The power iteration's last relative change was at most {worst:.1e}"
-                + (" (converged)." if worst <= 1e-3 else f" (not converged in {config['measure']['sharpness_iterations']} steps: the sharpness is an estimate).")
-            )
+        findings += stability_findings(table, config["measure"]["sharpness_iterations"])
         charts = [
             (
                 "sharpness-vs-batch-size",

@@ -84,18 +84,21 @@ def decide(diff: Paired, expected: int, margin: float) -> tuple[str, str]:
     return "inconclusive", f"the 95% interval holds 0 and reaches beyond ±{margin:g}"
 
 
-def bootstrap_interval(
-    samples: np.ndarray, statistic, n_boot: int = 2000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile interval of statistic(resample) over resamples of the rows of `samples`
-    (rows are seeds; each resample draws len(samples) rows with replacement)."""
+def bootstrap_interval(samples, statistic, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% interval of statistic(samples) from resampling the rows of `samples` (the seeds; each
+    resample draws len(samples) rows with replacement): the estimate ± t(n-1) · sqrt(n/(n-1)) ·
+    SD of the replicates, the bootstrap's standard error with its small-sample bias corrected and
+    Student's t in place of 1.96. A percentile interval over 5 or 6 seeds covers well under 95%
+    (tests/unit/test_optimum.py shows it). Replicates that are not finite are left out."""
     x = np.asarray(samples)
-    if len(x) < 2:
+    n = len(x)
+    if n < 2:
         return math.nan, math.nan
     rng = np.random.default_rng(seed)
-    values = np.asarray([statistic(x[rng.integers(0, len(x), len(x))]) for _ in range(n_boot)], dtype=float)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
+    reps = np.asarray([statistic(x[rng.integers(0, n, n)]) for _ in range(n_boot)], dtype=float)
+    reps = reps[np.isfinite(reps)]
+    if reps.size < 2:
         return math.nan, math.nan
-    tail = (1.0 - level) / 2.0
-    return float(np.quantile(values, tail)), float(np.quantile(values, 1.0 - tail))
+    estimate = float(statistic(x))
+    half = t_quantile(n - 1) * math.sqrt(n / (n - 1)) * float(reps.std(ddof=1))
+    return estimate - half, estimate + half

@@ -37,6 +37,7 @@ from batchlab.ensemble import Ensemble, evaluate
 from batchlab.fates import collapse_reason, divergence_reason, first_bad_step, is_collapsed
 from batchlab.probes import Probes, early_probe_steps, final_sharpness, probe_interval
 from batchlab.records import CellResult, SeedResult, TrainState
+from batchlab.schedule import probe_due, tracking, window_end
 from batchlab.steps import SGD, autograd_step, fused_mlp_sgd
 
 __all__ = ["CellConfig", "CellResult", "SeedResult", "TrainState", "train_cell"]  # the trainer's API
@@ -129,28 +130,11 @@ def restore(run: Run, state: TrainState) -> None:
     run.log(f"resumed from the checkpoint after epoch {state.epoch}")
 
 
-def window_end(run: Run, offset: int, pos: int) -> int:
-    """The step (of this epoch) where the window starting at pos must end at the latest."""
-    stop = min(run.iters, pos + run.cfg.check_every - pos % run.cfg.check_every)
-    if run.probe_every:
-        stop = min(stop, run.probe_every - (offset + pos) % run.probe_every + pos)
-    upcoming = [s - offset for s in run.early_probes if s - offset > pos]
-    if tracking(run):
-        upcoming.append(pos + run.track_every - pos % run.track_every)
-    return min([stop, *upcoming])
-
-
-def tracking(run: Run) -> bool:
-    """Whether the epoch being trained is the last, where the fixed subset is tracked."""
-    return bool(run.track_every) and run.epoch + 1 == run.cfg.epochs
-
-
-def probe_due(run: Run, at: int) -> bool | None:
-    """None: no probe at step `at`; else whether it measures the gradient noise too."""
-    if run.probe_every and at % run.probe_every == 0:
-        every = run.cfg.noise_every_probes
-        return bool(every) and (at // run.probe_every) % every == 0
-    return False if at in run.early_probes else None
+def record_track(run: Run, step: int) -> None:
+    """Each training seed's loss on the fixed subset at this step (the model's oscillation)."""
+    seeds = run.training()
+    for i, loss in zip(seeds, run.probes.track(seeds), strict=True):
+        run.seeds[i].track.append([step, loss])
 
 
 def record_window(run: Run, values: np.ndarray, since_probe: list[list[np.ndarray]]) -> None:
@@ -224,9 +208,7 @@ def train_epoch(run: Run, epoch: int, window_seconds: float) -> float:
             progress_line(run, epoch, pos, now - t0 - (run.probes.total_seconds() - probe_s0), since_probe)
             last_line = now
         if tracking(run) and pos % run.track_every == 0 and run.training():
-            seeds = run.training()
-            for i, loss in zip(seeds, run.probes.track(seeds), strict=True):
-                run.seeds[i].track.append([offset + pos, loss])
+            record_track(run, offset + pos)
         noise = probe_due(run, offset + pos)
         if pos < run.iters and noise is not None and run.training():
             recent = {i: _mean(since_probe[i]) for i in run.training()}

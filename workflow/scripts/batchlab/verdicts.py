@@ -13,7 +13,8 @@ import math
 
 import pandas as pd
 
-from batchlab.analysis import mean_ci
+from batchlab.aggregate import failed_settings, grid_cells
+from batchlab.analysis import mean_ci, nearest
 from batchlab.stats import MIN_SEEDS, Paired, decide, paired_difference
 from batchlab.study import Recipe
 
@@ -22,16 +23,6 @@ ACC_MARGIN = 0.002  # accuracy: 0.2 points
 TIME_MARGIN = 0.05  # epoch time: 5% of the faster batch size's
 DROP_MARGIN = 0.005  # a late fall of validation accuracy: 0.5 points
 OSC_MARGIN = math.log(1.1)  # oscillation, compared as a log ratio: 10%
-
-
-def grid(frame: pd.DataFrame) -> pd.DataFrame:
-    if "in_grid" in frame:
-        return frame[frame["in_grid"].astype(bool)]
-    return frame[frame["recipe"].fillna("") == ""] if "recipe" in frame else frame
-
-
-def nearest(values, target: float) -> float:
-    return min(values, key=lambda v: abs(math.log(v) - math.log(target)))
 
 
 def per_seed(cells: pd.DataFrame, b: int, lr: float, col: str, recipe: str | None = None) -> dict:
@@ -58,10 +49,7 @@ def equal_noise_pair(cells: pd.DataFrame, small: int, large: int, near: float) -
     """(lr at the small batch, lr at the large) with equal lr / b in both windows, among settings
     in which every seed trained (a diverged run's loss says nothing about oscillation), the one
     whose small-batch lr is nearest `near`; None when there is no such pair."""
-    failed = cells["status"].isin(["diverged", "collapsed"])
-    if "failed_to_learn" in cells:
-        failed |= cells["failed_to_learn"].astype(bool)
-    bad = set(zip(cells.loc[failed, "batch_size"], cells.loc[failed, "lr"], strict=True))
+    bad = failed_settings(cells)
 
     def trained(b):
         return {lr for lr in cells.loc[cells["batch_size"] == b, "lr"].unique() if (b, lr) not in bad}
@@ -83,7 +71,7 @@ def oscillation(cells: pd.DataFrame, best: pd.DataFrame) -> dict | None:
     training subset, evaluated every 1,024 samples through the last epoch, detrended) at the
     smallest against the largest batch size, each at its best lr, as a paired log ratio; the same
     at equal lr / b (the noise temperature of SGD, Smith & Le 2018) beside it."""
-    g = grid(cells)
+    g = grid_cells(cells)
     if len(best) < 2 or "model_oscillation" not in g:
         return None
     small, large = int(best["batch_size"].min()), int(best["batch_size"].max())
@@ -132,7 +120,7 @@ def gradient_direction(cells: pd.DataFrame, best: pd.DataFrame) -> dict | None:
     the measured cosine between the gradients of two independent mini-batches at the same
     weights (each probe, averaged over training), per batch size at its best lr, against
     PARALLEL, beside the prediction 1 / (1 + B_simple / b) from the measured noise scale."""
-    g = grid(cells)
+    g = grid_cells(cells)
     if "grad_cos" not in g or len(best) < 2 or g["grad_cos"].notna().sum() == 0:
         return None
     rows = []
@@ -174,7 +162,7 @@ def epoch_time(epochs: pd.DataFrame, best: pd.DataFrame) -> dict | None:
     """Small batches are slower per epoch: the smallest against the largest batch size, each at
     its best lr, paired by epoch (the seeds of a cell share one ensemble's clock, so its epochs
     are the replicates). An epoch's time hardly depends on the lr; the lrs are named."""
-    ep = grid(epochs)
+    ep = grid_cells(epochs)
     if ep.empty or len(best) < 2:
         return None
     small, large = int(best["batch_size"].min()), int(best["batch_size"].max())
@@ -206,7 +194,7 @@ def late_blowup(cells: pd.DataFrame, probes: pd.DataFrame, config: dict, lr_clai
     """Batch 1 at lr 0.02 blows up late: each seed blew up (diverged or collapsed in the second
     half), or its validation accuracy fell from its first-half peak to its end (degraded, by
     more than seed noise), or neither (fine)."""
-    g = grid(cells)
+    g = grid_cells(cells)
     if g.empty:
         return None
     b = int(g["batch_size"].min())
@@ -220,7 +208,7 @@ def late_blowup(cells: pd.DataFrame, probes: pd.DataFrame, config: dict, lr_clai
     ok = at[~at["status"].isin(["diverged", "collapsed"])]
     peak = {}
     if probes is not None and len(probes):
-        pr = grid(probes)
+        pr = grid_cells(probes)
         pr = pr[(pr["batch_size"] == b) & (pr["lr"] == lr) & (pr["step"] <= planned / 2)]
         peak = {int(s): float(v) for s, v in pr.groupby("seed")["val_acc"].max().items()}
     end = {int(s): float(v) for s, v in zip(ok["seed"], ok["final_val_acc"], strict=True)}
@@ -314,7 +302,7 @@ def solution2_helps(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> di
     window = sorted(means.index)
     edge = " (the edge of its window)" if len(window) > 1 and lr in (window[0], window[-1]) else ""
     split = per_seed(cells, b, lr, "final_test_acc", recipe)
-    plain = per_seed(grid(cells), b, plain_best, "final_test_acc")
+    plain = per_seed(grid_cells(cells), b, plain_best, "final_test_acc")
     d = paired_difference(split, plain)
     verdict, why = decide(d, +1, ACC_MARGIN)
     return {
