@@ -8,6 +8,7 @@ configfile: "params.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/equal_updates.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -164,6 +164,10 @@ solution2:
   lr: 0.1
   learning_rates: []  # not params.yaml's window (a --configfile merges into it)
   momentum: [0.0]
+equal_updates:
+  enabled: true
+  batch_sizes: [1000]
+  reference_batch_size: 128
 report:
   reference_lr: 0.1
   target_val_acc: 0.9

@@ -238,3 +238,16 @@ def test_b_crit_has_a_seed_bootstrap_interval_and_an_edge_flag():
     assert fit["b_crit_lo"] < 256 < fit["b_crit_hi"] and fit["b_crit_lo"] < fit["b_crit"] < fit["b_crit_hi"]
     assert fit["b_crit_hi"] / fit["b_crit_lo"] < 2  # five seeds with 5% noise pin it down
     assert np.isnan(critical_batch(steps_to_target_table(cells))["b_crit_lo"])  # no cells, no interval
+
+
+def test_b_simple_at_target_is_read_at_the_first_probe_that_reaches_it():
+    from batchlab.aggregate import b_simple_at
+
+    # |G|^2 = 1 and tr(Sigma) = B at each probe (E|G_b|^2 = 1 + B / b), B = 100, 400, 900
+    rows = [{"val_acc": acc, "b_small": 16, "b_big": 64, "g_small_sq": 1 + t / 16, "g_big_sq": 1 + t / 64}
+            for acc, t in ((0.80, 100.0), (0.96, 400.0), (0.97, 900.0))]  # fmt: skip
+    probes = pd.DataFrame(rows)
+    assert b_simple_at(probes, 0.95) == pytest.approx(400.0)
+    probes.loc[1, "g_small_sq"] = np.nan  # not measured there: the next measured probe
+    assert b_simple_at(probes, 0.95) == pytest.approx(900.0)
+    assert np.isnan(b_simple_at(probes, 0.99))

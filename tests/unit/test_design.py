@@ -109,3 +109,19 @@ def test_solution2_gets_its_own_window_of_learning_rates():
     split = sorted(n for n in names if n.endswith("_k4"))
     assert split == ["bs1024_lr0.04_k4", "bs1024_lr0.04_m0.9_k4", "bs1024_lr0.08_k4", "bs1024_lr0.08_m0.9_k4"]
     assert len(names) == len(set(names)) == 8  # plus plain training at lr and k x lr, per momentum
+
+
+def test_equal_updates_runs_get_the_reference_updates_in_whole_epochs():
+    from batchlab.study import equal_updates_cells, equal_updates_plan, grid_cells_at
+
+    eq = {"enabled": True, "batch_sizes": [1024, 4096], "reference_batch_size": 64}
+    config = small_config(equal_updates=eq, train={"epochs": 3, "validation_size": 10000})
+    (run,) = equal_updates_plan(config)  # 4096 is not in the grid: its lr cannot be chosen
+    assert (run.batch_size, run.epochs, run.updates, run.reference_updates) == (1024, 48, 2352, 2346)
+    (cell,) = equal_updates_cells(config, {"1024": 0.32})
+    assert cell.name() == "bs1024_lr0.32_e48" and Cell.parse(cell.name()) == cell
+    assert cell.group == "equal_updates" and "2,346" in cell.variant
+    assert [c.name() for c in grid_cells_at(config, 1024)] == ["bs1024_lr0.08", "bs1024_lr0.32"]
+    assert {r["group"] for r in roles_table(config, {"1024": 0.32})} >= {"equal_updates"}
+    assert equal_updates_plan(small_config(equal_updates={**eq, "reference_batch_size": 16})) == []
+    assert equal_updates_plan(small_config(equal_updates={**eq, "enabled": False})) == []

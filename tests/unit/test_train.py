@@ -574,3 +574,41 @@ def test_the_noise_is_measured_at_every_nth_probe_or_at_epoch_ends_only():
     assert noisy_steps(1) == [15, 30, 45, 60]
     assert noisy_steps(2) == [30, 60]
     assert noisy_steps(0) == [60]
+
+
+def test_a_collapse_is_caught_on_the_fixed_subset_within_the_epoch():
+    """With a fate check every 64 samples (2 steps at batch 32), seed 1, whose hidden units all
+    die after epoch 1, is frozen at the first check of epoch 2, not at its end."""
+    cfg = CellConfig(batch_size=32, lr=0.01, seeds=(0, 1), epochs=3, fate_every_samples=64, **QUIET)
+    states = []
+
+    def keep_first(state):
+        states.append(state)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, on_epoch_end=keep_first)
+    states[0][0].params["0.bias"][1].fill_(-1e4)
+    result = run(cfg, resume=states[0])
+    dead, alive = result.seeds[1], result.seeds[0]
+    ipe = iterations_per_epoch(600, 32)
+    assert dead.status == "collapsed" and dead.stopped_step == ipe + 2
+    assert "fixed 600-image training subset" in dead.stop_reason
+    assert alive.status == "ok" and len(alive.epochs) == 3
+
+
+def test_the_noise_is_measured_where_a_seed_first_reaches_the_target():
+    """Noise at epoch ends only, plus the first probe at which each seed's validation accuracy
+    reaches noise_at_val_acc: that probe and no other between epoch ends."""
+    cfg = CellConfig(
+        batch_size=8, lr=0.002, seeds=(0, 1), epochs=2, probe_every_samples=96, noise_every_probes=0,
+        noise_batch=64, noise_micro_batches=4, noise_at_val_acc=0.6, sharpness_iterations=0,
+    )  # fmt: skip
+    result = run(cfg)
+    ipe = iterations_per_epoch(600, 8)
+    for seed in result.seeds:
+        rows = seed.probes
+        within = [r for r in rows if r["step"] % ipe and math.isfinite(r["g_small_sq"])]
+        first = next(i for i, r in enumerate(rows) if r["val_acc"] >= 0.6)
+        assert 0 < rows[first]["step"] < ipe  # reached between probes of epoch 1: the case tested
+        assert within == [rows[first]]

@@ -245,3 +245,34 @@ def test_gradient_direction_every_way():
     assert v["verdict"] == "not supported" and v["first_parallel_batch"] is None
     assert "No batch size of the grid reaches cosine 0.9" in v["evidence"]
     assert gradient_direction(gradient_study(lambda b: 0.9, spread=0.05), best)["verdict"] == "inconclusive"
+
+
+# ----------------------------------------------------------------------------- local minima
+
+
+def equal_updates_study(long_acc, noise=0.0):
+    """Batch 64 at its best lr 0.1 ends at 0.95 + seed effect; batch 1024's long run at lr 0.1 at
+    long_acc + the same seed effect, its 2-epoch grid cell 3 points lower."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for s in SEEDS:
+        e = seed_effect(s)
+        rows.append(row(64, 0.1, s, 0.95 + e) | {"final_train_loss": 0.1, "group": "grid"})
+        rows.append(row(1024, 0.1, s, long_acc - 0.03 + e) | {"final_train_loss": 0.3, "group": "grid"})
+        long = row(1024, 0.1, s, long_acc + e + noise * rng.standard_normal(), recipe="_e16")
+        rows.append(long | {"final_train_loss": 0.12, "group": "equal_updates", "steps": 800, "epochs_completed": 16})
+    return pd.DataFrame(rows)
+
+
+def test_local_minima_every_way():
+    from batchlab.verdicts import equal_updates
+
+    config = {**CONFIG, "equal_updates": {"enabled": True, "batch_sizes": [1024], "reference_batch_size": 64}}
+    best = best_frame([(64, 0.1), (1024, 0.1)])
+    stuck = equal_updates(equal_updates_study(0.93), best, config)
+    assert stuck["verdict"] == "supported" and "800 updates" in stuck["evidence"]
+    assert stuck["runs"][0]["gain_from_updates"]["mean"] > 0.029
+    assert equal_updates(equal_updates_study(0.95), best, config)["verdict"] == "not supported"  # short of steps
+    assert equal_updates(equal_updates_study(0.94, noise=0.02), best, config)["verdict"] == "inconclusive"
+    absent = equal_updates(equal_updates_study(0.93).query("group == 'grid'"), best, config)
+    assert absent["verdict"] == "inconclusive" and "no equal-updates run" in absent["evidence"]

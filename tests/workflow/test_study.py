@@ -35,7 +35,12 @@ def test_every_stage_writes_its_outputs(tiny_study):
         assert re.search(r"first step [\d.]+ s", log)
     assert not list((tiny_study / "results/checkpoints").glob("*.pt"))
     # one job per cell, not per seed
-    assert len(list((tiny_study / "results/runs").iterdir())) == 10
+    assert len(list((tiny_study / "results/runs").iterdir())) == 11
+    # the equal-updates run: after the grid, the checkpoint picked batch 1000's lr on validation
+    # (lr 50 diverges) and batch 1000 trained for 16 epochs, 800 updates against batch 128's 782
+    assert json.loads((tiny_study / "results/summary/equal_updates.json").read_text()) == {"chosen": {"1000": 0.1}}
+    long = json.loads((tiny_study / "results/runs/bs1000_lr0.1_e16/metrics.json").read_text())
+    assert long["epochs"] == 16 and {s["steps"] for s in long["seeds"]} == {800}
 
 
 def test_cells_log_every_iteration_of_every_seed_and_diverged_seeds_say_when(tiny_study):
@@ -102,8 +107,10 @@ def test_a_seed_trained_alone_follows_the_same_seed_in_the_ensemble(tiny_study, 
 def test_summary_tables_and_metrics(tiny_study):
     cells = pd.read_parquet(tiny_study / "results/summary/cells.parquet")
     # grid 2 x 2 x 2 seeds; remedies: batch 4000 at lr 0.1 and 0.1 * 4000/128, with and without
-    # warm-up; Solution 2: k = 4 at lr 0.1 and plain training at 0.4 (plain at 0.1 is in the grid)
-    assert len(cells) == 8 + 8 + 4
+    # warm-up; Solution 2: k = 4 at lr 0.1 and plain training at 0.4 (plain at 0.1 is in the grid);
+    # batch 1000's equal-updates run
+    assert len(cells) == 8 + 8 + 4 + 2
+    assert set(cells.loc[cells["group"] == "equal_updates", "cell"]) == {"bs1000_lr0.1_e16"}
     grid = cells[cells["in_grid"]]
     assert sorted(set(zip(grid["batch_size"], grid["lr"], grid["seed"], strict=True))) == [
         (b, lr, s) for b in (128, 1000) for lr in (0.1, 50.0) for s in (0, 1)

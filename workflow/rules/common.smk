@@ -1,4 +1,5 @@
 # Config validation and the few helpers the rules share; the study's design is batchlab.study.
+import json
 import os
 import sys
 from pathlib import Path
@@ -58,7 +59,14 @@ def cell_outputs(name):
 
 
 def report_targets():
-    return [rules.report.output.html, rules.aggregate.output.metrics]
+    """The report, and every cell the design names: listed here too, so that a dry run plans
+    them all before the equal-updates checkpoint has run (aggregate's inputs wait for it).
+    """
+    return [
+        rules.report.output.html,
+        rules.aggregate.output.metrics,
+        *cell_outputs("metrics"),
+    ]
 
 
 def name_failed_jobs(log):

@@ -8,10 +8,11 @@ localrules:
 
 rule aggregate:
     input:
-        metrics=cell_outputs("metrics"),
-        epochs=cell_outputs("epochs"),
-        losses=cell_outputs("losses"),
-        probes=cell_outputs("probes"),
+        metrics=lambda w: cell_outputs("metrics") + equal_updates_outputs("metrics")(w),
+        epochs=lambda w: cell_outputs("epochs") + equal_updates_outputs("epochs")(w),
+        losses=lambda w: cell_outputs("losses") + equal_updates_outputs("losses")(w),
+        probes=lambda w: cell_outputs("probes") + equal_updates_outputs("probes")(w),
+        choice=equal_updates_choice,
         code=code("aggregate.py"),
     output:
         cells="results/summary/cells.parquet",
@@ -40,9 +41,11 @@ rule aggregate:
             "grid": config["grid"],
             "remedies": config["remedies"],
             "solution2": config["solution2"],
+            "equal_updates": config["equal_updates"],
             "train": {
                 "momentum": config["train"]["momentum"],
                 "epochs": config["train"]["epochs"],
+                "validation_size": config["train"]["validation_size"],
             },
             "report": {"reference_lr": config["report"]["reference_lr"]},
         },

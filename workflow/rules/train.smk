@@ -29,7 +29,11 @@ rule train:
     params:
         seeds=study.seeds(config),
         train={k: v for k, v in config["train"].items() if k != "threads"},
-        measure=config["measure"],
+        # the noise scale is measured too where a seed first reaches the report's target
+        measure={
+            **config["measure"],
+            "noise_at_val_acc": config["report"]["target_val_acc"],
+        },
         checkpoint=f"results/checkpoints/{CELL}.pt",
         # finished seeds, kept across reruns of the cell (Snakemake deletes its outputs first)
         store=f"results/seeds/{CELL}",

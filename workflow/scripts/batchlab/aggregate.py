@@ -11,17 +11,17 @@ from batchlab.analysis import (
     first_reach,
     fit_critical_batch,
     mean_ci,
+    noise_components,
     noise_scale,
     scaling_regimes,
     series_difference,
 )
+from batchlab.selection import best_lr as select_lr
+from batchlab.selection import seed_failed
 from batchlab.stats import bootstrap_interval
-from batchlab.study import design
+from batchlab.study import design, equal_updates_cells
 
 CELL_KEYS = ["batch_size", "lr", "seed", "recipe"]
-# a seed that trained to the end but whose final validation accuracy is below this "failed to
-# learn": it neither diverged nor collapsed, yet it is far from every working run
-FAILED_TO_LEARN = 0.5
 
 
 def smoothing_window(batch_size: int, smooth_samples: int) -> int:
@@ -118,10 +118,10 @@ def summarize_cell(
         # a diverged cell's last epoch is the explosion itself, not oscillation
         "oscillation": loss_oscillation(losses, ipe) if metrics["status"] != "diverged" else float("nan"),
         "model_oscillation": model_oscillation(metrics.get("track")),
-        "failed_to_learn": bool(metrics["status"] == "ok" and _num(metrics.get("final_val_acc")) < FAILED_TO_LEARN),
+        "failed_to_learn": metrics["status"] == "ok" and seed_failed("ok", _num(metrics.get("final_val_acc"))),
         **final_evaluations(metrics, epochs),
         **to_targets(losses, probes, b, ms_per_step, smooth_samples, loss_target, target_acc),
-        **noise_and_curvature(metrics, probes, noise_window),
+        **noise_and_curvature(metrics, probes, noise_window, target_acc),
         "generalization_gap": _num(metrics.get("final_train_acc")) - _num(metrics.get("final_test_acc")),
         "measure_share": _num(share),
         "device": metrics.get("device"),
@@ -152,10 +152,10 @@ def to_targets(losses, probes, b, ms_per_step, smooth_samples, loss_target, targ
     }
 
 
-def noise_and_curvature(metrics: dict, probes: pd.DataFrame, noise_window: int) -> dict:
-    """The noise scale at the end, the gradient cosine, and the final sharpness with its
-    convergence and its ratio to plain SGD's 2 / lr stability limit (above 1: the quadratic
-    model of the loss would diverge)."""
+def noise_and_curvature(metrics: dict, probes: pd.DataFrame, noise_window: int, target_acc: float = math.nan) -> dict:
+    """The noise scale at the end and where the target accuracy is reached, the gradient
+    cosine, and the final sharpness with its convergence and its ratio to plain SGD's 2 / lr
+    stability limit (above 1: the quadratic model of the loss would diverge)."""
     if "b_simple" in probes:  # already smoothed by noise_table
         noise = probes
     else:
@@ -165,12 +165,28 @@ def noise_and_curvature(metrics: dict, probes: pd.DataFrame, noise_window: int) 
     sharpness = _num(metrics.get("final_sharpness"))
     return {
         "b_simple_end": float(b_simple.iloc[-1]) if len(b_simple) else float("nan"),
+        "b_simple_at_target": b_simple_at(probes, target_acc),
         "final_sharpness": sharpness,
         "sharpness_change": _num(metrics.get("final_sharpness_change")),
         "sharpness_lr_ratio": sharpness * float(metrics["lr"]) / 2.0,
         "grad_cos": float(cos.mean()) if len(cos) else float("nan"),
         "grad_cos_end": float(cos.iloc[-1]) if len(cos) else float("nan"),
     }
+
+
+def b_simple_at(probes: pd.DataFrame, target_acc: float) -> float:
+    """B_simple at the first probe where validation accuracy reaches target_acc and the noise
+    was measured (the trainer measures it there): that probe's own estimate, unsmoothed, since
+    the probes before it belong to an earlier stage of training. NaN where never reached."""
+    need = {"val_acc", "g_small_sq", "g_big_sq", "b_small", "b_big"}
+    if not need <= set(probes.columns) or not math.isfinite(target_acc):
+        return float("nan")
+    hit = probes[(probes["val_acc"] >= target_acc) & np.isfinite(probes["g_small_sq"].astype(float))]
+    if hit.empty:
+        return float("nan")
+    row = hit.iloc[0]
+    g2, trace = noise_components(row["g_small_sq"], row["g_big_sq"], row["b_small"], row["b_big"])
+    return float(trace / g2) if g2 > 0 else float("nan")
 
 
 def _num(value) -> float:
@@ -186,10 +202,11 @@ def cells_table(rows: list[dict]) -> pd.DataFrame:
     return df.sort_values(CELL_KEYS).reset_index(drop=True)
 
 
-def roles_columns(cells: pd.DataFrame, config: dict) -> pd.DataFrame:
+def roles_columns(cells: pd.DataFrame, config: dict, chosen: dict | None = None) -> pd.DataFrame:
     """Per row of cells: the cell's primary role (group, variant) in the study's design and
-    whether it is a cell of the (batch size, lr) grid (in_grid), from batchlab.study."""
-    by_name = {c.name(): c for c in design(config)}
+    whether it is a cell of the (batch size, lr) grid (in_grid), from batchlab.study; `chosen`:
+    the lrs the checkpoint picked for the equal-updates runs."""
+    by_name = {c.name(): c for c in design(config) + equal_updates_cells(config, chosen or {})}
     seeds = set(config["grid"]["seeds"])
     out = pd.DataFrame(index=cells.index)
     out["group"] = cells["cell"].map(lambda n: by_name[n].group if n in by_name else "none")
@@ -331,9 +348,9 @@ def best_learning_rates(settings: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for b, group in settings.groupby("batch_size", sort=True):
         lrs = sorted(group["lr"].unique())  # this batch size's window
-        ok = group[(group["diverged"] == 0) & (group["collapsed"] == 0) & (group.get("failed_to_learn", 0) == 0)]
-        pool = ok if len(ok) else group
-        best = pool.loc[pool["final_val_acc"].fillna(-1).idxmax()]
+        failed = (group["diverged"] > 0) | (group["collapsed"] > 0) | (group.get("failed_to_learn", 0) > 0)
+        lr = select_lr(zip(group["lr"], group["final_val_acc"], failed, strict=True))
+        best = group[group["lr"] == lr].iloc[0]
         edge = None
         if best["lr"] == lrs[0] and len(lrs) > 1:
             edge = "lowest"

@@ -39,6 +39,8 @@ class CellConfig:
     sharpness_subset: int = 512  # Hessian of the training loss on the first n images
     track_subset: int = 1024  # the model's loss on the first n training images, tracked ...
     track_every_samples: int = 1024  # ... every this many samples through the last epoch (0: off)
+    fate_every_samples: int = 5000  # the tracked subset checked for collapse every this many samples (0: epoch ends)
+    noise_at_val_acc: float = 0.0  # the noise measured too at the first probe reaching this accuracy (0: off)
     sharpness_iterations: int = 12  # power-iteration steps (0: no sharpness)
 
     def of_seed(self, seed: int) -> dict:

@@ -15,6 +15,9 @@ from typing import Any
 
 from batchlab import BatchlabError
 
+# images in the MNIST training set: the training split is what train.validation_size leaves
+MNIST_TRAIN = 60000
+
 
 class ConfigError(BatchlabError):
     pass
@@ -153,7 +156,7 @@ def _cross_checks(config: dict) -> list[str]:
                 f"config key grid.learning_rates: batch size {b} has no window; give one list of"
                 " learning rates per batch size in grid.batch_sizes, or one list for all"
             )
-    n_train = 60000 - config["train"].get("validation_size", 0)
+    n_train = MNIST_TRAIN - config["train"].get("validation_size", 0)
     largest = max([*grid.get("batch_sizes", [1]), *(rem.get("batch_sizes", []) if rem.get("enabled") else [])])
     if largest > n_train:
         out.append(

@@ -1,4 +1,6 @@
-"""How a seed's training can end before its last epoch: diverged or collapsed."""
+"""How a seed's training can end before its last epoch: diverged (its loss, at every step) or
+collapsed (on the fixed training subset every measure.fate_every_samples samples, and on the
+validation set at epoch ends; never on the test set)."""
 
 from __future__ import annotations
 
@@ -43,4 +45,12 @@ def collapse_reason(epoch: int, row: dict) -> str:
         f"after epoch {epoch} the training loss is {row['train_loss']:.3f} (ln 10 = {LN10:.3f}),"
         f" validation accuracy {row['val_acc']:.1%} and {row['top_class_share']:.0%} of validation"
         " images get the same class"
+    )
+
+
+def subset_collapse_reason(step: int, n: int, row: dict) -> str:
+    return (
+        f"at iteration {step} the loss on the fixed {n:,}-image training subset is {row['loss']:.3f}"
+        f" (ln 10 = {LN10:.3f}), its accuracy {row['acc']:.1%} and {row['top_class_share']:.0%} of it"
+        " gets the same class"
     )

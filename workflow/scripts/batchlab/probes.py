@@ -2,7 +2,9 @@
 
 Every `probe_every_samples` training samples each training seed is probed: validation accuracy
 (for steps to a target; on the first `probe_val_size` validation images, or test images where
-the study holds out none) and gradient norms at two batch sizes (for the gradient noise scale).
+the study holds out none) and gradient norms at two batch sizes (for the gradient noise scale),
+these also at the first probe where a seed reaches `noise_at_val_acc` (B_simple at the moment the
+target is reached, the stage B_crit is measured at).
 Before the first such probe, validation accuracy alone at 1/2,
 1/4, ... 1/256 of that. Each seed's noise samples come from its own random generator, so probing
 never changes a trajectory. The final model's sharpness is measured once, after training.
@@ -98,19 +100,21 @@ class Probes:
         idx = torch.randperm(self.data.n_train, generator=self.generators[i])[:n].to(x_all.device)
         return {"g_small_sq": small, "g_big_sq": big, "grad_cos": gradient_cosine(model, x_all[idx], y_all[idx], pairs)}
 
-    def track(self, seeds: list[int]) -> list[float]:
-        """The loss of each seed in `seeds` (indexes) on the fixed training subset: the model's
-        own oscillation, free of the mini-batch's sampling noise."""
+    def subset(self) -> list[dict]:
+        """Every seed's loss, accuracy and top class share on the fixed training subset: the
+        model's own oscillation, free of the mini-batch's sampling noise, and its fate."""
         t0 = time.perf_counter()
         n = self.track_n
         out = evaluate(self.ens, self.data.train_x[:n], self.data.train_y[:n])
         self._sync()
         self.seconds["track"] += time.perf_counter() - t0
-        return [out[i]["loss"] for i in seeds]
+        return out
 
-    def __call__(self, step, iters_per_epoch, recent: dict, val: list | None = None, noise=True) -> list:
+    def __call__(self, step, iters_per_epoch, recent: dict, val: list | None = None, noise=True, reached=()) -> list:
         """One row per seed in `recent` ({seed index: recent training loss}); `val`: the
-        validation evaluation when the caller has it (epoch ends evaluate the whole set)."""
+        validation evaluation when the caller has it (epoch ends evaluate the whole set). The
+        noise is measured where `noise` says, and for a seed not in `reached` (the indexes that
+        reached cfg.noise_at_val_acc at an earlier probe) whose accuracy reaches it now."""
         t0 = time.perf_counter()
         if val is None:
             n = self.val_n
@@ -133,7 +137,9 @@ class Probes:
                 "g_big_sq": float("nan"),
                 "grad_cos": float("nan"),
             }
-            if noise and self.micro > 1 and math.isfinite(loss):
+            target = self.cfg.noise_at_val_acc
+            first = bool(target) and i not in reached and val[i]["acc"] >= target
+            if (noise or first) and self.micro > 1 and math.isfinite(loss):
                 row.update(self.noise(i))
             rows.append(row)
         self._sync()

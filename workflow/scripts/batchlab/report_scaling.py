@@ -700,54 +700,9 @@ def verdicts(cells, settings, best, targets, probes, epochs, analysis, config) -
     """Each claim of the original post, with a verdict computed from the data: supported, not
     supported, mixed (the data point both ways) or inconclusive (the 95% intervals over seeds
     cannot separate what the claim says; more seeds would decide)."""
-    out = []
-    grid = grid_cells(cells)
-    bss = sorted(grid["batch_size"].unique())
-    small_b, large_b = bss[0], bss[-1]
-
-    # 4. large batches get stuck in local minima
-    large_best = best[best["batch_size"] == large_b]
-    if len(large_best):
-        lr_l = float(large_best["best_lr"].iloc[0])
-        ep = grid_cells(epochs)
-        ep = ep[(ep["batch_size"] == large_b) & (ep["lr"] == lr_l)]
-        drops = []
-        for _, g in ep.groupby("seed"):
-            g = g.sort_values("epoch")
-            if len(g) >= 2:
-                drops.append((g["train_loss"].iloc[-2] - g["train_loss"].iloc[-1]) / g["train_loss"].iloc[-2])
-        drop = mean_ci(drops)
-        zero = {"mean": 0.0, "lo": 0.0, "hi": 0.0}
-        small_cells = at_best_lr(grid, best)
-        loss_small = mean_ci(small_cells[small_cells["batch_size"] == small_b]["final_train_loss"], POSITIVE)
-        loss_large = mean_ci(small_cells[small_cells["batch_size"] == large_b]["final_train_loss"], POSITIVE)
-        sep = compare_intervals(drop, zero)
-        verdict = "not supported" if sep == 1 else "inconclusive" if sep is None or sep == 0 else "supported"
-        sharp = sharpness_table(cells, best)
-        sharp_text = ""
-        if len(sharp) >= 2:
-            sharp_text = (
-                f" Sharpness {fmt_num(sharp['sharpness'].iloc[0])} at batch {int(sharp['batch_size'].iloc[0])} vs"
-                f" {fmt_num(sharp['sharpness'].iloc[-1])} at batch {int(sharp['batch_size'].iloc[-1])}."
-            )
-        out.append(
-            {
-                "key": "stuck",
-                "test": "Judged by the last epoch's drop of training loss in a budget in which nothing has"
-                " converged, so a stuck run is hard to tell from a slow one; an equal-updates run of the"
-                " large batch would decide it.",
-                "claim": "Large batches get stuck in local minima.",
-                "verdict": verdict,
-                "evidence": f"At batch {large_b} (best lr {lr_l:g}) the training loss still fell by"
-                f" {ci_text(drop, fmt_pct)} over the last epoch (a stuck run would not fall); final training loss"
-                f" {ci_text(loss_large)} vs {ci_text(loss_small)} at batch {small_b}: large batches take fewer"
-                f" steps per epoch.{sharp_text}",
-            }
-        )
     paired = {v["key"]: v for v in (analysis or {}).get("verdicts", [])}
-    order = ["oscillation", "epoch_time", "gradient", "stuck", "late_blowup", "lr_follows_batch", "solution2"]
-    mine = {v["key"]: v for v in out}
-    return [{**paired, **mine}[k] for k in order if k in paired or k in mine]
+    order = ["oscillation", "epoch_time", "gradient", "local_minima", "late_blowup", "lr_follows_batch", "solution2"]
+    return [paired[k] for k in order if k in paired]
 
 
 def verdict_section(items: list[dict], n_seeds: int) -> Section:

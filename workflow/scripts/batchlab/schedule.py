@@ -1,5 +1,6 @@
 """Where a training window must end, and what each window end measures: the schedule of
-probes, early probes and the tracked subset, from a run's fields (batchlab.train.Run)."""
+probes, early probes, the tracked subset and the fate checks, from a run's fields
+(batchlab.train.Run)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ def window_end(run, offset: int, pos: int) -> int:
     upcoming = [s - offset for s in run.early_probes if s - offset > pos]
     if tracking(run):
         upcoming.append(pos + run.track_every - pos % run.track_every)
+    if run.fate_every:
+        upcoming.append(pos + run.fate_every - pos % run.fate_every)
     return min([stop, *upcoming])
+
+
+def subset_due(run, pos: int) -> tuple[bool, bool]:
+    """(track, check fates): what the fixed subset's evaluation at step pos of the epoch is for."""
+    track = tracking(run) and pos % run.track_every == 0
+    fate = bool(run.fate_every) and pos % run.fate_every == 0 and pos < run.iters
+    return track, fate
 
 
 def tracking(run) -> bool:

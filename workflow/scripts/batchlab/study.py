@@ -18,17 +18,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
-from batchlab.config import ConfigError, format_lr, round_lr, scaled_lr
+from batchlab.config import MNIST_TRAIN, ConfigError, format_lr, round_lr, scaled_lr
 
 
 @dataclass(frozen=True)
 class Recipe:
     """How a cell's training deviates from `train`: _w{E} a linear lr warm-up over E epochs,
-    _m{M} momentum M instead of train.momentum, _k{K} Solution 2 with K slices per batch."""
+    _m{M} momentum M instead of train.momentum, _k{K} Solution 2 with K slices per batch, _e{E}
+    E epochs instead of train.epochs (the equal-updates runs)."""
 
     warmup_epochs: float = 0.0
     momentum: float | None = None  # None: train.momentum
     splits: int = 1
+    epochs: int | None = None  # None: train.epochs
 
     def suffix(self) -> str:
         out = ""
@@ -38,6 +40,8 @@ class Recipe:
             out += f"_m{format_lr(self.momentum)}"
         if self.splits > 1:
             out += f"_k{int(self.splits)}"
+        if self.epochs is not None:
+            out += f"_e{int(self.epochs)}"
         return out
 
     @classmethod
@@ -45,17 +49,19 @@ class Recipe:
         match = RECIPE_PATTERN.fullmatch(text or "")
         if match is None:
             raise ConfigError(
-                f"cell recipe {text!r} is not understood; it is made of _w<epochs>, _m<momentum>, _k<slices>"
+                f"cell recipe {text!r} is not understood; it is made of _w<epochs>, _m<momentum>,"
+                " _k<slices>, _e<epochs>"
             )
         return cls(
             warmup_epochs=float(match["w"]) if match["w"] else 0.0,
             momentum=float(match["m"]) if match["m"] else None,
             splits=int(match["k"]) if match["k"] else 1,
+            epochs=int(match["e"]) if match["e"] else None,
         )
 
 
 NUMBER = r"[0-9]+(?:\.[0-9]+)?"
-RECIPE_PATTERN = re.compile(rf"(?:_w(?P<w>{NUMBER}))?(?:_m(?P<m>{NUMBER}))?(?:_k(?P<k>[0-9]+))?")
+RECIPE_PATTERN = re.compile(rf"(?:_w(?P<w>{NUMBER}))?(?:_m(?P<m>{NUMBER}))?(?:_k(?P<k>[0-9]+))?(?:_e(?P<e>[1-9][0-9]*))?")
 NAME_PATTERN = re.compile(rf"bs(?P<bs>[1-9][0-9]*)_lr(?P<lr>{NUMBER})(?P<recipe>.*)")
 # Snakemake's wildcard constraints, from the same patterns
 WILDCARDS = {"bs": "[1-9][0-9]*", "lr": NUMBER, "recipe": re.sub(r"\?P<\w+>", "?:", RECIPE_PATTERN.pattern)}
@@ -137,6 +143,52 @@ def solution2_cells(config: dict) -> list[Cell]:
     return out
 
 
+@dataclass(frozen=True)
+class EqualUpdates:
+    """A batch size trained, at the lr the grid selects for it (a Snakemake checkpoint picks it
+    after the grid), for at least as many updates as the reference batch size makes in
+    train.epochs: whole epochs, so a few updates more where they do not divide."""
+
+    batch_size: int
+    epochs: int
+    updates: int
+    reference_batch_size: int
+    reference_updates: int
+
+    def cell(self, lr: float) -> Cell:
+        role = Role(
+            "equal_updates",
+            f"batch {self.batch_size} for {self.epochs} epochs ({self.updates:,} updates;"
+            f" batch {self.reference_batch_size} makes {self.reference_updates:,})",
+        )
+        return Cell(self.batch_size, lr, Recipe(epochs=self.epochs), (role,))
+
+
+def equal_updates_plan(config: dict) -> list[EqualUpdates]:
+    """The equal-updates runs of the study (Hoffer et al. 2017: a large batch given as many
+    updates as a small one), before their lrs are known: for the listed batch sizes that the
+    grid has, when it has the reference too (the report says when a run could not be planned)."""
+    eq, grid = config.get("equal_updates") or {}, set(config["grid"]["batch_sizes"])
+    if not eq.get("enabled") or eq["reference_batch_size"] not in grid:
+        return []
+    n = MNIST_TRAIN - config["train"].get("validation_size", 0)
+    epochs, ref = config["train"]["epochs"], eq["reference_batch_size"]
+    ref_updates = epochs * -(-n // ref)
+    out = []
+    for b in sorted(set(eq["batch_sizes"]) & grid):  # a batch size's lr is chosen from the grid
+        per_epoch = -(-n // b)
+        e = max(epochs, -(-ref_updates // per_epoch))
+        out.append(EqualUpdates(b, e, e * per_epoch, ref, ref_updates))
+    return out
+
+
+def equal_updates_cells(config: dict, chosen: dict) -> list[Cell]:
+    """The equal-updates cells, given the lr chosen for each batch size ({batch size: lr}; the
+    checkpoint's output, whose keys may be strings)."""
+    lrs = {int(b): float(lr) for b, lr in chosen.items() if lr is not None}
+    return [run.cell(lrs[run.batch_size]) for run in equal_updates_plan(config) if run.batch_size in lrs]
+
+
 def design(config: dict) -> list[Cell]:
     """Every cell of the study once, in a stable order (the grid, then the remedies, then
     Solution 2), each with every role it plays."""
@@ -167,11 +219,15 @@ def seeds(config: dict) -> list[int]:
     return sorted(config["grid"]["seeds"])
 
 
-def roles_table(config: dict) -> list[dict]:
+def grid_cells_at(config: dict, batch_size: int) -> list[Cell]:
+    """The grid's cells of one batch size (the checkpoint's inputs)."""
+    return [c for c in design(config) if c.batch_size == batch_size and c.in_group("grid")]
+
+
+def roles_table(config: dict, chosen: dict | None = None) -> list[dict]:
     """One row per (cell, role): what aggregate joins onto the results."""
-    return [
-        {"cell": c.name(), "group": r.group, "variant": r.variant} for c in design(config) for r in c.roles
-    ]
+    cells = design(config) + equal_updates_cells(config, chosen or {})
+    return [{"cell": c.name(), "group": r.group, "variant": r.variant} for c in cells for r in c.roles]
 
 
 def solution2_pairs(config: dict) -> list[tuple[str, str, float]]:

@@ -34,10 +34,16 @@ from batchlab.cell_config import (
 )
 from batchlab.data import DeviceData
 from batchlab.ensemble import Ensemble, evaluate
-from batchlab.fates import collapse_reason, divergence_reason, first_bad_step, is_collapsed
+from batchlab.fates import (
+    collapse_reason,
+    divergence_reason,
+    first_bad_step,
+    is_collapsed,
+    subset_collapse_reason,
+)
 from batchlab.probes import Probes, early_probe_steps, final_sharpness, probe_interval
 from batchlab.records import CellResult, SeedResult, TrainState
-from batchlab.schedule import probe_due, tracking, window_end
+from batchlab.schedule import probe_due, subset_due, window_end
 from batchlab.steps import SGD, autograd_step, fused_mlp_sgd
 
 __all__ = ["CellConfig", "CellResult", "SeedResult", "TrainState", "train_cell"]  # the trainer's API
@@ -70,6 +76,7 @@ class Run:
     probe_every: int = 0  # steps between regular probes (0: at epoch ends only)
     track_every: int = 0  # steps between evaluations of the fixed subset in the last epoch (0: off)
     early_probes: frozenset[int] = frozenset()  # steps of the early, test-only probes
+    fate_every: int = 0  # steps between collapse checks on the fixed subset within an epoch (0: off)
 
     def training(self) -> list[int]:
         return [i for i, s in enumerate(self.seeds) if s.status == "ok"]
@@ -110,6 +117,7 @@ def setup(cfg, data, device, resume: TrainState | None, log) -> Run:
         probe_every=probe_interval(cfg.probe_every_samples, cfg.batch_size),
         track_every=probe_interval(cfg.track_every_samples, cfg.batch_size) if cfg.track_subset > 0 else 0,
         early_probes=frozenset(early_probe_steps(cfg.probe_every_samples, cfg.batch_size)),
+        fate_every=probe_interval(cfg.fate_every_samples, cfg.batch_size) if cfg.track_subset > 0 else 0,
     )
     if resume is not None:
         restore(run, resume)
@@ -130,11 +138,34 @@ def restore(run: Run, state: TrainState) -> None:
     run.log(f"resumed from the checkpoint after epoch {state.epoch}")
 
 
-def record_track(run: Run, step: int) -> None:
-    """Each training seed's loss on the fixed subset at this step (the model's oscillation)."""
-    seeds = run.training()
-    for i, loss in zip(seeds, run.probes.track(seeds), strict=True):
-        run.seeds[i].track.append([step, loss])
+def subset_checks(run: Run, pos: int) -> None:
+    """At step pos of the epoch, where due: each training seed's loss on the fixed subset (the
+    model's oscillation, in the last epoch) and its fate (collapsed: it answers one class at
+    chance), from one evaluation of the subset."""
+    track, fate = subset_due(run, pos)
+    if not (track or fate) or not run.training():
+        return
+    out, step = run.probes.subset(), run.step
+    for i in run.training():
+        if track:
+            run.seeds[i].track.append([step, out[i]["loss"]])
+        if fate and is_collapsed(out[i]["loss"], out[i]["acc"], out[i]["top_class_share"]):
+            freeze_collapsed(run, i, subset_collapse_reason(step, run.probes.track_n, out[i]))
+
+
+def freeze_collapsed(run: Run, i: int, reason: str) -> None:
+    seed = run.seeds[i]
+    seed.status, seed.stopped_step, seed.stop_reason = "collapsed", run.step, reason
+    run.alive[i] = False
+    run.log(f"seed {seed.seed}: COLLAPSED: {reason}; frozen, the other seeds train on")
+
+
+def reached_target(run: Run) -> set[int]:
+    """Indexes of the seeds whose probes reached cfg.noise_at_val_acc already."""
+    target = run.cfg.noise_at_val_acc
+    if not target:
+        return set()
+    return {i for i, s in enumerate(run.seeds) if any(r["val_acc"] >= target for r in s.probes)}
 
 
 def record_window(run: Run, values: np.ndarray, since_probe: list[list[np.ndarray]]) -> None:
@@ -207,12 +238,11 @@ def train_epoch(run: Run, epoch: int, window_seconds: float) -> float:
         if now - last_line >= window_seconds or pos == run.iters:
             progress_line(run, epoch, pos, now - t0 - (run.probes.total_seconds() - probe_s0), since_probe)
             last_line = now
-        if tracking(run) and pos % run.track_every == 0 and run.training():
-            record_track(run, offset + pos)
+        subset_checks(run, pos)
         noise = probe_due(run, offset + pos)
         if pos < run.iters and noise is not None and run.training():
             recent = {i: _mean(since_probe[i]) for i in run.training()}
-            add_probes(run, run.probes(offset + pos, run.iters, recent, noise=noise))
+            add_probes(run, run.probes(offset + pos, run.iters, recent, noise=noise, reached=reached_target(run)))
             since_probe = [[] for _ in run.seeds]
     run.since_probe = since_probe
     return time.perf_counter() - t0 - (run.probes.total_seconds() - probe_s0)
@@ -251,7 +281,7 @@ def end_epoch(run: Run, epoch: int, seconds: float) -> None:
     run.probes.seconds["epoch_eval"] += time.perf_counter() - t0
     training = run.training()
     recent = {i: _mean(run.since_probe[i]) if run.since_probe[i] else _mean(run.chunks[i][-1:]) for i in training}
-    add_probes(run, run.probes(run.step, run.iters, recent, val=val_eval))
+    add_probes(run, run.probes(run.step, run.iters, recent, val=val_eval, reached=reached_target(run)))
     per_seed = seconds / run.ens.size  # the ensemble's time, shared by its seeds
     for i in training:
         seed = run.seeds[i]
@@ -280,10 +310,7 @@ def end_epoch(run: Run, epoch: int, seconds: float) -> None:
             f" | test acc {row['test_acc']:.4f}"
         )
         if is_collapsed(row["train_loss"], row["val_acc"], row["top_class_share"]):
-            seed.status, seed.stopped_step = "collapsed", run.step
-            seed.stop_reason = collapse_reason(epoch, row)
-            run.alive[i] = False
-            run.log(f"seed {seed.seed}: COLLAPSED: {seed.stop_reason}; frozen, the other seeds train on")
+            freeze_collapsed(run, i, collapse_reason(epoch, row))
     run.log(
         f"epoch {epoch}/{cfg.epochs}: {seconds:.2f} s for {run.ens.size} seed(s),"
         f" {n * run.ens.size / seconds:.0f} samples/s, {1000 * seconds / run.iters:.3f} ms/step"

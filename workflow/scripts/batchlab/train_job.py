@@ -63,7 +63,7 @@ def cell_config(job: Job) -> CellConfig:
         batch_size=cell.batch_size,
         lr=cell.lr,
         seeds=tuple(sorted(job.seeds)),
-        epochs=train["epochs"],
+        epochs=cell.recipe.epochs or train["epochs"],
         model=train["model"],
         optimizer=train["optimizer"],
         momentum=train["momentum"] if cell.recipe.momentum is None else cell.recipe.momentum,

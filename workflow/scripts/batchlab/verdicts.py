@@ -41,8 +41,8 @@ def best_lr(best: pd.DataFrame, b: int) -> float | None:
     return float(row["best_lr"].iloc[0]) if len(row) else None
 
 
-def log_per_seed(cells: pd.DataFrame, b: int, lr: float, col: str) -> dict:
-    return {s: math.log(v) for s, v in per_seed(cells, b, lr, col).items() if math.isfinite(v) and v > 0}
+def log_per_seed(cells: pd.DataFrame, b: int, lr: float, col: str, recipe: str | None = None) -> dict:
+    return {s: math.log(v) for s, v in per_seed(cells, b, lr, col, recipe).items() if math.isfinite(v) and v > 0}
 
 
 def equal_noise_pair(cells: pd.DataFrame, small: int, large: int, near: float) -> tuple[float, float] | None:
@@ -318,6 +318,52 @@ def solution2_helps(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> di
     }
 
 
+def equal_updates(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> dict | None:
+    """Large batches get stuck in local minima: each equal-updates run (a large batch at its
+    validation-best lr, for as many updates as the reference batch size makes in the study's
+    epochs) against the reference at its best lr, paired by seed on validation accuracy. If it
+    reaches the reference it was short of steps, not stuck (Hoffer et al. 2017)."""
+    eq = config.get("equal_updates") or {}
+    long_runs = cells[cells["group"] == "equal_updates"] if "group" in cells else cells.iloc[:0]
+    ref = int(eq.get("reference_batch_size", 0))
+    ref_lr = best_lr(best, ref)
+    if long_runs.empty or ref_lr is None:
+        return {**LOCAL_MINIMA, "verdict": "inconclusive", "runs": [], "evidence": "This study has no equal-updates"
+                " run (equal_updates.enabled is false, or its batch sizes or its reference batch size"
+                f" {ref} are not in grid.batch_sizes), and nothing else here can tell a stuck run from one"
+                " short of steps."}
+    g = grid_cells(cells)
+    parts, verdicts, numbers = [], [], []
+    for (b, lr, recipe), at in long_runs.groupby(["batch_size", "lr", "recipe"], sort=True):
+        b = int(b)
+        longer = per_seed(cells, b, lr, "final_val_acc", recipe)
+        d = paired_difference(per_seed(g, ref, ref_lr, "final_val_acc"), longer)
+        verdict, why = decide(d, +1, ACC_MARGIN)
+        loss = paired_difference(log_per_seed(cells, b, lr, "final_train_loss", recipe), log_per_seed(g, ref, ref_lr, "final_train_loss"))
+        gain = paired_difference(longer, per_seed(g, b, lr, "final_val_acc"))
+        updates = int(at["steps"].max())
+        parts.append(
+            f"Batch {b} at lr {lr:g} for {updates:,} updates ({int(at['epochs_completed'].max())} epochs) against batch {ref}"
+            f" at its best lr {ref_lr:g}: validation accuracy {pct(d)} behind ({why}); its training loss x{math.exp(loss.mean):.3g}"
+            f" [{math.exp(loss.lo):.3g}, {math.exp(loss.hi):.3g}] of batch {ref}'s; the extra updates gained it {pct(gain)}"
+            f" over its own {config['train']['epochs']}-epoch run."
+        )
+        verdicts.append(verdict)
+        numbers.append({"batch_size": b, "lr": float(lr), "updates": updates, "val_acc_behind": d.as_dict(), "train_loss_log_ratio": loss.as_dict(), "gain_from_updates": gain.as_dict()})
+    verdict = verdicts[0] if len(set(verdicts)) == 1 else "mixed"
+    return {**LOCAL_MINIMA, "verdict": verdict, "runs": numbers, "evidence": " ".join(parts)}
+
+
+LOCAL_MINIMA = {
+    "key": "local_minima",
+    "claim": "Large batches get stuck in local minima.",
+    "test": "Equal updates, each batch size at its own validation-best lr: a large batch that then matches the"
+    " small one was short of steps, not stuck (supported only if it stays behind by more than"
+    f" {100 * ACC_MARGIN:.1f} points). It cannot tell a worse minimum from a slower approach to the same one"
+    " beyond the updates given.",
+}
+
+
 def paired_verdicts(cells, epochs, probes, best, config, exponent: dict | None = None) -> list[dict]:
     """The claims decided by paired comparisons over seeds, in the report's order."""
     found = [
@@ -326,6 +372,7 @@ def paired_verdicts(cells, epochs, probes, best, config, exponent: dict | None =
         gradient_direction(cells, best),
         late_blowup(cells, probes, config),
         lr_follows_batch(best, exponent),
+        equal_updates(cells, best, config),
         solution2_helps(cells, best, config),
     ]
     return [v for v in found if v is not None]
