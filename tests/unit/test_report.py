@@ -9,19 +9,19 @@ import pandas as pd
 import pytest
 import vl_convert as vlc
 
-from batchlab.aggregate import best_learning_rates, by_setting, cells_table, downsample_curve, summarize_cell
-from batchlab.report import (
-    best_lr_findings,
-    build_sections,
-    describe_scaling,
-    failure_findings,
-    nearest,
-    oscillation_findings,
-    render_html,
-    scaling_exponent,
-    spearman,
-    vega_bundle,
+from batchlab.aggregate import (
+    best_learning_rates,
+    by_setting,
+    cells_table,
+    downsample_curve,
+    seed_bands,
+    summarize_cell,
 )
+from batchlab.analysis import nearest
+from batchlab.report import Inputs, Section, build_sections, render_html, vega_bundle
+from batchlab.report import findings as report_findings
+from batchlab.report.fmt import ci_text, mark
+from batchlab.summaries import all_summaries, failures, oscillation_trend, spearman, trend
 
 BATCHES = [1, 4, 16, 64]
 LRS = [0.01, 0.04, 0.16]
@@ -82,6 +82,7 @@ def study(oscillation_sign=-1, best=lambda b: 0.01 * b**0.5, diverge=(), seeds=(
 CONFIG = {
     "train": {"epochs": 3, "divergence_loss": 1000.0},
     "report": {"reference_lr": 0.04, "smooth_samples": 64, "loss_target": 0.5, "title": "T"},
+    "measure": {"sharpness_subset": 512, "sharpness_iterations": 12, "train_eval_size": 10000},
 }
 STAMP = {
     "batchlab": "0.1.0",
@@ -98,36 +99,43 @@ STAMP = {
 
 def test_oscillation_sentence_follows_the_data():
     _, settings, _, _, _ = study(oscillation_sign=-1)
-    [falling] = oscillation_findings(settings, 0.04)
+    [falling] = report_findings.oscillation(oscillation_trend(settings, 0.04))
     assert "falls steadily as batch size grows" in falling
     first = settings[(settings.batch_size == 1) & (settings.lr == 0.04)]["oscillation"].iloc[0]
     assert f"{first:.3g} at batch 1" in falling
     _, settings, _, _, _ = study(oscillation_sign=+1)
-    [rising] = oscillation_findings(settings, 0.04)
+    [rising] = report_findings.oscillation(oscillation_trend(settings, 0.04))
     assert "does not fall steadily" in rising
 
 
-def test_scaling_exponent_recognises_linear_and_square_root():
-    best = pd.DataFrame(
-        {"batch_size": [1, 4, 16, 64], "best_lr": [0.01, 0.04, 0.16, 0.64], "at_grid_edge": [None] * 4}
-    )
-    assert scaling_exponent(best)[0] == pytest.approx(1.0)
-    assert "linear" in describe_scaling(1.0)
-    best["best_lr"] = [0.01, 0.02, 0.04, 0.08]
-    assert scaling_exponent(best)[0] == pytest.approx(0.5)
-    assert "square-root" in describe_scaling(0.5)
-    best["at_grid_edge"] = ["lowest", None, None, "highest"]
-    slope, n = scaling_exponent(best)
-    assert n == 2 and slope == pytest.approx(0.5)
-    assert "cannot be fitted" in describe_scaling(float("nan"))
+def test_exponents_and_trends_are_described_from_their_numbers():
+    describe = report_findings.describe_exponent
+    assert "admits linear (1) scaling" in describe({"exponent": 1.0, "lo": 0.9, "hi": 1.1})
+    assert "admits square-root (0.5) scaling" in describe({"exponent": 0.5, "lo": 0.4, "hi": 0.6})
+    assert "admits none" in describe({"exponent": 0.75, "lo": 0.7, "hi": 0.8})
+    assert "no interval" in describe({"exponent": 0.5, "lo": None, "hi": None})  # NaN read back from JSON
+    assert "cannot be fitted" in describe({"exponent": None})
     assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert trend([1, 2], [5.0, 3.0]) == {"rho": -1.0, "basis": "two batch sizes"}
+    assert trend([1, 2, 4], [1.0, 2.0, 3.0])["rho"] == pytest.approx(1.0)
+
+
+def inputs(cells, settings, best, epochs, curves, config=None, **kw):
+    """What the report reads, with aggregate's summaries computed from the synthetic study."""
+    config = config or CONFIG
+    targets = kw.pop("targets", pd.DataFrame({"batch_size": pd.Series(dtype=int)}))
+    analysis = kw.pop("analysis", {})
+    analysis = {**analysis, "summaries": all_summaries(cells, settings, best, targets, None, curves, config)}
+    return Inputs(cells=cells, settings=settings, best=best, epochs=epochs, curves=curves, config=config, analysis=analysis, **kw)
 
 
 def test_best_lr_and_edge_sentences():
     _, settings, best, _, _ = study(best=lambda b: 0.01 * b)
     best = best.astype({"at_grid_edge": object}).where(best.notna(), float("nan"))  # as read from parquet
     exponent = {"exponent": 0.9, "lo": 0.4, "hi": 1.1, "batch_sizes": [4], "below_b_crit": 300.0}
-    text = " ".join(best_lr_findings(best, settings, exponent))
+    study_inputs = inputs(*study(best=lambda b: 0.01 * b), analysis={"lr_exponent": exponent})
+    study_inputs.best, study_inputs.settings = best, settings
+    text = " ".join(report_findings.best_lrs(study_inputs))
     assert "nan" not in text
     assert text.count("Window edge") == 3  # batch 1 at the lowest; batches 16 and 64 at the highest
     assert "0.01 at batch 1" in text and "0.16 at batch 64" in text
@@ -139,7 +147,7 @@ def test_best_lr_and_edge_sentences():
 
 def test_divergence_sentences_say_when():
     cells, _, _, _, _ = study(diverge={(1, 0.16): 1700, (4, 0.16): 3})
-    [diverged, collapsed] = failure_findings(cells, 3)
+    [diverged, collapsed] = report_findings.failures(failures(cells, 3))
     assert diverged.startswith("2 seed runs diverged")
     assert "batch 1 at lr 0.16 (seed 0) at iteration 1,700, epoch 3 of 3 (late)" in diverged
     assert "batch 4 at lr 0.16 (seed 0) at iteration 3, epoch 1 of 3 (early)" in diverged
@@ -148,7 +156,7 @@ def test_divergence_sentences_say_when():
 
 def test_page_is_self_contained_and_every_chart_compiles():
     cells, settings, best, epochs, curves = study(diverge={(1, 0.16): 1700})
-    sections = build_sections(cells, settings, best, epochs, curves, CONFIG)
+    sections = build_sections(inputs(cells, settings, best, epochs, curves, bands=seed_bands(curves)))
     page = render_html("T", sections, STAMP, vega_bundle())
     for section in ("findings", "loss-curves", "oscillation", "speed", "lr-grid", "convergence", "version"):
         assert f'<section id="{section}">' in page
@@ -163,7 +171,7 @@ def test_page_is_self_contained_and_every_chart_compiles():
 
 
 def test_changes_since_names_params_and_metric_moves():
-    from batchlab.report import changes_since
+    from batchlab.report.changes import changes_since
 
     old = {
         "label": "commit abc (HEAD)",
@@ -187,21 +195,14 @@ def test_changes_since_names_params_and_metric_moves():
     ]
 
 
-def test_a_verdict_counts_only_when_the_intervals_support_it():
-    from batchlab.report_scaling import _verdict, ci_text
-
-    assert _verdict(True, 1) == "supported"
-    assert _verdict(True, 0) == "inconclusive"  # right direction, overlapping intervals
-    assert _verdict(True, None) == "inconclusive"  # one seed: no interval
-    assert _verdict(False, -1) == "not supported"
-    assert _verdict(False, 0) == "inconclusive"
+def test_intervals_and_marks_are_written_plainly():
     assert ci_text({"mean": 0.5, "lo": 0.25, "hi": 0.75}) == "0.5 [0.25, 0.75]"
-    assert ci_text({"mean": 0.5, "lo": float("nan"), "hi": float("nan")}) == "0.5 (1 seed)"
+    assert ci_text({"mean": 0.5, "lo": float("nan"), "hi": None}) == "0.5 (1 seed)"
+    assert ci_text(None) == "n/a"
+    assert [mark(v) for v in ("supported", "not supported", "mixed", "inconclusive")] == ["✔", "✘", "◐", "?"]
 
 
 def test_a_chart_may_not_share_its_id_with_a_section():
-    from batchlab.report import Section
-
     clash = [Section("noise", "Noise", charts=[("noise", {"mark": "point"}, "")])]
     with pytest.raises(ValueError, match="ids used twice: noise"):
         render_html("T", clash, STAMP, "")
@@ -210,10 +211,11 @@ def test_a_chart_may_not_share_its_id_with_a_section():
 def test_verdicts_follow_a_study_with_known_answers():
     """Three seeds; small batches noisier and slower per epoch; the best lr grows linearly with
     the batch; the smallest batch at the lr nearest 0.02 diverges late in every seed; the
-    training loss still falls in the last epoch. No equal-updates run, no noise probes and no Solution 2 cells: those
-    claims are left out rather than guessed. The paired claims come from aggregate's analysis."""
+    training loss still falls in the last epoch. No equal-updates run: that claim is
+    inconclusive; no noise probes and no Solution 2 cells: those claims are left out rather
+    than guessed."""
+
     from batchlab.optimum import lr_exponent, lr_optima
-    from batchlab.report_scaling import verdicts
     from batchlab.verdicts import paired_verdicts
 
     blow_lr = nearest(LRS, 0.02)
@@ -223,8 +225,8 @@ def test_verdicts_follow_a_study_with_known_answers():
         cells, settings, best, epochs, _ = study(best=lambda b: 0.01 * b, diverge={(1, blow_lr): 1500}, seeds=seeds)
         optima = lr_optima(cells)
         best = best.merge(optima, on="batch_size")
-        analysis = {"verdicts": paired_verdicts(cells, epochs, None, best, config, lr_exponent(cells, optima, None))}
-        return {v["claim"]: v for v in verdicts(cells, settings, best, None, None, epochs, analysis, config)}
+        found = paired_verdicts(cells, epochs, None, best, config, lr_exponent(cells, optima, None))
+        return {v["claim"]: v for v in found}
 
     found = judged((0, 1, 2))
     assert {claim: v["verdict"] for claim, v in found.items()} == {
@@ -239,6 +241,7 @@ def test_verdicts_follow_a_study_with_known_answers():
     }
     assert "3 of 3 seeds blew up in the second half" in found[f"Batch 1 with lr {blow_lr:g} blows up late in training."]["evidence"]
     assert all(v["test"] for v in found.values())  # each says what its test can and cannot show
+    assert all(v["headline"] for v in found.values())  # and its key number, for the first screen
     # one seed: every claim judged over seeds becomes inconclusive; time per epoch pairs the
     # epochs of one ensemble, and the blow-up is a count of seeds
     single = {claim: v["verdict"] for claim, v in judged((0,)).items()}

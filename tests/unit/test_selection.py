@@ -1,10 +1,10 @@
 """One selection rule, read by the equal-updates checkpoint and by aggregate alike."""
 
 import numpy as np
+from test_aggregate import _epochs, _metrics
 
 from batchlab.aggregate import best_learning_rates, by_setting, cells_table, summarize_cell
 from batchlab.selection import best_lr, best_lr_of_cells, seed_failed
-from test_aggregate import _epochs, _metrics
 
 
 def test_the_best_lr_is_the_highest_mean_among_settings_where_no_seed_failed():

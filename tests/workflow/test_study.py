@@ -119,6 +119,7 @@ def test_summary_tables_and_metrics(tiny_study):
         [f"bs4000_lr{lr}{w}" for lr in ("0.1", "3.125") for _ in (0, 1) for w in ("", "_w1")]
         + ["bs1000_lr0.1_k4"] * 2
         + ["bs1000_lr0.4"] * 2
+        + ["bs1000_lr0.1_e16"] * 2
     )
     ok = grid[grid["status"] == "ok"].groupby("batch_size")
     assert ok["oscillation"].min().loc[128] > ok["oscillation"].max().loc[1000] > 0
@@ -128,12 +129,13 @@ def test_summary_tables_and_metrics(tiny_study):
     # the power iteration returns the eigenvalue largest in magnitude, which may be negative
     assert np.isfinite(finished["final_sharpness"]).all() and finished["b_simple_end"].notna().any()
     metrics = json.loads((tiny_study / "results/summary/metrics.json").read_text())
-    assert metrics["cells"] == 10 and metrics["seed_runs"] == 20 and metrics["diverged_runs"] >= 4
+    assert metrics["cells"] == 11 and metrics["seed_runs"] == 22 and metrics["diverged_runs"] >= 4
     # every row knows its role in the study's design
     roles = cells.drop_duplicates("cell").set_index("cell")
     assert roles.loc["bs1000_lr0.1_k4", ["group", "variant"]].tolist() == ["solution2", "momentum 0: Solution 2, k = 4, lr 0.1"]
     assert roles.loc["bs4000_lr3.125_w1", ["group", "variant"]].tolist() == ["remedies", "linear scaling + 1-epoch warm-up"]
     assert roles.loc["bs1000_lr0.1", "group"] == "grid" and roles.loc["bs1000_lr0.1", "in_grid"]
+    assert roles.loc["bs1000_lr0.1_e16", "variant"] == "batch 1000 for 16 epochs (800 updates; batch 128 makes 782)"
     assert metrics["bs128"]["best_lr"] == 0.1
     assert (
         (tiny_study / "results/summary/cells.csv").read_text().startswith("cell,batch_size,lr,seed,recipe,")

@@ -1,5 +1,7 @@
 """Snakemake adapter: every cell's outputs -> tidy tables and metrics.json (see batchlab.aggregate)."""
 
+import json
+
 import pandas as pd
 
 from batchlab.aggregate import (
@@ -14,6 +16,7 @@ from batchlab.aggregate import (
     loss_curves_at_best,
     noise_table,
     roles_columns,
+    seed_bands,
     solution2_equivalence,
     steps_to_target_table,
     summarize_cell,
@@ -23,6 +26,7 @@ from batchlab.io import write_json, write_parquet, write_text
 from batchlab.optimum import lr_exponent, lr_optima
 from batchlab.runs import per_seed, read_cell
 from batchlab.study import solution2_pairs
+from batchlab.summaries import all_summaries
 from batchlab.verdicts import paired_verdicts
 
 
@@ -63,7 +67,11 @@ def collect(input, params):
 def main(log, input, output, params):
     rows, epoch_tables, probe_tables, curve_tables, losses = collect(input, params)
     cells = cells_table(rows)
-    cells = pd.concat([cells, roles_columns(cells, params.study)], axis=1)
+    chosen = {}
+    for path in input.choice:  # the lrs the checkpoint chose for the equal-updates runs
+        with open(path) as handle:
+            chosen = json.load(handle)["chosen"]
+    cells = pd.concat([cells, roles_columns(cells, params.study, chosen)], axis=1)
     in_grid = cells.set_index(CELL_KEYS)["in_grid"]
 
     def with_roles(tables):
@@ -86,8 +94,10 @@ def main(log, input, output, params):
             "solution2_equivalence": solution2_equivalence(losses, solution2_pairs(params.study)),
             "verdicts": paired_verdicts(cells, epochs, probes, best, params.study, exponent),
             "lr_exponent": exponent,
+            "summaries": all_summaries(cells, settings, best, targets, probes, curves, params.study),
         },
     )
+    write_parquet(output.bands, seed_bands(curves[curves["in_grid"].astype(bool)]))
     write_parquet(output.cells, cells)
     write_text(output.cells_csv, cells.to_csv(index=False))
     write_parquet(output.settings, settings)

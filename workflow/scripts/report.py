@@ -12,7 +12,7 @@ from batchlab.cli import run_step
 from batchlab.config import params_hash, validate_config
 from batchlab.io import write_text
 from batchlab.provenance import git_show, git_state, version_stamp
-from batchlab.report import build_sections, render_html, vega_bundle
+from batchlab.report import Inputs, build_sections, render_html, vega_bundle
 
 
 def previous_version(workdir, commit, schema_path, metrics_path):
@@ -46,19 +46,21 @@ def main(log, input, output, params):
         analysis = json.load(handle)
     with open(input.checksums) as handle:
         checksums = json.load(handle)
-    sections = build_sections(
+    study = Inputs(
         cells=cells,
         settings=pd.read_parquet(input.settings),
         best=pd.read_parquet(input.best_lr),
         epochs=pd.read_parquet(input.epochs),
         curves=pd.read_parquet(input.curves),
-        config=config,
-        previous=previous_version(os.getcwd(), git["commit"], params.schema, input.metrics),
-        metrics=metrics,
+        bands=pd.read_parquet(input.bands),
         probes=pd.read_parquet(input.probes),
         targets=pd.read_parquet(input.targets),
+        config=config,
         analysis=analysis,
+        metrics=metrics,
+        previous=previous_version(os.getcwd(), git["commit"], params.schema, input.metrics),
     )
+    sections = build_sections(study)
     stamp = version_stamp(
         git=git,
         params_hash=params_hash(config),

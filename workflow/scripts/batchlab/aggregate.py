@@ -393,6 +393,21 @@ def downsample_curve(
     )
 
 
+def seed_bands(curves: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% interval over seeds of the smoothed loss at each (batch size, lr, recipe,
+    step) that at least two seeds reached: the bands of the report's loss charts."""
+    rows = []
+    keys = [k for k in ("batch_size", "lr", "recipe", "step") if k in curves]
+    for key, g in curves.groupby(keys, sort=False):
+        if len(g) < 2:
+            continue
+        ci = mean_ci(g["loss_smooth"], (0.0, math.inf))
+        if math.isfinite(ci["lo"]):
+            rows.append({**dict(zip(keys, key, strict=True)), "epoch": float(g["epoch"].iloc[0]), "band_lo": ci["lo"], "band_hi": ci["hi"]})
+    columns = [*keys, "epoch", "band_lo", "band_hi"]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def solution2_equivalence(losses: dict, pairs: list[tuple[str, str, float]]) -> list[dict]:
     """For each (Solution 2 cell, plain cell at k x lr) pair and each seed both have, how far
     their per-iteration losses agree. losses: {(cell, seed): losses}."""

@@ -9,19 +9,41 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+def module_file(name: str) -> Path:
+    """The source of a package module named relative to the package ('train_job',
+    'report.page'; a subpackage by its __init__)."""
+    path = PACKAGE_DIR.joinpath(*name.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def _exists(name: str) -> bool:
+    path = PACKAGE_DIR.joinpath(*name.split("."))
+    return path.is_dir() or path.with_suffix(".py").exists()
+
+
+def _with_parents(name: str) -> set[str]:
+    """A module and the subpackages above it, whose __init__ runs when it is imported."""
+    parts = name.split(".")
+    return {".".join(parts[: i + 1]) for i in range(len(parts))}
+
+
 def imported_modules(source: str) -> set[str]:
-    """Names of the batchlab modules imported by this source (`batchlab` itself included)."""
+    """Names of the batchlab modules imported by this source (`batchlab` itself as __init__),
+    relative to the package: 'aggregate', 'report', 'report.page'."""
     out = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "batchlab":
-            parts = node.module.split(".")
-            if len(parts) == 1:  # from batchlab import x: x may be a module or a name
-                out |= {a.name for a in node.names if (PACKAGE_DIR / f"{a.name}.py").exists()}
+            base = ".".join(node.module.split(".")[1:])
+            if not base:
                 out.add("__init__")
             else:
-                out.add(parts[1])
+                out |= _with_parents(base)
+            # from batchlab(.sub) import x: x may be a module or a name
+            out |= {f"{base}.{a.name}".lstrip(".") for a in node.names if _exists(f"{base}.{a.name}".lstrip("."))}
         elif isinstance(node, ast.Import):
-            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("batchlab.")}
+            for a in node.names:
+                if a.name.startswith("batchlab."):
+                    out |= _with_parents(a.name.split(".", 1)[1])
     return out
 
 
@@ -34,12 +56,12 @@ def closure(*entries: str) -> list[str]:
         if name in seen:
             continue
         seen.add(name)
-        todo += sorted(imported_modules((PACKAGE_DIR / f"{name}.py").read_text()) - seen)
+        todo += sorted(imported_modules(module_file(name).read_text()) - seen)
     return sorted(seen)
 
 
 def module_paths(*entries: str) -> list[Path]:
-    return [PACKAGE_DIR / f"{name}.py" for name in closure(*entries)]
+    return [module_file(name) for name in closure(*entries)]
 
 
 def script_closure(script: str | Path) -> list[Path]:
@@ -53,5 +75,5 @@ def source_hash(paths: list[Path]) -> str:
 
     digest = hashlib.sha256()
     for path in sorted(paths):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(Path(path).resolve().relative_to(PACKAGE_DIR).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()

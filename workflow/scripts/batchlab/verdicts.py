@@ -13,8 +13,9 @@ import math
 
 import pandas as pd
 
-from batchlab.aggregate import failed_settings, grid_cells
+from batchlab.aggregate import failed_seeds, failed_settings, grid_cells
 from batchlab.analysis import mean_ci, nearest
+from batchlab.selection import best_lr as select_lr
 from batchlab.stats import MIN_SEEDS, Paired, decide, paired_difference
 from batchlab.study import Recipe
 
@@ -101,9 +102,14 @@ def oscillation(cells: pd.DataFrame, best: pd.DataFrame) -> dict | None:
         f" The post's measure (each iteration's own mini-batch loss, whose sampling noise alone grows as"
         f" the batch shrinks): x{math.exp(post.mean):.3g} at the best lrs."
     )
+    headline = f"model oscillation ×{math.exp(at_best.mean):.2g} [{math.exp(at_best.lo):.2g}, {math.exp(at_best.hi):.2g}], batch {small} over {large} at their best lrs"
+    if "at_equal_noise" in out:
+        e = out["at_equal_noise"]
+        headline += f"; ×{math.exp(e['mean']):.2g} at equal lr / b"
     return {
         **out,
         "verdict": verdict,
+        "headline": headline,
         "at_best_lr": at_best.as_dict(),
         "evidence": evidence,
         "test": "The model's loss on fixed images can jump more or less at either batch size, so this"
@@ -149,6 +155,7 @@ def gradient_direction(cells: pd.DataFrame, best: pd.DataFrame) -> dict | None:
         "key": "gradient",
         "claim": "With a large batch the gradient direction barely changes from one iteration to the next.",
         "verdict": verdict,
+        "headline": f"cosine {ci_large['mean']:.2f} [{ci_large['lo']:.2f}, {ci_large['hi']:.2f}] at batch {b_large}",
         "first_parallel_batch": first,
         "evidence": f"Cosine between the gradients of two independent mini-batches at the same weights, each batch"
         f" size at its best lr (mean over probes, 95% interval over seeds; predicted: 1 / (1 + B_simple / b)):"
@@ -182,6 +189,7 @@ def epoch_time(epochs: pd.DataFrame, best: pd.DataFrame) -> dict | None:
         "key": "epoch_time",
         "claim": "Small batches are slower per epoch.",
         "verdict": verdict,
+        "headline": f"{d.mean:+.2f} s per epoch [{d.lo:+.2f}, {d.hi:+.2f}], batch {small} against {large}",
         "difference": d.as_dict(),
         "evidence": f"An epoch at batch {small} (lr {lr_s:g}) takes {d.mean:+.2f} s [{d.lo:+.2f}, {d.hi:+.2f}]"
         f" longer than at batch {large} (lr {lr_l:g}), {d.n} epochs paired: {why}.",
@@ -233,6 +241,7 @@ def late_blowup(cells: pd.DataFrame, probes: pd.DataFrame, config: dict, lr_clai
         "claim": f"Batch {b} with lr {lr:g} blows up late in training.",
         "verdict": verdict,
         "outcome": outcome,
+        "headline": f"{outcome}: {len(late)} of {n} seeds blew up late; accuracy from peak to end {100 * d.mean:+.2f} points",
         "late_failures": int(len(late)),
         "seeds": int(n),
         "difference": d.as_dict(),
@@ -276,6 +285,7 @@ def lr_follows_batch(best: pd.DataFrame, exponent: dict | None) -> dict | None:
         "key": "lr_follows_batch",
         "claim": "Small batches want a small learning rate and large batches a large one.",
         "verdict": verdict,
+        "headline": f"best lr ∝ b^{text}" if finite else "the exponent could not be fitted",
         "exponent": exponent,
         "evidence": f"Interpolated optimum lr (validation, 95% bootstrap interval over seeds): {optima}. Exponent"
         f" of optimum lr against batch size over batch sizes {used}: {text}; {why}.",
@@ -297,9 +307,9 @@ def solution2_helps(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> di
     at = cells[(cells["recipe"].fillna("") == recipe) & (cells["batch_size"] == b)]
     if plain_best is None or at.empty:
         return None
-    means = at.groupby("lr")["final_val_acc"].mean()  # Solution 2's own best, on validation
-    lr = float(means.idxmax())
-    window = sorted(means.index)
+    # Solution 2's own best on validation, by the rule that picks every best lr
+    lr = select_lr((lr, g["final_val_acc"].mean(), failed_seeds(g).any()) for lr, g in at.groupby("lr"))
+    window = sorted(at["lr"].unique())
     edge = " (the edge of its window)" if len(window) > 1 and lr in (window[0], window[-1]) else ""
     split = per_seed(cells, b, lr, "final_test_acc", recipe)
     plain = per_seed(grid_cells(cells), b, plain_best, "final_test_acc")
@@ -309,6 +319,7 @@ def solution2_helps(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> di
         "key": "solution2",
         "claim": f"Solution 2 (one forward pass, k updates from k slices) helps a big batch (momentum {momentum:g}).",
         "verdict": verdict,
+        "headline": f"{100 * d.mean:+.2f} points [{100 * d.lo:+.2f}, {100 * d.hi:+.2f}] against tuned plain training (test)",
         "difference": d.as_dict(),
         "evidence": f"Batch {b}: Solution 2 (k = {k}) at its best lr {lr:g}{edge} of"
         f" {', '.join(f'{v:g}' for v in window)} minus plain training at its best lr {plain_best:g}, test"
@@ -328,7 +339,7 @@ def equal_updates(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> dict
     ref = int(eq.get("reference_batch_size", 0))
     ref_lr = best_lr(best, ref)
     if long_runs.empty or ref_lr is None:
-        return {**LOCAL_MINIMA, "verdict": "inconclusive", "runs": [], "evidence": "This study has no equal-updates"
+        return {**LOCAL_MINIMA, "verdict": "inconclusive", "headline": "no equal-updates run", "runs": [], "evidence": "This study has no equal-updates"
                 " run (equal_updates.enabled is false, or its batch sizes or its reference batch size"
                 f" {ref} are not in grid.batch_sizes), and nothing else here can tell a stuck run from one"
                 " short of steps."}
@@ -351,7 +362,12 @@ def equal_updates(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> dict
         verdicts.append(verdict)
         numbers.append({"batch_size": b, "lr": float(lr), "updates": updates, "val_acc_behind": d.as_dict(), "train_loss_log_ratio": loss.as_dict(), "gain_from_updates": gain.as_dict()})
     verdict = verdicts[0] if len(set(verdicts)) == 1 else "mixed"
-    return {**LOCAL_MINIMA, "verdict": verdict, "runs": numbers, "evidence": " ".join(parts)}
+    headline = "; ".join(
+        f"batch {r['batch_size']} after {r['updates']:,} updates: {100 * r['val_acc_behind']['mean']:+.2f} points"
+        f" [{100 * r['val_acc_behind']['lo']:+.2f}, {100 * r['val_acc_behind']['hi']:+.2f}] behind batch {ref}"
+        for r in numbers
+    )
+    return {**LOCAL_MINIMA, "verdict": verdict, "headline": headline, "runs": numbers, "evidence": " ".join(parts)}
 
 
 LOCAL_MINIMA = {
