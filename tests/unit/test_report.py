@@ -1,6 +1,7 @@
 """Report content: findings are computed from the numbers, charts compile, the page is offline."""
 
 import datetime as dt
+import html
 import json
 import re
 
@@ -81,8 +82,10 @@ def study(oscillation_sign=-1, best=lambda b: 0.01 * b**0.5, diverge=(), seeds=(
 
 CONFIG = {
     "train": {"epochs": 3, "divergence_loss": 1000.0},
-    "report": {"reference_lr": 0.04, "smooth_samples": 64, "loss_target": 0.5, "title": "T"},
-    "measure": {"sharpness_subset": 512, "sharpness_iterations": 12, "train_eval_size": 10000},
+    "report": {"reference_lr": 0.04, "smooth_samples": 64, "loss_target": 0.5, "title": "T", "target_val_acc": 0.9,
+               "noise_smoothing_probes": 4},
+    "measure": {"sharpness_subset": 512, "sharpness_iterations": 12, "train_eval_size": 10000, "noise_batch": 2048,
+                "noise_micro_batches": 4, "probe_every_samples": 20000},
 }
 STAMP = {
     "batchlab": "0.1.0",
@@ -126,7 +129,7 @@ def inputs(cells, settings, best, epochs, curves, config=None, **kw):
     targets = kw.pop("targets", pd.DataFrame({"batch_size": pd.Series(dtype=int)}))
     analysis = kw.pop("analysis", {})
     analysis = {**analysis, "summaries": all_summaries(cells, settings, best, targets, None, curves, config)}
-    return Inputs(cells=cells, settings=settings, best=best, epochs=epochs, curves=curves, config=config, analysis=analysis, **kw)
+    return Inputs(cells=cells, settings=settings, best=best, epochs=epochs, curves=curves, config=config, analysis=analysis, targets=targets, **kw)
 
 
 def test_best_lr_and_edge_sentences():
@@ -248,3 +251,26 @@ def test_verdicts_follow_a_study_with_known_answers():
     assert single.pop("Small batches are slower per epoch.") == "supported"
     assert single.pop(f"Batch 1 with lr {blow_lr:g} blows up late in training.") == "supported"
     assert set(single.values()) == {"inconclusive"} and len(single) == 3
+
+
+def test_the_first_screen_answers_before_any_list_of_findings():
+    """With verdicts, the page opens with the answers: a table with a mark and a key number per
+    claim, then the accuracy grid and steps to the target, before the findings."""
+    from batchlab.optimum import lr_exponent, lr_optima
+    from batchlab.verdicts import paired_verdicts
+
+    cells, settings, best, epochs, curves = study(best=lambda b: 0.01 * b, seeds=(0, 1, 2))
+    best = best.merge(lr_optima(cells), on="batch_size")
+    found = paired_verdicts(cells, epochs, None, best, CONFIG, lr_exponent(cells, lr_optima(cells), None))
+    targets = pd.DataFrame(
+        {"batch_size": BATCHES, "reached": True, "lr": 0.04, "seeds": 3, "steps": [400.0, 120.0, 40.0, 20.0],
+         "steps_lo": np.nan, "steps_hi": np.nan, "samples": [400.0, 480.0, 640.0, 1280.0], "samples_lo": np.nan,
+         "samples_hi": np.nan, "seconds": 1.0, "seconds_lo": np.nan, "seconds_hi": np.nan, "best_acc": np.nan}
+    )  # fmt: skip
+    sections = build_sections(inputs(cells, settings, best, epochs, curves, targets=targets, analysis={"verdicts": found}))
+    assert [s.id for s in sections][:3] == ["answers", "verdicts", "findings"]
+    page = render_html("T", sections, STAMP, "")
+    first = page[page.index('<section id="answers">') : page.index('<section id="verdicts">')]
+    assert first.index("<table") < first.index('id="answers-accuracy"') < first.index('id="answers-steps"')
+    for v in found:
+        assert html.escape(v["headline"]) in first and f"<td>{mark(v['verdict'])}</td>" in first

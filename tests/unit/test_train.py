@@ -311,11 +311,8 @@ def test_collapse_rule():
     assert not is_collapsed(float("nan"), 0.1, 1.0)
 
 
-def test_a_dead_seed_is_collapsed_and_frozen_while_the_others_train_on(tmp_path):
-    """Seed 1's hidden ReLUs all die after epoch 1: it stops as collapsed at the end of epoch
-    2; seeds 0 and 2 finish and are unchanged by it."""
-    cfg = CellConfig(batch_size=32, lr=0.01, seeds=(0, 1, 2), epochs=3, **QUIET)
-    clean = run(cfg)
+def seed_1_dead_after_epoch_1(cfg):
+    """The checkpoint after epoch 1 with every hidden unit of seed 1 dead (a huge negative bias)."""
     states = []
 
     def keep_first(state):
@@ -324,8 +321,16 @@ def test_a_dead_seed_is_collapsed_and_frozen_while_the_others_train_on(tmp_path)
 
     with pytest.raises(KeyboardInterrupt):
         run(cfg, on_epoch_end=keep_first)
-    states[0][0].params["0.bias"][1].fill_(-1e4)  # every hidden unit of seed 1 dead
-    result = run(cfg, resume=states[0])
+    states[0][0].params["0.bias"][1].fill_(-1e4)
+    return states[0]
+
+
+def test_a_dead_seed_is_collapsed_and_frozen_while_the_others_train_on(tmp_path):
+    """Seed 1's hidden ReLUs all die after epoch 1: it stops as collapsed at the end of epoch
+    2; seeds 0 and 2 finish and are unchanged by it."""
+    cfg = CellConfig(batch_size=32, lr=0.01, seeds=(0, 1, 2), epochs=3, **QUIET)
+    clean = run(cfg)
+    result = run(cfg, resume=seed_1_dead_after_epoch_1(cfg))
     dead = result.seeds[1]
     assert dead.status == "collapsed" and dead.stopped_step == 2 * iterations_per_epoch(600, 32)
     assert "same class" in dead.stop_reason and len(dead.epochs) == 2
@@ -580,16 +585,7 @@ def test_a_collapse_is_caught_on_the_fixed_subset_within_the_epoch():
     """With a fate check every 64 samples (2 steps at batch 32), seed 1, whose hidden units all
     die after epoch 1, is frozen at the first check of epoch 2, not at its end."""
     cfg = CellConfig(batch_size=32, lr=0.01, seeds=(0, 1), epochs=3, fate_every_samples=64, **QUIET)
-    states = []
-
-    def keep_first(state):
-        states.append(state)
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg, on_epoch_end=keep_first)
-    states[0][0].params["0.bias"][1].fill_(-1e4)
-    result = run(cfg, resume=states[0])
+    result = run(cfg, resume=seed_1_dead_after_epoch_1(cfg))
     dead, alive = result.seeds[1], result.seeds[0]
     ipe = iterations_per_epoch(600, 32)
     assert dead.status == "collapsed" and dead.stopped_step == ipe + 2

@@ -348,23 +348,23 @@ def equal_updates(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> dict
     for (b, lr, recipe), at in long_runs.groupby(["batch_size", "lr", "recipe"], sort=True):
         b = int(b)
         longer = per_seed(cells, b, lr, "final_val_acc", recipe)
-        d = paired_difference(per_seed(g, ref, ref_lr, "final_val_acc"), longer)
-        verdict, why = decide(d, +1, ACC_MARGIN)
+        d = paired_difference(longer, per_seed(g, ref, ref_lr, "final_val_acc"))  # stuck: below 0
+        verdict, why = decide(d, -1, ACC_MARGIN)
         loss = paired_difference(log_per_seed(cells, b, lr, "final_train_loss", recipe), log_per_seed(g, ref, ref_lr, "final_train_loss"))
         gain = paired_difference(longer, per_seed(g, b, lr, "final_val_acc"))
         updates = int(at["steps"].max())
         parts.append(
             f"Batch {b} at lr {lr:g} for {updates:,} updates ({int(at['epochs_completed'].max())} epochs) against batch {ref}"
-            f" at its best lr {ref_lr:g}: validation accuracy {pct(d)} behind ({why}); its training loss x{math.exp(loss.mean):.3g}"
+            f" at its best lr {ref_lr:g}: validation accuracy minus batch {ref}'s {pct(d)} ({why}); its training loss x{math.exp(loss.mean):.3g}"
             f" [{math.exp(loss.lo):.3g}, {math.exp(loss.hi):.3g}] of batch {ref}'s; the extra updates gained it {pct(gain)}"
             f" over its own {config['train']['epochs']}-epoch run."
         )
         verdicts.append(verdict)
-        numbers.append({"batch_size": b, "lr": float(lr), "updates": updates, "val_acc_behind": d.as_dict(), "train_loss_log_ratio": loss.as_dict(), "gain_from_updates": gain.as_dict()})
+        numbers.append({"batch_size": b, "lr": float(lr), "updates": updates, "val_acc_minus_reference": d.as_dict(), "train_loss_log_ratio": loss.as_dict(), "gain_from_updates": gain.as_dict()})
     verdict = verdicts[0] if len(set(verdicts)) == 1 else "mixed"
     headline = "; ".join(
-        f"batch {r['batch_size']} after {r['updates']:,} updates: {100 * r['val_acc_behind']['mean']:+.2f} points"
-        f" [{100 * r['val_acc_behind']['lo']:+.2f}, {100 * r['val_acc_behind']['hi']:+.2f}] behind batch {ref}"
+        f"batch {r['batch_size']} after {r['updates']:,} updates minus batch {ref}: {100 * r['val_acc_minus_reference']['mean']:+.2f}"
+        f" points [{100 * r['val_acc_minus_reference']['lo']:+.2f}, {100 * r['val_acc_minus_reference']['hi']:+.2f}] (validation)"
         for r in numbers
     )
     return {**LOCAL_MINIMA, "verdict": verdict, "headline": headline, "runs": numbers, "evidence": " ".join(parts)}
@@ -374,7 +374,7 @@ LOCAL_MINIMA = {
     "key": "local_minima",
     "claim": "Large batches get stuck in local minima.",
     "test": "Equal updates, each batch size at its own validation-best lr: a large batch that then matches the"
-    " small one was short of steps, not stuck (supported only if it stays behind by more than"
+    " small one was short of steps, not stuck (supported only if it stays below it by more than"
     f" {100 * ACC_MARGIN:.1f} points). It cannot tell a worse minimum from a slower approach to the same one"
     " beyond the updates given.",
 }

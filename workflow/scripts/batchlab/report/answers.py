@@ -18,7 +18,7 @@ def section(study: Inputs) -> Section | None:
     rows = [{"": mark(v["verdict"]), "claim": v["claim"], "verdict": v["verdict"], "key number": v.get("headline", "")} for v in study.verdicts]
     figures = [(
         "answers-accuracy",
-        charts.heatmap(study.settings, "Final validation accuracy (%), batch size × lr"),
+        charts.heatmap(study.settings, "Final validation accuracy (%), batch size × lr", legend=False),
         "Red frame: a seed diverged, collapsed or failed to learn.",
     )]  # fmt: skip
     if len(study.targets):

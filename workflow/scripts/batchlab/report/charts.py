@@ -22,7 +22,7 @@ from batchlab.report.encodings import (
 HEATMAP_TITLE = "Final validation accuracy (%) by batch size and learning rate; red frame: a seed diverged, collapsed or failed to learn"
 
 
-def heatmap(settings: pd.DataFrame, title: str = HEATMAP_TITLE) -> dict:
+def heatmap(settings: pd.DataFrame, title: str = HEATMAP_TITLE, width: int = WIDTH, legend: bool = True) -> dict:
     """Final validation accuracy over batch size x lr; red frames where a seed failed."""
     data = settings.copy()
     poor = data["failed_to_learn"] if "failed_to_learn" in data else 0
@@ -42,14 +42,19 @@ def heatmap(settings: pd.DataFrame, title: str = HEATMAP_TITLE) -> dict:
         y=alt.Y("batch_size:O", title="batch size", sort="ascending"),
     )
     rect = base.mark_rect().encode(
-        color=alt.Color("final_val_acc:Q", title="final validation accuracy", scale=alt.Scale(scheme="viridis", domain=[0, 1])),
+        color=alt.Color(
+            "final_val_acc:Q",
+            title="final validation accuracy",
+            scale=alt.Scale(scheme="viridis", domain=[0, 1]),
+            legend=alt.Legend() if legend else None,
+        ),
         tooltip=["batch_size:O", "lr:Q", "final_val_acc:Q", "outcome:N", "first_stop_step:Q", "seeds:Q"],
     )
     failed = base.mark_rect(fill=None, stroke="#d62728", strokeWidth=3).transform_filter("datum.outcome != 'finished'")
     text = base.mark_text(fontSize=11).encode(
         text="label:N", color=alt.condition("datum.final_val_acc > 0.6", alt.value("black"), alt.value("white"))
     )
-    return spec((rect + failed + text).properties(title=title, width=WIDTH, height=HEIGHT))
+    return spec((rect + failed + text).properties(title=title, width=width, height=HEIGHT))
 
 
 def steps_to_target(targets: pd.DataFrame, fit: dict, what: str) -> dict:

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from batchlab.report import charts
-from batchlab.report.fmt import ci_text, fmt_num, fmt_pct, fmt_points, html_table
+from batchlab.report.fmt import ci_text, fmt_pct, fmt_points, html_table
 from batchlab.report.inputs import Inputs
 from batchlab.report.page import Section
 
@@ -33,7 +33,7 @@ def section(study: Inputs) -> Section | None:
             "updates (epochs)": f"{r['updates']:,} ({r['epochs']})",
             "validation acc": ci_text(r["val_acc"], fmt_pct),
             "final train loss": ci_text(r["train_loss"]),
-            f"behind batch {ref} (validation)": fmt_points(c.get("val_acc_behind", {})),
+            f"minus batch {ref} at its best lr (validation, paired)": fmt_points(c.get("val_acc_minus_reference", {})),
             "gained by the extra updates": fmt_points(c.get("gain_from_updates", {})),
             "failed seeds": f"{r['failed']}/{r['seeds']}",
         })  # fmt: skip
@@ -56,8 +56,7 @@ def section(study: Inputs) -> Section | None:
         f" each large batch is trained again, at the lr the grid selected for it on validation (a Snakemake"
         f" checkpoint picks it after the grid), for as many updates as batch {ref} makes in"
         f" {study.config['train']['epochs']} epochs (whole epochs, so a few more); its end point is compared with"
-        f" batch {ref} at its best lr, seed by seed. Verdict: {verdict.get('verdict', 'n/a')}"
-        f" ({fmt_num(len(runs))} run(s)).",
+        f" batch {ref} at its best lr, seed by seed. Verdict on \"stuck in local minima\": {verdict.get('verdict', 'n/a')}.",
         charts=figures,
         tables=[html_table(pd.DataFrame(rows))],
         tables_first=True,
