@@ -36,6 +36,8 @@ remedies:
   enabled: false
 solution2:
   enabled: false
+equal_updates:
+  enabled: false
 measure:
   probe_every_samples: 20000
 """

@@ -27,10 +27,8 @@ checkpoint select_lr:
 
 
 def equal_updates_choice(wildcards=None):
-    """The checkpoint's output, once the grid cells it reads are done ([] when the study has no
-    equal-updates runs)."""
-    if not study.equal_updates_plan(config):
-        return []
+    """The checkpoint's output, once the grid cells it reads are done (a study without
+    equal-updates runs writes an empty choice, so the file DVC tracks always exists)."""
     return [checkpoints.select_lr.get().output.choice]
 
 
