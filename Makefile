@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests use: a headless browser for the report, a one-node Slurm cluster.
 DEBIAN_TEST_PACKAGES := chromium slurm-wlm munge
 
-.PHONY: setup test-setup system-deps study test lint bench repro pull clean
+.PHONY: setup test-setup system-deps study status peek test lint bench repro pull clean
 
 setup: $(VENV)/.batchlab-setup
 
@@ -39,6 +39,13 @@ study: setup
 	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 	@echo
 	@echo "Report: $(CURDIR)/results/report/index.html"
+
+# follow a running study (from another terminal): STATUS_ARGS=--watch redraws every 5 s
+status: setup
+	@PYTHONPATH=workflow/scripts $(BIN)/python -m batchlab status $(STATUS_ARGS)
+
+peek: setup
+	@PYTHONPATH=workflow/scripts $(BIN)/python -m batchlab peek
 
 test: test-setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -18,5 +18,9 @@ rule all:
         report_targets(),
 
 
+onstart:
+    write_study_manifest()
+
+
 onerror:
     name_failed_jobs(log)

@@ -10,6 +10,7 @@ SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 from batchlab import study
+from batchlab.aggregate_params import design_config
 from batchlab.closure import script_closure
 from batchlab.config import validate_config
 from batchlab.devices import cuda_available, resolve_device
@@ -67,6 +68,30 @@ def report_targets():
         rules.aggregate.output.metrics,
         *cell_outputs("metrics"),
     ]
+
+
+def write_study_manifest():
+    """logs/manifest.json: the cells this run was started with, and those it (re)trains, for
+    `make status` and `make peek` (batchlab.manifest)."""
+    from batchlab.manifest import write_manifest
+
+    from snakemake.exceptions import WorkflowError
+
+    try:
+        cores = workflow.cores
+    except (
+        WorkflowError
+    ):  # no --cores (a cluster's --jobs): status counts what runs at once
+        cores = None
+    try:
+        to_run = sorted(
+            "bs{bs}_lr{lr}{recipe}".format(**job.wildcards_dict)
+            for job in workflow.dag.needrun_jobs()
+            if job.rule.name == "train"
+        )
+    except AttributeError:  # another Snakemake: status reads the seeds each cell holds
+        to_run = None
+    write_manifest(Path.cwd(), config, cores, to_run)
 
 
 def name_failed_jobs(log):

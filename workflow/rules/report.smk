@@ -38,18 +38,7 @@ rule aggregate:
         "../../envs/batchlab.yaml"
     params:
         # the study's design (which cell plays which role), not the runtime knobs
-        study={
-            "grid": config["grid"],
-            "remedies": config["remedies"],
-            "solution2": config["solution2"],
-            "equal_updates": config["equal_updates"],
-            "train": {
-                "momentum": config["train"]["momentum"],
-                "epochs": config["train"]["epochs"],
-                "validation_size": config["train"]["validation_size"],
-            },
-            "report": {"reference_lr": config["report"]["reference_lr"]},
-        },
+        study=design_config(config),
         smooth_samples=config["report"]["smooth_samples"],
         loss_target=config["report"]["loss_target"],
         target_val_acc=config["report"]["target_val_acc"],

@@ -392,3 +392,28 @@ def paired_verdicts(cells, epochs, probes, best, config, exponent: dict | None =
         solution2_helps(cells, best, config),
     ]
     return [v for v in found if v is not None]
+
+
+# the groups of cells each verdict reads: in a partial report a verdict waits until they are done
+NEEDS = {
+    "oscillation": {"grid"},
+    "epoch_time": {"grid"},
+    "gradient": {"grid"},
+    "late_blowup": {"grid"},
+    "lr_follows_batch": {"grid"},
+    "local_minima": {"grid", "equal_updates"},
+    "solution2": {"grid", "solution2"},
+}
+
+
+def waiting_for(verdicts: list[dict], missing: dict[str, int]) -> list[dict]:
+    """The verdicts of a partial study: one whose groups still miss cells ({group: how many})
+    waits for them instead of deciding on part of its data."""
+    out = []
+    for v in verdicts:
+        short = {g: missing[g] for g in sorted(NEEDS.get(v["key"], {"grid"})) if missing.get(g)}
+        if short:
+            left = ", ".join(f"{n} {g} cell(s)" for g, n in short.items())
+            v = {**v, "verdict": "waiting", "headline": f"waits for {left}", "evidence": f"Not decided yet: {left} still to finish."}
+        out.append(v)
+    return out

@@ -34,6 +34,7 @@ th,td{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top
 table.data th{background:#f4f4f4} table.stamp th{background:#f4f4f4;width:16em}
 table.answers td:first-child{font-size:1.3em;text-align:center;width:1.5em}
 nav a{margin-right:1em}
+.partial{background:#fff3cd;border:1px solid #e0c060;padding:.5em .8em}
 """
 
 PAGE = Template("""<!DOCTYPE html>
@@ -49,6 +50,7 @@ PAGE = Template("""<!DOCTYPE html>
 <body>
 <h1>$title</h1>
 <p class="sub">batchlab $version · commit $commit · params $params_hash · $date</p>
+$banner
 <nav>$nav <a href="#version">Version</a></nav>
 $sections
 <section id="version"><h2>Version</h2>
@@ -93,7 +95,7 @@ def section_html(s: Section) -> tuple[str, list[tuple[str, dict]]]:
     return "".join(parts), embeds
 
 
-def render_html(title: str, sections: list[Section], stamp: dict, vega_bundle: str) -> str:
+def render_html(title: str, sections: list[Section], stamp: dict, vega_bundle: str, banner: str = "") -> str:
     """One self-contained page. Element ids must be unique: vegaEmbed('#id') draws into the
     first element with that id, so a section sharing its id with a chart would be overwritten."""
     ids = [s.id for s in sections] + [c[0] for s in sections for c in s.charts] + ["version"]
@@ -119,6 +121,7 @@ def render_html(title: str, sections: list[Section], stamp: dict, vega_bundle: s
         stamp_table=stamp_table(stamp),
         stamp_json=json.dumps(stamp).replace("</", "<\\/"),
         specs=json.dumps(dict(embeds)).replace("</", "<\\/"),
+        banner=f'<p class="partial" id="partial">{html.escape(banner)}</p>' if banner else "",
     )
 
 
