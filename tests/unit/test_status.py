@@ -129,3 +129,11 @@ def test_a_cell_the_run_trains_again_is_not_done_until_it_is(tmp_path):
     # without Snakemake's plan: a cell holding other seeds than the run's is not done either
     manifest(tmp_path, cells, started=time.time(), seeds=(0, 1, 2))
     assert [c.state for c in study_status(tmp_path)["cells"]] == ["waiting", "waiting"]
+
+
+def test_watch_prints_plain_lines_off_a_terminal_and_stops_when_complete(tmp_path):
+    manifest(tmp_path, [entry("bs64_lr0.1", 64)])
+    finished(tmp_path, "bs64_lr0.1", 30.0)
+    done = cli("status", "--watch", "0.1", cwd=tmp_path)
+    assert done.returncode == 0 and "\x1b[" not in done.stdout
+    assert done.stdout.splitlines()[1] == "study complete: 1/1 cells done"
