@@ -26,11 +26,12 @@ def section(study: Inputs) -> Section | None:
     seeds = int(study.grid["seed"].nunique())
     counts = pd.Series([v["verdict"] for v in study.verdicts]).value_counts()
     tally = ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
+    waits = ", … waiting for cells still training" if "waiting" in counts else ""
     return Section(
         "answers",
         "The answers at a glance",
         f"Each claim of the original post, decided by a test on this study's numbers ({seeds} seeds"
-        f" per setting, paired; ✔ supported, ✘ not supported, ◐ mixed, ? inconclusive): {tally}."
+        f" per setting, paired; ✔ supported, ✘ not supported, ◐ mixed, ? inconclusive{waits}): {tally}."
         " The evidence and what each test can and cannot show follow below the two figures.",
         charts=figures,
         tables=[html_table(pd.DataFrame(rows), css_class="data answers")],
