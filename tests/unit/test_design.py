@@ -125,3 +125,9 @@ def test_equal_updates_runs_get_the_reference_updates_in_whole_epochs():
     assert {r["group"] for r in roles_table(config, {"1024": 0.32})} >= {"equal_updates"}
     assert equal_updates_plan(small_config(equal_updates={**eq, "reference_batch_size": 16})) == []
     assert equal_updates_plan(small_config(equal_updates={**eq, "enabled": False})) == []
+
+
+def test_an_equal_updates_batch_no_larger_than_its_reference_is_refused():
+    eq = {"enabled": True, "batch_sizes": [64, 1024], "reference_batch_size": 64}
+    with pytest.raises(ConfigError, match=r"equal_updates.batch_sizes: \[64\] are not larger than"):
+        small_config(equal_updates=eq)

@@ -90,8 +90,14 @@ def test_the_equal_updates_run_is_named_once_the_checkpoint_chose_its_lr(tmp_pat
     manifest(tmp_path, [entry("bs1024_lr0.64", 1024)], later)
     assert [c.cell for c in study_status(tmp_path)["cells"]] == ["bs1024_lr0.64", "bs1024_lr?_e48"]
     (tmp_path / "results/summary").mkdir(parents=True)
-    (tmp_path / "results/summary/equal_updates.json").write_text('{"chosen": {"1024": 0.64}}')
-    assert study_status(tmp_path)["cells"][1].cell == "bs1024_lr0.64_e48"
+    (tmp_path / "results/summary/equal_updates.json").write_text('{"chosen": {"1024": 5e-05}}')
+    assert study_status(tmp_path)["cells"][1].cell == "bs1024_lr0.00005_e48"  # spelled as cells are
+    # a run that reruns the checkpoint: the choice and the old long run are not this run's
+    finished(tmp_path, "bs1024_lr0.00005_e48", 100.0)
+    manifest(tmp_path, [entry("bs1024_lr0.64", 1024)], later, to_run=[], started=time.time() + 5)
+    record = json.loads((tmp_path / "logs/manifest.json").read_text())
+    (tmp_path / "logs/manifest.json").write_text(json.dumps({**record, "later_rerun": True}))
+    assert [c.cell for c in study_status(tmp_path)["cells"]] == ["bs1024_lr0.64", "bs1024_lr?_e48"]
 
 
 def cli(*args, cwd):
@@ -137,3 +143,10 @@ def test_watch_prints_plain_lines_off_a_terminal_and_stops_when_complete(tmp_pat
     done = cli("status", "--watch", "0.1", cwd=tmp_path)
     assert done.returncode == 0 and "\x1b[" not in done.stdout
     assert done.stdout.splitlines()[1] == "study complete: 1/1 cells done"
+
+
+def test_peek_waits_for_a_grid_cell(tmp_path):
+    manifest(tmp_path, [entry("bs4096_lr0.1", 4096, ("remedies",)), entry("bs64_lr0.1", 64)])
+    finished(tmp_path, "bs4096_lr0.1", 3.0)
+    done = cli("peek", cwd=tmp_path)
+    assert done.returncode == 1 and done.stderr.startswith("batchlab: no cell of the grid has finished yet")

@@ -591,6 +591,9 @@ def test_a_collapse_is_caught_on_the_fixed_subset_within_the_epoch():
     assert dead.status == "collapsed" and dead.stopped_step == ipe + 2
     assert "fixed 600-image training subset" in dead.stop_reason
     assert alive.status == "ok" and len(alive.epochs) == 3
+    # its final record is its frozen weights', not epoch 1's (when it still worked)
+    assert len(dead.epochs) == 1 and dead.final["val_acc"] < 0.2 < dead.epochs[-1]["val_acc"]
+    assert dead.final["train_loss"] > 2.0 > dead.epochs[-1]["train_loss"]
 
 
 def test_the_noise_is_measured_where_a_seed_first_reaches_the_target():

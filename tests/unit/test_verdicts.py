@@ -267,10 +267,12 @@ def equal_updates_study(long_acc, noise=0.0):
 def test_local_minima_every_way():
     from batchlab.verdicts import equal_updates
 
-    config = {**CONFIG, "equal_updates": {"enabled": True, "batch_sizes": [1024], "reference_batch_size": 64}}
+    eq = {"enabled": True, "batch_sizes": [1024, 4096], "reference_batch_size": 64}
+    config = {**CONFIG, "grid": {"batch_sizes": [64, 1024]}, "equal_updates": eq}
     best = best_frame([(64, 0.1), (1024, 0.1)])
     stuck = equal_updates(equal_updates_study(0.93), best, config)
     assert stuck["verdict"] == "supported" and "800 updates" in stuck["evidence"]
+    assert "Not run: batch 4096 is not in grid.batch_sizes, so its lr cannot be chosen." in stuck["evidence"]
     assert stuck["runs"][0]["gain_from_updates"]["mean"] > 0.029
     assert equal_updates(equal_updates_study(0.95), best, config)["verdict"] == "not supported"  # short of steps
     assert equal_updates(equal_updates_study(0.94, noise=0.02), best, config)["verdict"] == "inconclusive"

@@ -84,14 +84,23 @@ def write_study_manifest():
     ):  # no --cores (a cluster's --jobs): status counts what runs at once
         cores = None
     try:
+        jobs = list(workflow.dag.needrun_jobs())
         to_run = sorted(
             "bs{bs}_lr{lr}{recipe}".format(**job.wildcards_dict)
-            for job in workflow.dag.needrun_jobs()
+            for job in jobs
             if job.rule.name == "train"
         )
+        later_rerun = any(job.rule.name == "select_lr" for job in jobs)
     except AttributeError:  # another Snakemake: status reads the seeds each cell holds
-        to_run = None
-    write_manifest(Path.cwd(), config, cores, to_run)
+        to_run, later_rerun = None, True
+    write_manifest(
+        Path.cwd(),
+        config,
+        cores=cores,
+        to_run=to_run,
+        later_rerun=later_rerun,
+        gpu_jobs=TRAIN_GPUS > 0,
+    )
 
 
 def name_failed_jobs(log):

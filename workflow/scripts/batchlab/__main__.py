@@ -22,7 +22,7 @@ def show_status(root: Path, watch: float | None) -> None:
         if watch and tty:
             print("\x1b[H\x1b[2J", end="")
         print("\n".join(lines), flush=True)
-        if not watch or status["complete"]:
+        if not watch or status["settled"]:  # complete, or nothing left that runs or waits
             return
         if not tty:
             print(flush=True)

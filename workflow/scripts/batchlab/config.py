@@ -156,6 +156,15 @@ def _cross_checks(config: dict) -> list[str]:
                 f"config key grid.learning_rates: batch size {b} has no window; give one list of"
                 " learning rates per batch size in grid.batch_sizes, or one list for all"
             )
+    eq = config.get("equal_updates") or {}
+    if eq.get("enabled"):
+        small = [b for b in eq["batch_sizes"] if b <= eq["reference_batch_size"]]
+        if small:
+            out.append(
+                f"config key equal_updates.batch_sizes: {small} are not larger than"
+                f" equal_updates.reference_batch_size = {eq['reference_batch_size']}; the test gives a large"
+                " batch as many updates as a smaller one"
+            )
     n_train = MNIST_TRAIN - config["train"].get("validation_size", 0)
     largest = max([*grid.get("batch_sizes", [1]), *(rem.get("batch_sizes", []) if rem.get("enabled") else [])])
     if largest > n_train:

@@ -18,9 +18,13 @@ MANIFEST = Path("logs/manifest.json")
 WINDOW_SECONDS = 10.0  # a training job logs a progress line at least this often (batchlab.train)
 
 
-def manifest(config: dict, cores: int | None = None, to_run: list[str] | None = None) -> dict:
+def manifest(
+    config: dict, cores: int | None = None, to_run: list[str] | None = None, later_rerun: bool = True, gpu_jobs: bool = False
+) -> dict:
     """to_run: the cells this run (re)trains, as Snakemake planned them (None: not known); a
-    finished cell among them whose outputs predate the run is not done yet."""
+    finished cell among them whose outputs predate the run is not done yet. later_rerun: the
+    equal-updates checkpoint reruns, so the runs after it are retrained too. gpu_jobs:
+    training jobs hold a GPU each (the cores do not bound how many run)."""
     epochs = config["train"]["epochs"]
     cells = [
         {
@@ -42,6 +46,8 @@ def manifest(config: dict, cores: int | None = None, to_run: list[str] | None = 
         "started": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "started_unix": time.time(),
         "to_run": to_run,
+        "later_rerun": later_rerun,
+        "gpu_jobs": gpu_jobs,
         "cores": cores,
         "seeds": seeds(config),
         "model": config["train"]["model"],
@@ -52,8 +58,8 @@ def manifest(config: dict, cores: int | None = None, to_run: list[str] | None = 
     }
 
 
-def write_manifest(root: Path, config: dict, cores: int | None = None, to_run: list[str] | None = None) -> None:
-    write_json(root / MANIFEST, manifest(config, cores, to_run))
+def write_manifest(root: Path, config: dict, **kw) -> None:
+    write_json(root / MANIFEST, manifest(config, **kw))
 
 
 def read_manifest(root: Path) -> dict:

@@ -14,7 +14,7 @@ from batchlab.config import params_hash
 from batchlab.io import write_text
 from batchlab.provenance import git_state, version_stamp
 from batchlab.report import Inputs, build_sections, render_html, vega_bundle
-from batchlab.status import study_status
+from batchlab.status import current_choice, study_status
 from batchlab.tables import Settings, study_tables
 from batchlab.verdicts import waiting_for
 
@@ -38,10 +38,11 @@ def peek(root: Path) -> tuple[Path, str]:
     done = [c for c in status["cells"] if c.state == "done"]
     if not done:
         raise BatchlabError("no cell has finished yet, so there is nothing to report; try again once `make status` shows one done")
+    if not any("grid" in c.groups for c in done):
+        raise BatchlabError("no cell of the grid has finished yet (the report is built on it); try again once `make status` shows one")
     runs = root / "results/runs"
     paths = [tuple(runs / c.cell / f for f in ("metrics.json", "epochs.parquet", "losses.parquet", "probes.parquet")) for c in done]
-    choice = root / "results/summary/equal_updates.json"
-    chosen = json.loads(choice.read_text()).get("chosen", {}) if choice.exists() else {}
+    chosen = current_choice(root, status["manifest"])
     t = study_tables(paths, chosen, Settings.from_config(config))
     missing = missing_by_group(status["cells"])
     analysis = {**t.analysis, "verdicts": waiting_for(t.analysis["verdicts"], missing)}

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from batchlab.config import format_lr
 from batchlab.failures import failed_jobs
 from batchlab.manifest import read_manifest
 from batchlab.selection import seed_failed
@@ -125,20 +126,27 @@ def cell_status(root: Path, entry: dict, now: float, manifest: dict, failed: set
     return c
 
 
+def current_choice(root: Path, manifest: dict) -> dict:
+    """The lrs the equal-updates checkpoint chose, where its choice belongs to this run (a run
+    that reruns the checkpoint makes an older choice stale)."""
+    choice = root / "results/summary/equal_updates.json"
+    if not choice.exists():
+        return {}
+    if manifest.get("later_rerun") and choice.stat().st_mtime < manifest.get("started_unix", 0.0):
+        return {}
+    try:
+        return json.loads(choice.read_text()).get("chosen") or {}
+    except ValueError:
+        return {}
+
+
 def later_cells(root: Path, manifest: dict) -> list[dict]:
     """The runs planned after the grid, named once the checkpoint chose their lr."""
-    choice = root / "results/summary/equal_updates.json"
-    chosen = {}
-    if choice.exists():
-        try:
-            chosen = json.loads(choice.read_text()).get("chosen") or {}
-        except ValueError:
-            chosen = {}
-    out = []
+    chosen, out = current_choice(root, manifest), []
     for run in manifest.get("later", []):
         b = int(run["batch_size"])
         lr = chosen.get(str(b))
-        name = f"bs{b}_lr{lr:g}{run['suffix']}" if lr is not None else f"bs{b}_lr?{run['suffix']}"
+        name = f"bs{b}_lr{format_lr(lr)}{run['suffix']}" if lr is not None else f"bs{b}_lr?{run['suffix']}"
         out.append({"cell": name, "groups": [run["group"]], "batch_size": b, "epochs": run["epochs"], "variant": ""})
     return out
 
@@ -157,8 +165,14 @@ def study_status(root: Path, now: float | None = None) -> dict:
     manifest = read_manifest(root)
     now = time.time() if now is None else now
     failed = newest_snakemake_failures(root)
-    cells = [cell_status(root, e, now, manifest, failed) for e in manifest["cells"] + later_cells(root, manifest)]
-    return {"manifest": manifest, "cells": cells, "eta": eta(cells, manifest), "complete": all(c.state == "done" for c in cells)}
+    later = later_cells(root, manifest)
+    if manifest.get("later_rerun") and manifest.get("to_run") is not None:
+        # the checkpoint reruns, so the runs after it do too: their old outputs are not done
+        manifest = {**manifest, "to_run": manifest["to_run"] + [e["cell"] for e in later]}
+    cells = [cell_status(root, e, now, manifest, failed) for e in manifest["cells"] + later]
+    settled = not any(c.state in ("running", "waiting") for c in cells)
+    return {"manifest": manifest, "cells": cells, "eta": eta(cells, manifest), "complete": all(c.state == "done" for c in cells),
+            "settled": settled}  # fmt: skip
 
 
 def eta(cells: list[CellStatus], manifest: dict) -> dict:
@@ -184,7 +198,11 @@ def eta(cells: list[CellStatus], manifest: dict) -> dict:
 
     work = [seconds(c) for c in left]
     running, cores = sum(c.state == "running" for c in cells), manifest.get("cores")
-    at_once = max(1, min(int(cores), len(left))) if cores else max(1, running)
+    threads = int(((manifest.get("config") or {}).get("train") or {}).get("threads") or 1)
+    if cores and not manifest.get("gpu_jobs"):
+        at_once = max(1, min(int(cores) // threads, len(left)))
+    else:  # GPU jobs, or no --cores: as many as run now
+        at_once = max(1, running)
     rough = sorted({c.batch_size for c in left if not (c.state == "running" and c.progress)} - set(rate))
     basis = f"from {len(done)} finished cells' speed, {at_once} at a time"
     if rough:

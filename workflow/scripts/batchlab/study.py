@@ -182,6 +182,17 @@ def equal_updates_plan(config: dict) -> list[EqualUpdates]:
     return out
 
 
+def equal_updates_skipped(config: dict) -> list[str]:
+    """Why a listed equal-updates batch size has no run, in words (the report says so)."""
+    eq, grid = config.get("equal_updates") or {}, set(config["grid"]["batch_sizes"])
+    if not eq.get("enabled"):
+        return []
+    ref = eq["reference_batch_size"]
+    if ref not in grid:
+        return [f"the reference batch size {ref} is not in grid.batch_sizes, so no run is planned"]
+    return [f"batch {b} is not in grid.batch_sizes, so its lr cannot be chosen" for b in sorted(set(eq["batch_sizes"]) - grid)]
+
+
 def equal_updates_cells(config: dict, chosen: dict) -> list[Cell]:
     """The equal-updates cells, given the lr chosen for each batch size ({batch size: lr}; the
     checkpoint's output, whose keys may be strings)."""

@@ -121,7 +121,7 @@ def target_fates(targets: pd.DataFrame, cells: pd.DataFrame) -> list[dict]:
     for b in targets["batch_size"] if targets is not None else []:
         at = g[g["batch_size"] == b]
         failed = failed_seeds(at)
-        reached = at["steps_to_acc"].notna()
+        reached = at["steps_to_acc"].notna() & ~failed  # a seed that got there and then failed counts as failed
         out.append({"batch_size": int(b), "reached": int(reached.sum()), "missed": int((~reached & ~failed).sum()), "failed": int(failed.sum())})
     return out
 
@@ -134,9 +134,14 @@ def noise(probes_at_best: pd.DataFrame, cells: pd.DataFrame, best: pd.DataFrame)
     at = at[at["status"] == "ok"]
     out = {
         "usable": bool(len(data)),
-        "b_simple_end": mean_ci(at["b_simple_end"], POSITIVE),
-        "b_simple_at_target": mean_ci(at["b_simple_at_target"], POSITIVE) if "b_simple_at_target" in at else mean_ci([]),
-    }
+        "b_simple_end": over_seeds(at, "b_simple_end"),
+        "b_simple_at_target": over_seeds(at, "b_simple_at_target"),
+        "b_simple_by_batch": [
+            {"batch_size": int(b), "end": mean_ci(g["b_simple_end"], POSITIVE),
+             "at_target": mean_ci(g.get("b_simple_at_target", pd.Series(dtype=float)), POSITIVE)}
+            for b, g in at.groupby("batch_size")
+        ],
+    }  # fmt: skip
     share = cells["measure_share"].dropna() if "measure_share" in cells else pd.Series(dtype=float)
     out["measure_share"] = {"median": float(share.median()) if len(share) else float("nan"), "max": float(share.max()) if len(share) else float("nan")}
     if len(data):
@@ -146,6 +151,15 @@ def noise(probes_at_best: pd.DataFrame, cells: pd.DataFrame, best: pd.DataFrame)
         out["late"] = float(data[loss <= loss.quantile(0.25)]["b_simple"].median())
         out["final_loss"] = float(data.sort_values("step").groupby(["batch_size", "seed"])["recent_train_loss"].last().median())
     return out
+
+
+def over_seeds(at: pd.DataFrame, col: str) -> dict:
+    """A measure over batch sizes at their best lrs: averaged over the batch sizes within each
+    seed first (the seeds are the replicates; batch sizes are not), then its interval over seeds."""
+    if col not in at or at[col].notna().sum() == 0:
+        return mean_ci([])
+    per_seed = pd.to_numeric(at[col], errors="coerce").groupby(at["seed"]).mean()
+    return mean_ci(per_seed, POSITIVE)
 
 
 def sharpness(cells: pd.DataFrame, best: pd.DataFrame) -> dict:

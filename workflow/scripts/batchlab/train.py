@@ -341,20 +341,30 @@ def snapshot(run: Run) -> TrainState:
     )
 
 
+def stopped_within_an_epoch(seed: SeedResult, iters: int) -> bool:
+    """Diverged, or collapsed at a check inside an epoch: its last epoch row predates its
+    frozen weights."""
+    return seed.status == "diverged" or not seed.epochs or (seed.stopped_step or 0) > len(seed.epochs) * iters
+
+
 def finish(run: Run) -> list[SeedResult]:
-    """Each seed's final record: the last epoch's evaluation and the sharpness, or for a diverged
-    seed the evaluation of the weights it was frozen with (the only evaluation here)."""
+    """Each seed's final record: the last epoch's evaluation and the sharpness, or for a seed
+    frozen inside an epoch the evaluation of the weights it was frozen with (a diverged seed's
+    training loss and sharpness are NaN: its loss exploded)."""
     data = run.data
-    unfinished = any(s.status == "diverged" or not s.epochs for s in run.seeds)
+    unfinished = any(stopped_within_an_epoch(s, run.iters) for s in run.seeds)
+    train_n = min(run.cfg.train_eval_size, data.n_train) if run.cfg.train_eval_size > 0 else data.n_train
+    train_eval = evaluate(run.ens, data.train_x[:train_n], data.train_y[:train_n]) if unfinished else None
     val_eval = evaluate(run.ens, data.select_x, data.select_y) if unfinished else None
     test_eval = evaluate(run.ens, data.test_x, data.test_y) if unfinished and data.val_x is not None else val_eval
     sharp_s = 0.0
     for i, seed in enumerate(run.seeds):
         seed.losses, seed.final = run.losses(i), {}
-        if seed.status == "diverged" or not seed.epochs:
+        if stopped_within_an_epoch(seed, run.iters):
+            diverged = seed.status == "diverged" or not seed.epochs
             seed.final = {
-                "train_loss": float("nan"),
-                "train_acc": float("nan"),
+                "train_loss": float("nan") if diverged else train_eval[i]["loss"],
+                "train_acc": float("nan") if diverged else train_eval[i]["acc"],
                 "val_loss": val_eval[i]["loss"],
                 "val_acc": val_eval[i]["acc"],
                 "test_loss": test_eval[i]["loss"],
@@ -362,9 +372,11 @@ def finish(run: Run) -> list[SeedResult]:
                 "sharpness": float("nan"),
                 "sharpness_change": float("nan"),
             }
-            continue
-        last = seed.epochs[-1]
-        seed.final = {k: last[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")}
+            if diverged:
+                continue
+        else:
+            last = seed.epochs[-1]
+            seed.final = {k: last[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")}
         t0 = time.perf_counter()
         seed.final["sharpness"], seed.final["sharpness_change"] = final_sharpness(
             run.cfg, run.data, run.ens.module(i), seed.seed

@@ -17,7 +17,7 @@ from batchlab.aggregate import failed_seeds, failed_settings, grid_cells
 from batchlab.analysis import mean_ci, nearest
 from batchlab.selection import best_lr as select_lr
 from batchlab.stats import MIN_SEEDS, Paired, decide, paired_difference
-from batchlab.study import Recipe
+from batchlab.study import Recipe, equal_updates_skipped
 
 # effects smaller than these are too small to matter: a tight interval inside them says "no"
 ACC_MARGIN = 0.002  # accuracy: 0.2 points
@@ -40,6 +40,13 @@ def pct(d: Paired) -> str:
 def best_lr(best: pd.DataFrame, b: int) -> float | None:
     row = best[best["batch_size"] == b]
     return float(row["best_lr"].iloc[0]) if len(row) else None
+
+
+def finished_per_seed(cells: pd.DataFrame, b: int, lr: float, col: str, recipe: str | None = None) -> dict:
+    """per_seed, without the seeds that diverged, collapsed or failed to learn."""
+    at = cells if recipe is None else cells[cells["recipe"].fillna("") == recipe]
+    at = at[(at["batch_size"] == b) & (at["lr"] == lr) & ~failed_seeds(at)]
+    return {int(s): float(v) for s, v in zip(at["seed"], pd.to_numeric(at[col], errors="coerce"), strict=True)}
 
 
 def log_per_seed(cells: pd.DataFrame, b: int, lr: float, col: str, recipe: str | None = None) -> dict:
@@ -332,8 +339,9 @@ def solution2_helps(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> di
 def equal_updates(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> dict | None:
     """Large batches get stuck in local minima: each equal-updates run (a large batch at its
     validation-best lr, for as many updates as the reference batch size makes in the study's
-    epochs) against the reference at its best lr, paired by seed on validation accuracy. If it
-    reaches the reference it was short of steps, not stuck (Hoffer et al. 2017)."""
+    epochs) against the reference at its best lr, paired by seed on test accuracy (both lrs were
+    chosen on validation; failed seeds left out). If it reaches the reference it was short of
+    steps, not stuck (Hoffer et al. 2017)."""
     eq = config.get("equal_updates") or {}
     long_runs = cells[cells["group"] == "equal_updates"] if "group" in cells else cells.iloc[:0]
     ref = int(eq.get("reference_batch_size", 0))
@@ -347,24 +355,29 @@ def equal_updates(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> dict
     parts, verdicts, numbers = [], [], []
     for (b, lr, recipe), at in long_runs.groupby(["batch_size", "lr", "recipe"], sort=True):
         b = int(b)
-        longer = per_seed(cells, b, lr, "final_val_acc", recipe)
-        d = paired_difference(longer, per_seed(g, ref, ref_lr, "final_val_acc"))  # stuck: below 0
+        # on the test set: both lrs were chosen on validation; a seed that failed is left out
+        longer = finished_per_seed(cells, b, lr, "final_test_acc", recipe)
+        d = paired_difference(longer, finished_per_seed(g, ref, ref_lr, "final_test_acc"))  # stuck: below 0
         verdict, why = decide(d, -1, ACC_MARGIN)
         loss = paired_difference(log_per_seed(cells, b, lr, "final_train_loss", recipe), log_per_seed(g, ref, ref_lr, "final_train_loss"))
-        gain = paired_difference(longer, per_seed(g, b, lr, "final_val_acc"))
+        gain = paired_difference(longer, finished_per_seed(g, b, lr, "final_test_acc"))
+        failed = int(failed_seeds(at).sum())
         updates = int(at["steps"].max())
         parts.append(
             f"Batch {b} at lr {lr:g} for {updates:,} updates ({int(at['epochs_completed'].max())} epochs) against batch {ref}"
-            f" at its best lr {ref_lr:g}: validation accuracy minus batch {ref}'s {pct(d)} ({why}); its training loss x{math.exp(loss.mean):.3g}"
+            f" at its best lr {ref_lr:g}: test accuracy minus batch {ref}'s {pct(d)} ({why}){f', {failed} failed seed(s) left out' if failed else ''}; its training loss x{math.exp(loss.mean):.3g}"
             f" [{math.exp(loss.lo):.3g}, {math.exp(loss.hi):.3g}] of batch {ref}'s; the extra updates gained it {pct(gain)}"
             f" over its own {config['train']['epochs']}-epoch run."
         )
         verdicts.append(verdict)
-        numbers.append({"batch_size": b, "lr": float(lr), "updates": updates, "val_acc_minus_reference": d.as_dict(), "train_loss_log_ratio": loss.as_dict(), "gain_from_updates": gain.as_dict()})
+        numbers.append({"batch_size": b, "lr": float(lr), "updates": updates, "test_acc_minus_reference": d.as_dict(), "train_loss_log_ratio": loss.as_dict(), "gain_from_updates": gain.as_dict()})
+    skipped = equal_updates_skipped(config)
+    if skipped:
+        parts.append("Not run: " + "; ".join(skipped) + ".")
     verdict = verdicts[0] if len(set(verdicts)) == 1 else "mixed"
     headline = "; ".join(
-        f"batch {r['batch_size']} after {r['updates']:,} updates minus batch {ref}: {100 * r['val_acc_minus_reference']['mean']:+.2f}"
-        f" points [{100 * r['val_acc_minus_reference']['lo']:+.2f}, {100 * r['val_acc_minus_reference']['hi']:+.2f}] (validation)"
+        f"batch {r['batch_size']} after {r['updates']:,} updates minus batch {ref}: {100 * r['test_acc_minus_reference']['mean']:+.2f}"
+        f" points [{100 * r['test_acc_minus_reference']['lo']:+.2f}, {100 * r['test_acc_minus_reference']['hi']:+.2f}] (test)"
         for r in numbers
     )
     return {**LOCAL_MINIMA, "verdict": verdict, "headline": headline, "runs": numbers, "evidence": " ".join(parts)}
@@ -373,8 +386,8 @@ def equal_updates(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> dict
 LOCAL_MINIMA = {
     "key": "local_minima",
     "claim": "Large batches get stuck in local minima.",
-    "test": "Equal updates, each batch size at its own validation-best lr: a large batch that then matches the"
-    " small one was short of steps, not stuck (supported only if it stays below it by more than"
+    "test": "Equal updates, each batch size at its own validation-best lr, compared on the test set: a large batch"
+    " that then matches the small one was short of steps, not stuck (supported only if it stays below it by more than"
     f" {100 * ACC_MARGIN:.1f} points). It cannot tell a worse minimum from a slower approach to the same one"
     " beyond the updates given.",
 }

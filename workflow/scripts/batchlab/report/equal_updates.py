@@ -33,8 +33,8 @@ def section(study: Inputs) -> Section | None:
             "updates (epochs)": f"{r['updates']:,} ({r['epochs']})",
             "validation acc": ci_text(r["val_acc"], fmt_pct),
             "final train loss": ci_text(r["train_loss"]),
-            f"minus batch {ref} at its best lr (validation, paired)": fmt_points(c.get("val_acc_minus_reference", {})),
-            "gained by the extra updates": fmt_points(c.get("gain_from_updates", {})),
+            f"minus batch {ref} at its best lr (test, paired)": fmt_points(c.get("test_acc_minus_reference", {})),
+            "gained by the extra updates (test)": fmt_points(c.get("gain_from_updates", {})),
             "failed seeds": f"{r['failed']}/{r['seeds']}",
         })  # fmt: skip
         p = study.probes

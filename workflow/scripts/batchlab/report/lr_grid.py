@@ -17,7 +17,7 @@ from batchlab.report.page import Section
 def lr_over_b(settings: pd.DataFrame) -> dict:
     """Final validation accuracy against lr / b, one line per batch size: where equal lr/b gives
     equal training (the noise-temperature view of Smith & Le 2018), the lines fall on each other."""
-    ok = (settings["diverged"] == 0) & (settings["collapsed"] == 0)
+    ok = (settings["diverged"] == 0) & (settings["collapsed"] == 0) & (settings.get("failed_to_learn", 0) == 0)
     data = settings[ok].assign(lr_over_b=settings["lr"] / settings["batch_size"])
     base = alt.Chart(data).encode(
         x=alt.X("lr_over_b:Q", title="learning rate / batch size (log scale)", scale=log_scale()),

@@ -39,8 +39,9 @@ def findings(s: dict, fit: dict) -> list[str]:
         f"B_simple {way} as the training loss falls: median {fmt_num(early)} over the probes with the highest"
         f" quarter of losses and {fmt_num(late)} over the lowest quarter (Spearman between loss and B_simple {fmt_num(rho, 2)}).",
         f"At the end of training (median training loss {fmt_num(s['final_loss'])}), B_simple is {ci_text(end)};"
-        f" at the probe where each seed first reached the target accuracy, {ci_text(at_target)} (means and 95%"
-        " intervals over the finished cells at each batch size's best lr).",
+        f" at the probe where each seed first reached the target accuracy, {ci_text(at_target)} (each batch size"
+        " at its best lr, averaged over the batch sizes within a seed; 95% intervals over seeds). By batch size,"
+        " at the target: " + "; ".join(f"{r['batch_size']}: {ci_text(r['at_target'])}" for r in s.get("b_simple_by_batch", [])) + ".",
     ]
     lo, hi = PUBLIC_B_SIMPLE
     if is_finite(end.get("mean")):
