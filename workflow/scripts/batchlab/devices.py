@@ -44,13 +44,24 @@ def nvidia_device_present() -> bool:
     return any(Path("/dev").glob("nvidia[0-9]*")) or Path("/proc/driver/nvidia/gpus").is_dir()
 
 
-def claim_gpu(gpu_count: int, lock_dir: str | Path, wait_s: float = 3600.0, poll_s: float = 0.5):
-    """Pin this job to a free GPU: hold an exclusive lock on lock_dir/gpu{i}.lock for the first
-    free index i and return (i, lock handle). Keep the handle open for the job's lifetime; the
-    kernel releases the lock when the process ends, even on kill -9.
+def jobs_per_gpu(environ: dict) -> int:
+    """How many training jobs share one GPU: BATCHLAB_JOBS_PER_GPU (default 1), a runtime knob
+    (the study's models use a few percent of a large GPU)."""
+    text = environ.get("BATCHLAB_JOBS_PER_GPU", "1").strip()
+    if not text.isdigit() or int(text) < 1:
+        raise DeviceError(f"BATCHLAB_JOBS_PER_GPU={text!r} must be a whole number of at least 1 (training jobs per GPU)")
+    return int(text)
 
-    Snakemake counts GPUs (--resources gpu=N) but does not say which one a job gets, so N
-    concurrent jobs each take a different index this way.
+
+def claim_gpu(gpu_count: int, lock_dir: str | Path, per_gpu: int = 1, wait_s: float = 3600.0, poll_s: float = 0.5):
+    """Pin this job to a free slot of a GPU: hold an exclusive lock on
+    lock_dir/gpu{i}.slot{j}.lock for the first free one and return (i, lock handle). Slots are
+    taken slot by slot across the GPUs, so jobs spread over the GPUs before they share one. Keep
+    the handle open for the job's lifetime; the kernel releases the lock when the process ends,
+    even on kill -9.
+
+    Snakemake counts GPU slots (--resources gpu=N, N = GPUs x per_gpu) but does not say which
+    one a job gets, so N concurrent jobs each take a different slot this way.
     """
     if gpu_count < 1:
         raise DeviceError("no CUDA device to claim")
@@ -58,22 +69,23 @@ def claim_gpu(gpu_count: int, lock_dir: str | Path, wait_s: float = 3600.0, poll
     lock_dir.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_s
     while True:
-        for index in range(gpu_count):
-            handle = open(lock_dir / f"gpu{index}.lock", "a+")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
-                continue
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
-            return index, handle
+        for slot in range(per_gpu):
+            for index in range(gpu_count):
+                handle = open(lock_dir / f"gpu{index}.slot{slot}.lock", "a+")
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    handle.close()
+                    continue
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"{os.getpid()}\n")
+                handle.flush()
+                return index, handle
         if time.monotonic() > deadline:
             raise DeviceError(
-                f"all {gpu_count} GPUs stayed busy for {wait_s:g} s (locks in {lock_dir}); "
-                "run with --resources gpu=N where N is the number of GPUs"
+                f"all {gpu_count} GPUs x {per_gpu} job(s) each stayed busy for {wait_s:g} s (locks in {lock_dir});"
+                " run with --resources gpu=N where N is the number of GPUs times BATCHLAB_JOBS_PER_GPU"
             )
         time.sleep(poll_s)
 

@@ -23,7 +23,7 @@ from batchlab.checkpoint import load_checkpoint, save_checkpoint
 from batchlab.cli import process_age_s, run_step
 from batchlab.closure import module_paths, source_hash
 from batchlab.data import load_prepared, to_device
-from batchlab.devices import claim_gpu, cuda_available, pinned_by_scheduler, resolve_device
+from batchlab.devices import claim_gpu, cuda_available, jobs_per_gpu, pinned_by_scheduler, resolve_device
 from batchlab.io import write_json, write_parquet
 from batchlab.models import input_shape
 from batchlab.probes import PROBE_COLUMNS
@@ -83,7 +83,7 @@ def pick_device(requested: str):
         return device, None
     # Snakemake counts GPUs (--resources gpu=N); which one this job gets is ours to pick
     lock_dir = os.environ.get("BATCHLAB_GPU_LOCK_DIR", Path(tempfile.gettempdir()) / "batchlab-gpu-locks")
-    index, lock = claim_gpu(torch.cuda.device_count(), lock_dir)
+    index, lock = claim_gpu(torch.cuda.device_count(), lock_dir, jobs_per_gpu(os.environ))
     torch.cuda.set_device(index)
     return torch.device("cuda", index), lock
 
