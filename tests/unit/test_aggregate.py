@@ -4,19 +4,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchlab.aggregate import (
-    best_learning_rates,
-    by_setting,
-    cells_table,
-    curve_points,
-    downsample_curve,
+from batchlab.aggregate import best_learning_rates, by_setting, cells_table, headline_metrics
+from batchlab.cell_summary import (
     first_crossing,
-    headline_metrics,
     loss_oscillation,
     smoothing_window,
     summarize_cell,
     trailing_mean,
 )
+from batchlab.curves import curve_points, downsample_curve
 
 
 def test_oscillation_is_mean_absolute_step_change_over_last_epoch():
@@ -188,7 +184,7 @@ def test_a_truncated_output_of_a_finished_cell_is_named_with_what_to_do(tmp_path
 
 
 def test_model_oscillation_removes_the_trend_and_can_be_zero():
-    from batchlab.aggregate import model_oscillation
+    from batchlab.cell_summary import model_oscillation
 
     steady = [[i, 2.0 - 0.1 * i] for i in range(10)]  # falls steadily: no oscillation at all
     assert model_oscillation(steady) == pytest.approx(0.0, abs=1e-12)
@@ -241,7 +237,7 @@ def test_b_crit_has_a_seed_bootstrap_interval_and_an_edge_flag():
 
 
 def test_b_simple_at_target_is_read_at_the_first_probe_that_reaches_it():
-    from batchlab.aggregate import b_simple_at
+    from batchlab.cell_summary import b_simple_at
 
     # |G|^2 = 1 and tr(Sigma) = B at each probe (E|G_b|^2 = 1 + B / b), B = 100, 400, 900
     rows = [{"val_acc": acc, "b_small": 16, "b_big": 64, "g_small_sq": 1 + t / 16, "g_big_sq": 1 + t / 64}

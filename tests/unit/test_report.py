@@ -10,15 +10,10 @@ import pandas as pd
 import pytest
 import vl_convert as vlc
 
-from batchlab.aggregate import (
-    best_learning_rates,
-    by_setting,
-    cells_table,
-    downsample_curve,
-    seed_bands,
-    summarize_cell,
-)
+from batchlab.aggregate import best_learning_rates, by_setting, cells_table
 from batchlab.analysis import nearest
+from batchlab.cell_summary import summarize_cell
+from batchlab.curves import downsample_curve, seed_bands
 from batchlab.report import Inputs, Section, build_sections, render_html, vega_bundle
 from batchlab.report import findings as report_findings
 from batchlab.report.fmt import ci_text, mark

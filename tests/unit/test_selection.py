@@ -3,7 +3,8 @@
 import numpy as np
 from test_aggregate import _epochs, _metrics
 
-from batchlab.aggregate import best_learning_rates, by_setting, cells_table, summarize_cell
+from batchlab.aggregate import best_learning_rates, by_setting, cells_table
+from batchlab.cell_summary import summarize_cell
 from batchlab.selection import best_lr, best_lr_of_cells, seed_failed
 
 

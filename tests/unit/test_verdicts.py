@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchlab.verdicts import epoch_time, late_blowup, lr_follows_batch, solution2_helps
+from batchlab.claims_lr import lr_follows_batch, solution2_helps
+from batchlab.claims_training import epoch_time, late_blowup
 
 CONFIG = {
     "train": {"epochs": 2, "momentum": 0.0},
@@ -197,7 +198,7 @@ def oscillation_study(osc, noise=0.0):
 
 
 def test_oscillation_every_way():
-    from batchlab.verdicts import oscillation
+    from batchlab.claims_training import oscillation
 
     best = best_frame([(1, 0.004), (64, 0.256)])
     more = oscillation(oscillation_study(lambda b, lr: 0.02 / np.sqrt(b)), best)
@@ -235,7 +236,7 @@ def gradient_study(cos_of_b, spread=0.005):
 
 
 def test_gradient_direction_every_way():
-    from batchlab.verdicts import gradient_direction
+    from batchlab.claims_training import gradient_direction
 
     best = best_frame([(1, 0.1), (64, 0.1), (1024, 0.1)])
     v = gradient_direction(gradient_study(lambda b: b / (b + 100.0)), best)
@@ -265,7 +266,7 @@ def equal_updates_study(long_acc, noise=0.0):
 
 
 def test_local_minima_every_way():
-    from batchlab.verdicts import equal_updates
+    from batchlab.claims_lr import equal_updates
 
     eq = {"enabled": True, "batch_sizes": [1024, 4096], "reference_batch_size": 64}
     config = {**CONFIG, "grid": {"batch_sizes": [64, 1024]}, "equal_updates": eq}

@@ -2,8 +2,8 @@
 
 import json
 
-from batchlab.aggregate import loss_curves_at_best
 from batchlab.cli import run_step
+from batchlab.curves import loss_curves_at_best
 from batchlab.io import write_json, write_parquet, write_text
 from batchlab.tables import Settings, study_tables
 

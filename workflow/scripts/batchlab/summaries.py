@@ -17,10 +17,10 @@ from batchlab.aggregate import failed_seeds, grid_cells
 from batchlab.analysis import is_finite, mean_ci
 from batchlab.stats import decide, paired_difference
 from batchlab.study import remedy_cells, solution2_cells
+from batchlab.verdict_tools import ACC_MARGIN
 
 UNIT = (0.0, 1.0)  # an accuracy's range
 POSITIVE = (0.0, math.inf)
-ACC_MARGIN = 0.002  # as batchlab.verdicts: 0.2 points
 
 
 def spearman(x, y) -> float:

@@ -13,17 +13,15 @@ from batchlab.aggregate import (
     by_setting,
     cells_table,
     critical_batch,
-    downsample_curve,
     grid_cells,
     headline_metrics,
-    noise_table,
     roles_columns,
-    seed_bands,
     solution2_equivalence,
     steps_to_target_table,
-    summarize_cell,
 )
 from batchlab.aggregate_params import design_config
+from batchlab.cell_summary import noise_table, summarize_cell
+from batchlab.curves import downsample_curve, seed_bands
 from batchlab.optimum import lr_exponent, lr_optima
 from batchlab.runs import per_seed, read_cell
 from batchlab.study import solution2_pairs

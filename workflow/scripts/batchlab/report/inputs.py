@@ -9,6 +9,7 @@ from functools import cached_property
 import pandas as pd
 
 from batchlab.aggregate import grid_cells
+from batchlab.summaries import at_best_lr
 
 
 def _empty() -> pd.DataFrame:
@@ -59,5 +60,4 @@ class Inputs:
 
     def at_best(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The rows of a grid frame at each batch size's best lr."""
-        keys = self.best[["batch_size", "best_lr"]].rename(columns={"best_lr": "lr"})
-        return grid_cells(frame).merge(keys, on=["batch_size", "lr"])
+        return at_best_lr(grid_cells(frame), self.best)
