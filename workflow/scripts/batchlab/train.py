@@ -36,15 +36,24 @@ from batchlab.data import DeviceData
 from batchlab.ensemble import Ensemble, evaluate
 from batchlab.fates import (
     collapse_reason,
-    divergence_reason,
-    first_bad_step,
     is_collapsed,
-    subset_collapse_reason,
 )
-from batchlab.probes import Probes, early_probe_steps, final_sharpness, probe_interval
+from batchlab.probes import Probes, early_probe_steps, probe_interval
 from batchlab.records import CellResult, SeedResult, TrainState
-from batchlab.schedule import probe_due, subset_due, window_end
+from batchlab.schedule import probe_due, window_end
 from batchlab.steps import SGD, autograd_step, fused_mlp_sgd
+from batchlab.train_end import finish, restore, snapshot
+from batchlab.train_windows import (
+    add_probes,
+    freeze_collapsed,
+    mean_of,
+    progress_line,
+    reached_target,
+    record_window,
+    rewind_to_divergence,
+    saved_weights,
+    subset_checks,
+)
 
 __all__ = ["CellConfig", "CellResult", "SeedResult", "TrainState", "train_cell"]  # the trainer's API
 
@@ -125,88 +134,6 @@ def setup(cfg, data, device, resume: TrainState | None, log) -> Run:
     return run
 
 
-def restore(run: Run, state: TrainState) -> None:
-    run.ens.load(state.params)
-    if run.optimizer is not None:
-        run.optimizer.load(state.momentum)
-    run.alive.copy_(torch.tensor(state.alive, dtype=torch.bool))
-    for gen, saved in zip(run.generators, state.generators, strict=True):
-        gen.set_state(saved)
-    run.seeds = [SeedResult(**{**s, "losses": np.asarray(s["losses"], np.float32)}) for s in state.seeds]
-    run.step, run.epoch = state.step, state.epoch
-    run.train_seconds = max(sum(r["ensemble_seconds"] for r in s.epochs) for s in run.seeds)
-    run.log(f"resumed from the checkpoint after epoch {state.epoch}")
-
-
-def subset_checks(run: Run, pos: int) -> None:
-    """At step pos of the epoch, where due: each training seed's loss on the fixed subset (the
-    model's oscillation, in the last epoch) and its fate (collapsed: it answers one class at
-    chance), from one evaluation of the subset."""
-    track, fate = subset_due(run, pos)
-    if not (track or fate) or not run.training():
-        return
-    out, step = run.probes.subset(), run.step
-    for i in run.training():
-        if track:
-            run.seeds[i].track.append([step, out[i]["loss"]])
-        if fate and is_collapsed(out[i]["loss"], out[i]["acc"], out[i]["top_class_share"]):
-            freeze_collapsed(run, i, subset_collapse_reason(step, run.probes.track_n, out[i]))
-
-
-def freeze_collapsed(run: Run, i: int, reason: str) -> None:
-    seed = run.seeds[i]
-    seed.status, seed.stopped_step, seed.stop_reason = "collapsed", run.step, reason
-    run.alive[i] = False
-    run.log(f"seed {seed.seed}: COLLAPSED: {reason}; frozen, the other seeds train on")
-
-
-def reached_target(run: Run) -> set[int]:
-    """Indexes of the seeds whose probes reached cfg.noise_at_val_acc already."""
-    target = run.cfg.noise_at_val_acc
-    if not target:
-        return set()
-    return {i for i, s in enumerate(run.seeds) if any(r["val_acc"] >= target for r in s.probes)}
-
-
-def record_window(run: Run, values: np.ndarray, since_probe: list[list[np.ndarray]]) -> None:
-    """Each training seed's losses of a window [W, S]; a seed that diverged keeps its losses up
-    to the bad step and is recorded as diverged there."""
-    start = run.step
-    for i in run.training():
-        column = values[:, i]
-        bad = first_bad_step(column, run.cfg.divergence_loss)
-        if bad is not None:
-            column = column[: bad + 1]
-            seed = run.seeds[i]
-            seed.status, seed.stopped_step = "diverged", start + bad + 1
-            seed.stop_reason = divergence_reason(float(column[-1]), seed.stopped_step, run.cfg.divergence_loss)
-            run.log(f"seed {seed.seed}: DIVERGED: {seed.stop_reason}; frozen, the other seeds train on")
-        run.chunks[i].append(column)
-        since_probe[i].append(column)
-    run.step += len(values)
-
-
-def saved_weights(run: Run) -> list[torch.Tensor]:
-    buffers = run.optimizer.buffers if run.optimizer is not None else []
-    return [t.detach().clone() for t in [*run.ens.tensors(), *buffers]]
-
-
-def rewind_to_divergence(run: Run, values: np.ndarray, saved, batches: Batches, offset: int, start: int) -> None:
-    """An unmasked group of one seed whose loss went bad at some step of this window goes back
-    to the window's start and replays the steps before that one: its weights are then those the
-    bad loss came from, exactly as a masked step would have frozen them."""
-    bad = first_bad_step(values[:, 0], run.cfg.divergence_loss)
-    if bad is None or run.seeds[0].status != "ok":
-        return
-    with torch.no_grad():
-        buffers = run.optimizer.buffers if run.optimizer is not None else []
-        for tensor, copy in zip([*run.ens.tensors(), *buffers], saved, strict=True):
-            tensor.copy_(copy)
-    for pos in range(start, start + bad):
-        run.step_fn(*batches(pos), run.lr_at(offset + pos))
-    run.alive[0] = False
-
-
 def train_epoch(run: Run, epoch: int, window_seconds: float) -> float:
     """One epoch of the ensemble, window by window; returns its training seconds."""
     cfg, device = run.cfg, run.device
@@ -241,33 +168,11 @@ def train_epoch(run: Run, epoch: int, window_seconds: float) -> float:
         subset_checks(run, pos)
         noise = probe_due(run, offset + pos)
         if pos < run.iters and noise is not None and run.training():
-            recent = {i: _mean(since_probe[i]) for i in run.training()}
+            recent = {i: mean_of(since_probe[i]) for i in run.training()}
             add_probes(run, run.probes(offset + pos, run.iters, recent, noise=noise, reached=reached_target(run)))
             since_probe = [[] for _ in run.seeds]
     run.since_probe = since_probe
     return time.perf_counter() - t0 - (run.probes.total_seconds() - probe_s0)
-
-
-def progress_line(run: Run, epoch: int, pos: int, seconds: float, since_probe) -> None:
-    cfg, training = run.cfg, run.training()
-    rate = pos * cfg.batch_size / seconds if seconds > 0 else float("nan")  # per seed
-    recent = [_mean(since_probe[i]) for i in training if since_probe[i]]
-    left = (run.iters - pos + (cfg.epochs - epoch) * run.iters) * cfg.batch_size / rate if rate > 0 else 0
-    run.log(
-        f"epoch {epoch}/{cfg.epochs} step {pos}/{run.iters} | {len(training)}/{len(run.seeds)} seeds training"
-        f" | {rate * run.ens.size:.0f} samples/s | recent loss {np.mean(recent) if recent else float('nan'):.4f}"
-        f" | cell ETA {left:.0f} s"
-    )
-
-
-def add_probes(run: Run, rows: list[dict]) -> None:
-    by_seed = {s.seed: s for s in run.seeds}
-    for row in rows:
-        by_seed[row["seed"]].probes.append(row)
-
-
-def _mean(chunks: list[np.ndarray]) -> float:
-    return float(np.mean(np.concatenate(chunks))) if chunks else float("nan")
 
 
 def end_epoch(run: Run, epoch: int, seconds: float) -> None:
@@ -280,7 +185,7 @@ def end_epoch(run: Run, epoch: int, seconds: float) -> None:
     test_eval = evaluate(run.ens, data.test_x, data.test_y) if data.val_x is not None else val_eval
     run.probes.seconds["epoch_eval"] += time.perf_counter() - t0
     training = run.training()
-    recent = {i: _mean(run.since_probe[i]) if run.since_probe[i] else _mean(run.chunks[i][-1:]) for i in training}
+    recent = {i: mean_of(run.since_probe[i]) if run.since_probe[i] else mean_of(run.chunks[i][-1:]) for i in training}
     add_probes(run, run.probes(run.step, run.iters, recent, val=val_eval, reached=reached_target(run)))
     per_seed = seconds / run.ens.size  # the ensemble's time, shared by its seeds
     for i in training:
@@ -316,74 +221,6 @@ def end_epoch(run: Run, epoch: int, seconds: float) -> None:
         f" {n * run.ens.size / seconds:.0f} samples/s, {1000 * seconds / run.iters:.3f} ms/step"
     )
     run.epoch = epoch
-
-
-def snapshot(run: Run) -> TrainState:
-    seeds = []
-    for i, s in enumerate(run.seeds):
-        record = {
-            **s.__dict__,
-            "losses": run.losses(i),
-            "epochs": list(s.epochs),
-            "probes": list(s.probes),
-            "track": list(s.track),
-        }
-        seeds.append(record)
-    return TrainState(
-        epoch=run.epoch,
-        step=run.step,
-        params=run.ens.cpu_state(),
-        momentum=run.optimizer.state() if run.optimizer is not None else [],
-        alive=run.alive.cpu().tolist(),
-        generators=[g.get_state() for g in run.generators],
-        probe_generators=run.probes.states(),
-        seeds=seeds,
-    )
-
-
-def stopped_within_an_epoch(seed: SeedResult, iters: int) -> bool:
-    """Diverged, or collapsed at a check inside an epoch: its last epoch row predates its
-    frozen weights."""
-    return seed.status == "diverged" or not seed.epochs or (seed.stopped_step or 0) > len(seed.epochs) * iters
-
-
-def finish(run: Run) -> list[SeedResult]:
-    """Each seed's final record: the last epoch's evaluation and the sharpness, or for a seed
-    frozen inside an epoch the evaluation of the weights it was frozen with (a diverged seed's
-    training loss and sharpness are NaN: its loss exploded)."""
-    data = run.data
-    unfinished = any(stopped_within_an_epoch(s, run.iters) for s in run.seeds)
-    train_n = min(run.cfg.train_eval_size, data.n_train) if run.cfg.train_eval_size > 0 else data.n_train
-    train_eval = evaluate(run.ens, data.train_x[:train_n], data.train_y[:train_n]) if unfinished else None
-    val_eval = evaluate(run.ens, data.select_x, data.select_y) if unfinished else None
-    test_eval = evaluate(run.ens, data.test_x, data.test_y) if unfinished and data.val_x is not None else val_eval
-    sharp_s = 0.0
-    for i, seed in enumerate(run.seeds):
-        seed.losses, seed.final = run.losses(i), {}
-        if stopped_within_an_epoch(seed, run.iters):
-            diverged = seed.status == "diverged" or not seed.epochs
-            seed.final = {
-                "train_loss": float("nan") if diverged else train_eval[i]["loss"],
-                "train_acc": float("nan") if diverged else train_eval[i]["acc"],
-                "val_loss": val_eval[i]["loss"],
-                "val_acc": val_eval[i]["acc"],
-                "test_loss": test_eval[i]["loss"],
-                "test_acc": test_eval[i]["acc"],
-                "sharpness": float("nan"),
-                "sharpness_change": float("nan"),
-            }
-            if diverged:
-                continue
-        else:
-            last = seed.epochs[-1]
-            seed.final = {k: last[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")}
-        t0 = time.perf_counter()
-        seed.final["sharpness"], seed.final["sharpness_change"] = final_sharpness(
-            run.cfg, run.data, run.ens.module(i), seed.seed
-        )
-        sharp_s += time.perf_counter() - t0
-    run.sharpness_seconds = sharp_s
-    return run.seeds
 
 
 def train_cell(
