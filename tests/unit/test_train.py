@@ -72,7 +72,7 @@ def lone_reference(cfg: CellConfig, seed: int, data: DeviceData, steps: int) -> 
     F.cross_entropy, backward and torch.optim.SGD."""
     torch.manual_seed(seed)
     model = build_model(cfg.model)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    opt = TEXTBOOK[cfg.optimizer](model.parameters(), cfg)
     gen = torch.Generator().manual_seed(seed)
     out, b = [], cfg.batch_size
     while len(out) < steps:
@@ -87,6 +87,14 @@ def lone_reference(cfg: CellConfig, seed: int, data: DeviceData, steps: int) -> 
             if len(out) == steps:
                 break
     return np.array(out, dtype=np.float32)
+
+
+TEXTBOOK = {  # torch.optim for the optimizers it has (LARS and LAMB: tests/unit/test_optimizers.py)
+    "sgd": lambda ps, c: torch.optim.SGD(ps, lr=c.lr, weight_decay=c.weight_decay),
+    "momentum": lambda ps, c: torch.optim.SGD(ps, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov),
+    "adam": lambda ps, c: torch.optim.Adam(ps, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps),
+    "adamw": lambda ps, c: torch.optim.AdamW(ps, lr=c.lr, weight_decay=c.weight_decay),
+}
 
 
 @pytest.fixture
@@ -112,16 +120,23 @@ def stacked_calls(monkeypatch):
 
 RECIPES = {
     "fused": {"model": "mlp"},
-    "momentum": {"model": "mlp", "momentum": 0.9},  # the eager step
+    "momentum": {"model": "mlp", "optimizer": "momentum", "momentum": 0.9},  # the eager step
+    "nesterov": {"model": "mlp", "optimizer": "momentum", "momentum": 0.9, "nesterov": True},
+    "adam": {"model": "mlp", "optimizer": "adam"},
+    "adamw": {"model": "mlp", "optimizer": "adamw", "weight_decay": 0.01},
+    "lars": {"model": "mlp", "optimizer": "lars", "momentum": 0.9, "trust_coefficient": 0.02},
+    "lamb": {"model": "mlp", "optimizer": "lamb", "weight_decay": 0.01},
     "solution2": {"model": "mlp", "splits": 4},
     "cnn": {"model": "cnn"},
+    "cnn_adam": {"model": "cnn", "optimizer": "adam"},  # per-seed gradients, stacked for the update
 }
+ONLY_AT_64 = {"solution2", "cnn_adam"}
 
 
 @pytest.mark.parametrize(
     "recipe, batch_size",
-    [(RECIPES[name], b) for name in RECIPES for b in (1, 64) if (name, b) != ("solution2", 1)],
-    ids=[f"{name}-{b}" for name in RECIPES for b in (1, 64) if (name, b) != ("solution2", 1)],
+    [(RECIPES[name], b) for name in RECIPES for b in (1, 64) if b == 64 or name not in ONLY_AT_64],
+    ids=[f"{name}-{b}" for name in RECIPES for b in (1, 64) if b == 64 or name not in ONLY_AT_64],
 )
 def test_each_seed_of_an_ensemble_follows_its_lone_run(recipe, batch_size, stacked_calls):
     """S = 3 trained together vs each seed alone (S = 1), over the first few hundred steps;
@@ -141,7 +156,7 @@ def test_each_seed_of_an_ensemble_follows_its_lone_run(recipe, batch_size, stack
     for seed in (0, 1, 2):
         alone = run(CellConfig(**{**cfg.__dict__, "seeds": (seed,)}), data)
         np.testing.assert_allclose(together.seeds[seed].losses, alone.seeds[0].losses, rtol=1e-4, atol=1e-5)
-    if model == "mlp" and cfg.splits == 1:  # and both follow the textbook run of that seed
+    if model == "mlp" and cfg.splits == 1 and cfg.optimizer in TEXTBOOK:  # and the textbook run of that seed
         reference = lone_reference(cfg, 1, data, min(steps, 200))
         np.testing.assert_allclose(together.seeds[1].losses[:200], reference, rtol=1e-4, atol=1e-5)
 
@@ -164,7 +179,7 @@ def test_windows_end_where_they_like_without_changing_any_result():
 
 
 def test_resume_from_checkpoint_is_bit_identical(tmp_path):
-    cfg = CellConfig(batch_size=16, lr=0.05, seeds=(1, 2), epochs=3, momentum=0.9, probe_every_samples=200)
+    cfg = CellConfig(batch_size=16, lr=0.05, seeds=(1, 2), epochs=3, optimizer="momentum", momentum=0.9, probe_every_samples=200)
     full = run(cfg)
     ckpt = tmp_path / "cell.pt"
 
@@ -231,7 +246,7 @@ def poisoned_cross_entropy(monkeypatch, seed_index: int, call: int, seeds: int):
 
 
 def test_a_seed_that_diverges_late_is_frozen_at_its_step_while_the_others_train_on(monkeypatch):
-    cfg = CellConfig(batch_size=16, lr=0.01, seeds=(0, 1, 2), epochs=3, momentum=0.5, noise_micro_batches=1)
+    cfg = CellConfig(batch_size=16, lr=0.01, seeds=(0, 1, 2), epochs=3, optimizer="momentum", momentum=0.5, noise_micro_batches=1)
     clean = run(cfg)
     poisoned_cross_entropy(monkeypatch, seed_index=1, call=50, seeds=3)
     result = run(cfg)
@@ -262,14 +277,14 @@ def test_fused_step_only_where_it_is_plain_sgd():
     from batchlab.cell_config import uses_fused_step
 
     assert uses_fused_step(CellConfig(batch_size=1, lr=0.1))
-    assert not uses_fused_step(CellConfig(batch_size=1, lr=0.1, momentum=0.9))
+    assert not uses_fused_step(CellConfig(batch_size=1, lr=0.1, optimizer="momentum", momentum=0.9))
     assert not uses_fused_step(CellConfig(batch_size=1, lr=0.1, weight_decay=1e-4))
     assert not uses_fused_step(CellConfig(batch_size=1, lr=0.1, model="cnn"))
 
 
 def test_weight_decay_and_momentum_follow_torch_optim():
     data = synthetic()
-    cfg = CellConfig(batch_size=10, lr=0.05, seeds=(0,), epochs=1, momentum=0.9, weight_decay=0.01, **QUIET)
+    cfg = CellConfig(batch_size=10, lr=0.05, seeds=(0,), epochs=1, optimizer="momentum", momentum=0.9, weight_decay=0.01, **QUIET)
     ours = run(cfg, data).seeds[0].losses
     torch.manual_seed(0)
     model = build_model("mlp")
@@ -410,8 +425,8 @@ def test_solution2_equals_one_step_at_k_times_the_lr_for_plain_sgd():
 
 def test_solution2_with_momentum_is_not_the_same_as_k_times_the_lr():
     data = synthetic(n_train=640)
-    split = run(CellConfig(batch_size=64, lr=0.01, seeds=(2,), epochs=2, splits=4, momentum=0.9), data)
-    plain_k = run(CellConfig(batch_size=64, lr=0.04, seeds=(2,), epochs=2, momentum=0.9), data)
+    split = run(CellConfig(batch_size=64, lr=0.01, seeds=(2,), epochs=2, splits=4, optimizer="momentum", momentum=0.9), data)
+    plain_k = run(CellConfig(batch_size=64, lr=0.04, seeds=(2,), epochs=2, optimizer="momentum", momentum=0.9), data)
     a, b = split.seeds[0].losses, plain_k.seeds[0].losses
     assert a[0] == pytest.approx(b[0])  # same weights before any update
     assert np.abs(a[1:] - b[1:]).max() > 1e-3

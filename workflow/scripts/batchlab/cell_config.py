@@ -9,6 +9,9 @@ from dataclasses import asdict, dataclass
 
 from batchlab import BatchlabError
 from batchlab.ensemble import PER_SEED
+from batchlab.optimizers import OPTIMIZERS, SETTINGS, Settings
+
+NAMES = {"sgd": "SGD", "momentum": "momentum SGD", "adam": "Adam", "adamw": "AdamW", "lars": "LARS", "lamb": "LAMB"}
 
 
 @dataclass(frozen=True)
@@ -20,9 +23,15 @@ class CellConfig:
     seeds: tuple[int, ...] = (0,)
     epochs: int = 3
     model: str = "mlp"
-    optimizer: str = "sgd"
-    momentum: float = 0.0
+    optimizer: str = "sgd"  # batchlab.optimizers: sgd, momentum, adam, adamw, lars, lamb
+    momentum: float = 0.0  # the optimizer's settings (those it does not read keep their defaults)
+    nesterov: bool = False
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
     weight_decay: float = 0.0
+    trust_coefficient: float = 0.001
+    schedule: str = "constant"  # after the warm-up: constant, linear (decay to 0) or cosine
     divergence_loss: float = 1000.0
     check_every: int = 1000
     fused: bool = True  # the fused plain-SGD step for the mlp, where it applies
@@ -76,28 +85,28 @@ def check_cell(cfg: CellConfig) -> None:
         raise CellError(f"Solution 2 cannot split a batch of {cfg.batch_size} into {cfg.splits} parts")
     if not (0 <= cfg.warmup_epochs <= cfg.epochs):
         raise CellError(f"warm-up must last 0 to {cfg.epochs} epochs, got {cfg.warmup_epochs:g}")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise CellError(f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     if not (0 <= cfg.momentum < 1):
         raise CellError(f"momentum must be in [0, 1), got {cfg.momentum:g}")
-    if cfg.optimizer != "sgd":
-        raise CellError(f"unknown optimizer {cfg.optimizer!r}; choose sgd")
+    if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
+        raise CellError(f"betas must be in [0, 1), got ({cfg.beta1:g}, {cfg.beta2:g})")
+    if not (cfg.eps > 0 and cfg.weight_decay >= 0 and cfg.trust_coefficient > 0):
+        raise CellError("eps and the trust coefficient must be positive, the weight decay at least 0")
+    if cfg.schedule not in SCHEDULES:
+        raise CellError(f"unknown lr schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
 
 def uses_fused_step(cfg: CellConfig) -> bool:
     """The fused step computes exactly plain SGD on the mlp: no momentum, no weight decay."""
-    return (
-        cfg.fused
-        and cfg.model == "mlp"
-        and cfg.momentum == 0
-        and cfg.weight_decay == 0
-        and cfg.splits == 1
-    )
+    return cfg.fused and cfg.model == "mlp" and cfg.optimizer == "sgd" and cfg.weight_decay == 0 and cfg.splits == 1
 
 
 def step_implementation(cfg: CellConfig) -> str:
     if cfg.splits > 1:
-        how = f"Solution 2: one forward pass, {cfg.splits} SGD updates"
+        how = f"Solution 2: one forward pass, {cfg.splits} {NAMES[cfg.optimizer]} updates"
     else:
-        how = "fused plain SGD" if uses_fused_step(cfg) else "eager autograd + SGD"
+        how = "fused plain SGD" if uses_fused_step(cfg) else f"eager autograd + {NAMES[cfg.optimizer]}"
     together = "one after another" if cfg.model in PER_SEED else "stacked"
     return f"{how}, {len(cfg.seeds)} seed(s) {together}"
 
@@ -106,11 +115,31 @@ def warmup_steps(cfg: CellConfig, iters_per_epoch: int) -> int:
     return round(cfg.warmup_epochs * iters_per_epoch)
 
 
-def lr_schedule(lr: float, warmup: int) -> Callable[[int], float]:
-    """lr at 0-based iteration t: linear warm-up lr*(t+1)/warmup over `warmup` iterations, then lr."""
-    if warmup <= 0:
-        return lambda t: lr
-    return lambda t: lr * min(1.0, (t + 1) / warmup)
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+def lr_schedule(lr: float, warmup: int, total: int = 0, kind: str = "constant") -> Callable[[int], float]:
+    """lr at 0-based iteration t of `total`: a linear warm-up lr*(t+1)/warmup over the first
+    `warmup` iterations, then lr held (constant), decayed linearly to zero at the end (linear,
+    as Shallue et al. 2018), or along half a cosine to zero (cosine)."""
+    if kind not in SCHEDULES:
+        raise CellError(f"unknown lr schedule {kind!r}; choose one of {', '.join(SCHEDULES)}")
+    decay = max(total - warmup, 1)
+
+    def at(t: int) -> float:
+        if t < warmup:
+            return lr * (t + 1) / warmup
+        if kind == "constant":
+            return lr
+        done = min((t - warmup) / decay, 1.0)
+        return lr * (1.0 - done if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * done)))
+
+    return at
+
+
+def optimizer_settings(cfg: CellConfig) -> Settings:
+    """The settings the cell's optimizer reads; the others at their defaults."""
+    return Settings(name=cfg.optimizer, **{k: getattr(cfg, k) for k in SETTINGS[cfg.optimizer]})
 
 
 def seed_groups(cfg: CellConfig) -> list[tuple[int, ...]]:

@@ -8,9 +8,9 @@ host next looks. Frozen weights stay exactly as they were: the masked update add
 
 - `fused_mlp_sgd`: plain SGD on the mlp by hand; the update W -= lr dL/dW is applied by the
   backward batched product itself (baddbmm_ with alpha = -lr), so no gradient is materialized.
-- `autograd_step`: autograd through the ensemble's forward (any model), then SGD with momentum
-  and weight decay written out as torch.optim.SGD computes it (dampening 0, no Nesterov); with
-  k splits, Solution 2: one forward pass, then k updates from the k slices of every batch.
+- `autograd_step`: autograd through the ensemble's forward (any model), then the cell's
+  optimizer (batchlab.optimizers) over the stacked parameters; with k splits, Solution 2: one
+  forward pass, then k updates from the k slices of every batch.
 """
 
 from __future__ import annotations
@@ -118,6 +118,15 @@ def fused_mlp_sgd(
     return step
 
 
+def _stacked(grads: list[list[tuple]]) -> list[list[torch.Tensor]]:
+    """grads[t][j][i] (seed t, slice j, parameter i) -> [j][i], stacked over the seeds like the
+    parameters (a view for a single seed)."""
+    out = []
+    for by_seed in zip(*grads, strict=True):  # slice j of every seed
+        out.append([g[0].unsqueeze(0) if len(g) == 1 else torch.stack(g) for g in zip(*by_seed, strict=True)])
+    return out
+
+
 def _no_flush() -> None:
     """Steps that apply every update at once have nothing deferred."""
 
@@ -126,49 +135,10 @@ def _settled() -> bool:
     return True
 
 
-class SGD:
-    """torch.optim.SGD's update over stacked tensors, with frozen seeds masked out:
-    g += wd * p; buf = m * buf + g (buf starts at g); p -= lr * buf."""
-
-    def __init__(self, params: list[torch.Tensor], momentum: float, weight_decay: float):
-        self.params, self.momentum, self.weight_decay = params, momentum, weight_decay
-        self.buffers = [torch.zeros_like(p) for p in params] if momentum else []
-
-    @torch.no_grad()
-    def step(self, grads: list[torch.Tensor], lr: float, alive: torch.Tensor, seed: int | None = None) -> None:
-        """grads of every seed (stacked), or with `seed`, of that seed alone."""
-        params = self.params if seed is None else [p[seed] for p in self.params]
-        buffers = self.buffers if seed is None else [b[seed] for b in self.buffers]
-        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
-            frozen = ~(alive.view(-1, *([1] * (p.dim() - 1))) if seed is None else alive[seed])
-            g = g.masked_fill_(frozen, 0.0)  # in place: autograd's gradient is ours
-            if self.weight_decay:
-                g = g.add_(p.masked_fill(frozen, 0.0), alpha=self.weight_decay)
-            if self.momentum:
-                g = buffers[i].mul_(self.momentum).add_(g).masked_fill(frozen, 0.0)
-            p.add_(g, alpha=-lr)
-
-    @torch.no_grad()
-    def step_all(self, grads: list[torch.Tensor], lr: float) -> None:
-        """The same update with no seed masked out (one pass per tensor where it can)."""
-        if self.weight_decay:
-            grads = [g.add_(p, alpha=self.weight_decay) for p, g in zip(self.params, grads, strict=True)]
-        if self.momentum:
-            grads = [b.mul_(self.momentum).add_(g) for b, g in zip(self.buffers, grads, strict=True)]
-        torch._foreach_add_(self.params, grads, alpha=-lr)
-
-    def state(self) -> list[torch.Tensor]:
-        return [b.detach().cpu().clone() for b in self.buffers]
-
-    def load(self, state: list[torch.Tensor]) -> None:
-        for buf, saved in zip(self.buffers, state, strict=True):
-            buf.copy_(saved)
-
-
 def autograd_step(
-    ens: Ensemble, optimizer: SGD, alive: torch.Tensor, threshold: float, splits: int = 1, masked: bool = True
+    ens: Ensemble, optimizer, alive: torch.Tensor, threshold: float, splits: int = 1, masked: bool = True
 ) -> Step:
-    """Autograd through the ensemble's forward, then SGD. With splits = k > 1, the original
+    """Autograd through the ensemble's forward, then the optimizer. With splits = k > 1, the original
     post's "Solution 2", done so that it works: one forward pass over the batch, then k
     updates, the j-th from the mean loss of the j-th k-th of every seed's batch.
 
@@ -210,14 +180,14 @@ def autograd_step(
                 per_sample = F.cross_entropy(logits, y.reshape(-1), reduction="none").view(size, b)
                 grads = [slice_grads(per_sample, params)]
         loss = per_sample.detach().mean(1)
+        grads = _stacked(grads) if ens.per_seed else grads[0]
         if not masked:
-            for grad in (g for by_slice in grads for g in by_slice):
+            for grad in grads:
                 optimizer.step_all(list(grad), lr)
             return loss
         ok = _still_alive(alive, loss, threshold)
-        for t, by_slice in enumerate(grads):
-            for grad in by_slice:
-                optimizer.step(list(grad), lr, ok, seed=t if ens.per_seed else None)
+        for grad in grads:
+            optimizer.step(list(grad), lr, ok)
         return loss
 
     step.flush, step.settled, step.masked = _no_flush, _settled, masked

@@ -27,6 +27,7 @@ from batchlab.cell_config import (
     check_cell,
     iterations_per_epoch,
     lr_schedule,
+    optimizer_settings,
     seed_groups,
     step_implementation,
     uses_fused_step,
@@ -38,10 +39,11 @@ from batchlab.fates import (
     collapse_reason,
     is_collapsed,
 )
+from batchlab.optimizers import build_optimizer
 from batchlab.probes import Probes, early_probe_steps, probe_interval
 from batchlab.records import CellResult, SeedResult, TrainState
 from batchlab.schedule import probe_due, window_end
-from batchlab.steps import SGD, autograd_step, fused_mlp_sgd
+from batchlab.steps import autograd_step, fused_mlp_sgd
 from batchlab.train_end import finish, restore, snapshot
 from batchlab.train_windows import (
     add_probes,
@@ -66,7 +68,7 @@ class Run:
     data: DeviceData
     device: torch.device
     ens: Ensemble
-    optimizer: SGD | None
+    optimizer: object | None  # batchlab.optimizers (None: the fused step updates by itself)
     step_fn: Callable
     alive: torch.Tensor  # on the device, kept by the step
     generators: list[torch.Generator]
@@ -106,7 +108,7 @@ def setup(cfg, data, device, resume: TrainState | None, log) -> Run:
     if uses_fused_step(cfg):
         optimizer, step_fn = None, fused_mlp_sgd(ens, alive, threshold, cfg.batch_size, masked)
     else:
-        optimizer = SGD(ens.tensors(), cfg.momentum, cfg.weight_decay)
+        optimizer = build_optimizer(ens.tensors(), optimizer_settings(cfg))
         step_fn = autograd_step(ens, optimizer, alive, threshold, cfg.splits, masked)
     iters = iterations_per_epoch(data.n_train, cfg.batch_size)
     run = Run(
@@ -121,7 +123,7 @@ def setup(cfg, data, device, resume: TrainState | None, log) -> Run:
         probes=Probes(cfg, data, ens, resume.probe_generators if resume else None),
         seeds=[SeedResult(s, np.zeros(0, np.float32), [], []) for s in seeds],
         iters=iters,
-        lr_at=lr_schedule(cfg.lr, warmup_steps(cfg, iters)),
+        lr_at=lr_schedule(cfg.lr, warmup_steps(cfg, iters), cfg.epochs * iters, cfg.schedule),
         log=log,
         probe_every=probe_interval(cfg.probe_every_samples, cfg.batch_size),
         track_every=probe_interval(cfg.track_every_samples, cfg.batch_size) if cfg.track_subset > 0 else 0,
