@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -59,8 +60,39 @@ def test_defaults_are_filled():
         SCHEMA,
     )
     assert config["train"]["model"] == "mlp"
-    assert config["train"]["momentum"] == 0.0
+    assert config["grid"]["optimizers"] == ["sgd"] and config["train"]["schedule"] == "constant"
+    assert config["optimizers"]["momentum"] == {"momentum": 0.9, "nesterov": False, "weight_decay": 0.0}
+    assert config["optimizers"]["adam"]["beta2"] == 0.999 and "learning_rates" not in config["optimizers"]["adam"]
     assert config["data"]["mirrors"]
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        ("train.momentum", 0.9, "train.momentum is no longer read: say momentum as grid.optimizers: [momentum]"),
+        ("train.optimizer", "sgd", "train.optimizer is no longer read: list optimizers in grid.optimizers"),
+        ("solution2.momentum", [0.9], "solution2.momentum is no longer read: list solution2.optimizers"),
+    ],
+)
+def test_keys_that_moved_say_where_they_went(path, value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(with_change(path, value), SCHEMA)
+
+
+def test_an_optimizer_needs_a_window_at_every_batch_size_it_trains_at():
+    config = with_change("grid.optimizers", ["sgd", "adam"])
+    config["optimizers"]["adam"] = {"learning_rates": {1: [1e-4], 4: [1e-4]}}
+    with pytest.raises(ConfigError, match=r"optimizers\.adam\.learning_rates: adam trains at batch size 16 but has no window"):
+        validate_config(config, SCHEMA)
+    config["optimizers"]["adam"]["learning_rates"] = [1e-4, 1e-3]  # one list: every batch size
+    assert validate_config(config, SCHEMA)["grid"]["optimizers"] == ["sgd", "adam"]
+    config = with_change("remedies.optimizers", ["lars"])
+    config["optimizers"]["lars"]["learning_rates"] = {1024: [1.0]}
+    with pytest.raises(ConfigError, match=r"lars trains at batch size 4096 but has no window"):
+        validate_config(config, SCHEMA)
+    config["optimizers"]["lars"] = {}  # the grid's windows, which stop at 1024
+    with pytest.raises(ConfigError, match=r"grid\.learning_rates: lars trains at batch size 4096"):
+        validate_config(config, SCHEMA)
 
 
 def test_numeric_strings_are_read_as_numbers():
@@ -94,7 +126,8 @@ def test_numeric_strings_are_read_as_numbers():
             "tpu",
             r"train\.device: 'tpu' is not one of the allowed values: 'auto', 'cpu', 'cuda'",
         ),
-        ("train.optimizer", "adam", r"train\.optimizer: 'adam' is not one of the allowed values: 'sgd'"),
+            ("grid.optimizers", ["rmsprop"], r"grid\.optimizers\[0\]: 'rmsprop' is not one of the allowed values: 'sgd', 'momentum'"),
+            ("train.schedule", "step", r"train\.schedule: 'step' is not one of the allowed values: 'constant'"),
         ("train.epoch", 3, r"config key train\.epoch is not allowed in train; allowed keys: .*epochs"),
         ("data.timeout_s", -1, r"data\.timeout_s: -1 is less than or equal to the minimum of 0"),
     ],

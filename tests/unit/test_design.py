@@ -35,13 +35,17 @@ def test_each_batch_size_trains_its_own_window_of_lrs():
 
 def test_names_and_recipes_round_trip_and_reject_nonsense():
     assert Recipe().suffix() == ""
-    assert Recipe(warmup_epochs=1, momentum=0.9, splits=8).suffix() == "_w1_m0.9_k8"
+    assert Recipe(optimizer="momentum", warmup_epochs=1, splits=8).suffix() == "_momentum_w1_k8"
     assert Recipe.parse("_w0.5_k4") == Recipe(warmup_epochs=0.5, splits=4)
-    assert Recipe.parse("_m0") == Recipe(momentum=0.0)
+    assert Recipe(optimizer="sgd").suffix() == ""  # plain SGD is the unnamed default
+    for name in ("adam", "adamw", "lars", "lamb"):
+        assert Recipe.parse(f"_{name}_e48") == Recipe(optimizer=name, epochs=48)
     with pytest.raises(ConfigError, match="_k8_w1"):
         Recipe.parse("_k8_w1")  # not in canonical order
-    cell = Cell.parse("bs1024_lr0.08_m0.9_k8")
-    assert cell == Cell(1024, 0.08, Recipe(momentum=0.9, splits=8)) and cell.name() == "bs1024_lr0.08_m0.9_k8"
+    with pytest.raises(ConfigError, match="recipe '_m0.9' is not understood"):
+        Recipe.parse("_m0.9")  # momentum is an optimizer now: _momentum
+    cell = Cell.parse("bs1024_lr0.08_momentum_k8")
+    assert cell == Cell(1024, 0.08, Recipe(optimizer="momentum", splits=8)) and cell.name() == "bs1024_lr0.08_momentum_k8"
     with pytest.raises(ConfigError, match="recipe '_s0' is not understood"):
         Cell.parse("bs64_lr0.1_s0")  # an old, per-seed name
     with pytest.raises(ConfigError, match="not a cell name"):
@@ -53,7 +57,7 @@ def small_config(**overrides):
         "grid": {"batch_sizes": [64, 1024], "learning_rates": [0.08, 0.32], "seeds": [0, 1]},
         "train": {"epochs": 2},
         "remedies": {"enabled": True, "batch_sizes": [1024], "scaling": ["none", "sqrt"], "warmup_epochs": 0.5},
-        "solution2": {"enabled": True, "batch_size": 1024, "splits": 4, "lr": 0.08, "momentum": [0, 0.9]},
+        "solution2": {"enabled": True, "batch_size": 1024, "splits": 4, "lr": 0.08, "optimizers": ["sgd", "momentum"]},
         "report": {},
     }
     return validate_config({**base, **overrides}, SCHEMA)
@@ -69,7 +73,7 @@ def test_remedy_and_solution2_cells_extend_the_grid_once_each_with_every_role():
     assert len(by_group["grid"]) == 4
     # 1024 at 0.08 and 0.32 (sqrt) without warm-up are grid cells already: they play both roles
     assert by_group["remedies"] == ["bs1024_lr0.08_w0.5", "bs1024_lr0.32_w0.5"]
-    assert by_group["solution2"] == ["bs1024_lr0.08_k4", "bs1024_lr0.08_m0.9", "bs1024_lr0.32_m0.9", "bs1024_lr0.08_m0.9_k4"]
+    assert by_group["solution2"] == ["bs1024_lr0.08_k4", "bs1024_lr0.08_momentum", "bs1024_lr0.32_momentum", "bs1024_lr0.08_momentum_k4"]
     shared = {c.name(): c for c in cells}["bs1024_lr0.08"]
     assert shared.roles == (
         Role("grid", "plain"),
@@ -80,10 +84,29 @@ def test_remedy_and_solution2_cells_extend_the_grid_once_each_with_every_role():
     assert {"cell": "bs1024_lr0.32", "group": "solution2", "variant": "momentum 0: plain, lr 0.32 (k × lr)"} in table
     assert solution2_pairs(small_config()) == [
         ("bs1024_lr0.08_k4", "bs1024_lr0.32", 0.0),
-        ("bs1024_lr0.08_m0.9_k4", "bs1024_lr0.32_m0.9", 0.9),
+        ("bs1024_lr0.08_momentum_k4", "bs1024_lr0.32_momentum", 0.9),
     ]
     off = small_config(remedies={"enabled": False}, solution2={"enabled": False})
     assert {c.group for c in design(off)} == {"grid"} and solution2_pairs(off) == []
+
+
+def test_the_optimizer_axis_trains_each_optimizer_over_its_own_windows():
+    config = small_config(
+        grid={"batch_sizes": [64, 1024], "learning_rates": [0.08, 0.32], "seeds": [0], "optimizers": ["sgd", "adam"]},
+        optimizers={"adam": {"learning_rates": {64: [0.001], 1024: [0.004, 0.008]}}, "lars": {"learning_rates": [2, 4]}},
+        remedies={"enabled": True, "batch_sizes": [1024], "scaling": ["none"], "optimizers": ["lars"]},
+        solution2={"enabled": False},
+    )
+    cells = {c.name(): c for c in design(config)}
+    grid = sorted(n for n, c in cells.items() if c.in_group("grid"))
+    assert grid == ["bs1024_lr0.08", "bs1024_lr0.32", "bs64_lr0.08", "bs64_lr0.32"]  # the first optimizer's
+    compared = sorted(n for n, c in cells.items() if c.in_group("optimizers"))
+    assert set(compared) == {*grid, "bs1024_lr0.004_adam", "bs1024_lr0.008_adam", "bs64_lr0.001_adam"}
+    assert cells["bs64_lr0.001_adam"].roles == (Role("optimizers", "adam"),)
+    assert cells["bs64_lr0.08"].roles == (Role("grid", "plain"), Role("optimizers", "sgd"))
+    lars = [c for c in cells.values() if c.recipe.optimizer == "lars"]
+    assert [(c.name(), c.variant) for c in lars] == [("bs1024_lr2_lars", "LARS, lr 2"), ("bs1024_lr4_lars", "LARS, lr 4")]
+    assert all(c.group == "remedies" for c in lars)
 
 
 def test_seeds_do_not_change_the_cells():
@@ -101,13 +124,14 @@ def test_the_full_study_config_is_valid_and_as_documented():
     assert config["report"]["target_val_acc"] == 0.99
     assert len([c for c in design(config) if c.in_group("grid")]) == 14 * 14
     assert {c.group for c in design(config)} == {"grid", "remedies", "solution2"}
+    assert {c.recipe.optimizer for c in design(config) if c.group == "remedies"} == {"sgd", "lars", "lamb"}
 
 
 def test_solution2_gets_its_own_window_of_learning_rates():
-    sol = {"enabled": True, "batch_size": 1024, "splits": 4, "lr": 0.08, "learning_rates": [0.04, 0.08], "momentum": [0, 0.9]}
+    sol = {"enabled": True, "batch_size": 1024, "splits": 4, "lr": 0.08, "learning_rates": [0.04, 0.08], "optimizers": ["sgd", "momentum"]}
     names = [c.name() for c in design(small_config(solution2=sol)) if c.in_group("solution2")]
     split = sorted(n for n in names if n.endswith("_k4"))
-    assert split == ["bs1024_lr0.04_k4", "bs1024_lr0.04_m0.9_k4", "bs1024_lr0.08_k4", "bs1024_lr0.08_m0.9_k4"]
+    assert split == ["bs1024_lr0.04_k4", "bs1024_lr0.04_momentum_k4", "bs1024_lr0.08_k4", "bs1024_lr0.08_momentum_k4"]
     assert len(names) == len(set(names)) == 8  # plus plain training at lr and k x lr, per momentum
 
 

@@ -6,10 +6,11 @@ import pandas as pd
 from batchlab.summaries import remedies, solution2
 
 CONFIG = {
-    "train": {"epochs": 2, "momentum": 0.0},
+    "grid": {"optimizers": ["sgd"]},
+    "train": {"epochs": 2},
     "remedies": {"enabled": True, "batch_sizes": [1024], "reference_batch_size": 64, "reference_lr": 0.1,
                  "scaling": ["none", "linear"], "warmup_epochs": 1},
-    "solution2": {"enabled": True, "batch_size": 1024, "splits": 4, "lr": 0.1, "learning_rates": [], "momentum": [0.0]},
+    "solution2": {"enabled": True, "batch_size": 1024, "splits": 4, "lr": 0.1, "learning_rates": [], "optimizers": ["sgd"]},
 }  # fmt: skip
 
 

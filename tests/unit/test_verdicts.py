@@ -9,7 +9,8 @@ from batchlab.claims_lr import lr_follows_batch, solution2_helps
 from batchlab.claims_training import epoch_time, late_blowup
 
 CONFIG = {
-    "train": {"epochs": 2, "momentum": 0.0},
+    "grid": {"optimizers": ["sgd"]},
+    "train": {"epochs": 2},
     "report": {"reference_lr": 0.1},
     "solution2": {"enabled": True, "batch_size": 64, "splits": 4, "lr": 0.1},
 }

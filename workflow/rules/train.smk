@@ -34,6 +34,10 @@ rule train:
             **config["measure"],
             "noise_at_val_acc": config["report"]["target_val_acc"],
         },
+        # the cell's optimizer's own settings: changing another optimizer's retrains nothing here
+        optimizer=lambda wc: study.optimizer_settings(
+            config, study.Recipe.parse(wc.recipe).optimizer
+        ),
         checkpoint=f"results/checkpoints/{CELL}.pt",
         # finished seeds, kept across reruns of the cell (Snakemake deletes its outputs first)
         store=f"results/seeds/{CELL}",

@@ -9,6 +9,7 @@ run(
         seeds=tuple(snakemake.params.seeds),
         train=snakemake.params.train,
         measure=snakemake.params.measure,
+        optimizer=snakemake.params.optimizer,
         data_path=snakemake.input.data,
         outputs=dict(snakemake.output.items()),
         checkpoint=snakemake.params.checkpoint,

@@ -12,6 +12,7 @@ def design_config(config: dict) -> dict:
         "remedies": config["remedies"],
         "solution2": config["solution2"],
         "equal_updates": config["equal_updates"],
-        "train": {"momentum": train["momentum"], "epochs": train["epochs"], "validation_size": train["validation_size"]},
+        "optimizers": config["optimizers"],
+        "train": {"epochs": train["epochs"], "validation_size": train["validation_size"]},
         "report": {"reference_lr": report["reference_lr"]},
     }

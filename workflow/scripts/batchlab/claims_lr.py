@@ -11,7 +11,7 @@ import pandas as pd
 from batchlab.aggregate import failed_seeds, grid_cells
 from batchlab.selection import best_lr as select_lr
 from batchlab.stats import decide, paired_difference
-from batchlab.study import Recipe, equal_updates_skipped
+from batchlab.study import Recipe, equal_updates_skipped, momentum_of, primary_optimizer
 from batchlab.verdict_tools import ACC_MARGIN, best_lr, finished_per_seed, log_per_seed, pct, per_seed
 
 
@@ -62,9 +62,10 @@ def solution2_helps(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> di
     if not sol.get("enabled"):
         return None
     b, k = sol["batch_size"], sol["splits"]
-    momentum = config["train"]["momentum"]
+    name = primary_optimizer(config)  # the grid's optimizer: its best lr is the reference
+    momentum = momentum_of(config, name)
     plain_best = best_lr(best, b)
-    recipe = Recipe(splits=k).suffix()
+    recipe = Recipe(optimizer=name, splits=k).suffix()
     at = cells[(cells["recipe"].fillna("") == recipe) & (cells["batch_size"] == b)]
     if plain_best is None or at.empty:
         return None

@@ -78,10 +78,24 @@ def _coerce(value: Any, schema: dict, path: list) -> Any:
     return value
 
 
+# keys that moved, and where to say what they said
+MOVED = {
+    "train.optimizer": "list optimizers in grid.optimizers (their settings in the group optimizers)",
+    "train.momentum": "say momentum as grid.optimizers: [momentum] with optimizers.momentum.momentum",
+    "train.weight_decay": "each optimizer has its own: optimizers.<name>.weight_decay",
+    "solution2.momentum": "list solution2.optimizers: [sgd, momentum] (the value: optimizers.momentum.momentum)",
+}
+
+
 def _describe(error) -> str:
     """One line for a jsonschema.ValidationError."""
     path = list(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}
+    moved = [_key(path + [e]) for e in getattr(error, "instance", None) or [] if _key(path + [e]) in MOVED] if (
+        error.validator == "additionalProperties" and isinstance(error.instance, dict)
+    ) else []
+    if moved:
+        return "; ".join(f"config key {k} is no longer read: {MOVED[k]}" for k in moved)
     if error.validator == "additionalProperties":
         allowed = sorted(schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
@@ -156,6 +170,7 @@ def _cross_checks(config: dict) -> list[str]:
                 f"config key grid.learning_rates: batch size {b} has no window; give one list of"
                 " learning rates per batch size in grid.batch_sizes, or one list for all"
             )
+    out += _window_checks(config)
     eq = config.get("equal_updates") or {}
     if eq.get("enabled"):
         small = [b for b in eq["batch_sizes"] if b <= eq["reference_batch_size"]]
@@ -173,6 +188,25 @@ def _cross_checks(config: dict) -> list[str]:
             f" images leaves {n_train:,} to train on, fewer than the batch size {largest:,}"
         )
     return out
+
+
+def _window_checks(config: dict) -> list[str]:
+    """Every optimizer that trains at a batch size has a window of learning rates there (the
+    grid's own windows are checked above)."""
+    grid, rem = config.get("grid", {}), config.get("remedies") or {}
+    own = config.get("optimizers") or {}
+    needs = [(name, b) for name in grid.get("optimizers") or [] for b in grid.get("batch_sizes", [])]
+    needs = [(name, b) for name, b in needs if (own.get(name) or {}).get("learning_rates") is not None]
+    if rem.get("enabled"):
+        needs += [(name, b) for name in rem.get("optimizers") or [] for b in rem["batch_sizes"]]
+    out = []
+    for name, b in needs:
+        windows = (own.get(name) or {}).get("learning_rates")
+        key = f"optimizers.{name}.learning_rates" if windows is not None else "grid.learning_rates"
+        windows = windows if windows is not None else grid.get("learning_rates")
+        if isinstance(windows, dict) and b not in windows:
+            out.append(f"config key {key}: {name} trains at batch size {b} but has no window for it; add one")
+    return list(dict.fromkeys(out))
 
 
 def params_hash(config: dict) -> str:

@@ -2,11 +2,12 @@
 role each plays in the study's comparisons.
 
 A *cell* is a (batch size, learning rate) pair plus its *recipe* (how its training deviates from
-the plain training of `train`: a warm-up, a momentum, Solution 2's slices). Its folder and its
+the plain training of `train`: its optimizer, a warm-up, Solution 2's slices). Its folder and its
 Snakemake job are named by `Cell.name()`; `Cell.parse()` reads a name back. Seeds are replicates
 trained together inside the cell's job, never part of a cell's name.
 
-A cell's *roles* say which comparison (`group`: grid, remedies, solution2) it belongs to and as
+A cell's *roles* say which comparison (`group`: grid, optimizers, remedies, solution2,
+equal_updates) it belongs to and as
 what (`variant`: "sqrt scaling + 1-epoch warm-up", "Solution 2, k = 8", ...). One cell can play
 several roles (the remedies' "none" scaling at a grid batch size is a grid cell too). Roles are a
 property of the study, not of the training run: they are attached when the results are
@@ -19,25 +20,26 @@ import re
 from dataclasses import dataclass, field, replace
 
 from batchlab.config import MNIST_TRAIN, ConfigError, format_lr, round_lr, scaled_lr
+from batchlab.optimizers import OPTIMIZERS, SETTINGS
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a cell's training deviates from `train`: _w{E} a linear lr warm-up over E epochs,
-    _m{M} momentum M instead of train.momentum, _k{K} Solution 2 with K slices per batch, _e{E}
-    E epochs instead of train.epochs (the equal-updates runs)."""
+    """How a cell's training deviates from `train`: _<optimizer> an optimizer other than plain
+    SGD (its settings from the config group `optimizers`: one way to say "momentum 0.9" is
+    _momentum with optimizers.momentum.momentum = 0.9), _w{E} a linear lr warm-up over E
+    epochs, _k{K} Solution 2 with K slices per batch, _e{E} E epochs instead of train.epochs
+    (the equal-updates runs)."""
 
+    optimizer: str = "sgd"
     warmup_epochs: float = 0.0
-    momentum: float | None = None  # None: train.momentum
     splits: int = 1
     epochs: int | None = None  # None: train.epochs
 
     def suffix(self) -> str:
-        out = ""
+        out = f"_{self.optimizer}" if self.optimizer != "sgd" else ""
         if self.warmup_epochs:
             out += f"_w{format_lr(self.warmup_epochs)}"
-        if self.momentum is not None:
-            out += f"_m{format_lr(self.momentum)}"
         if self.splits > 1:
             out += f"_k{int(self.splits)}"
         if self.epochs is not None:
@@ -49,19 +51,21 @@ class Recipe:
         match = RECIPE_PATTERN.fullmatch(text or "")
         if match is None:
             raise ConfigError(
-                f"cell recipe {text!r} is not understood; it is made of _w<epochs>, _m<momentum>,"
-                " _k<slices>, _e<epochs>"
+                f"cell recipe {text!r} is not understood; it is made of _<optimizer> ({', '.join(OPTIMIZERS[1:])}),"
+                " _w<epochs>, _k<slices>, _e<epochs>"
             )
         return cls(
+            optimizer=match["o"] or "sgd",
             warmup_epochs=float(match["w"]) if match["w"] else 0.0,
-            momentum=float(match["m"]) if match["m"] else None,
             splits=int(match["k"]) if match["k"] else 1,
             epochs=int(match["e"]) if match["e"] else None,
         )
 
 
 NUMBER = r"[0-9]+(?:\.[0-9]+)?"
-RECIPE_PATTERN = re.compile(rf"(?:_w(?P<w>{NUMBER}))?(?:_m(?P<m>{NUMBER}))?(?:_k(?P<k>[0-9]+))?(?:_e(?P<e>[1-9][0-9]*))?")
+# every optimizer but plain SGD (the unnamed default), the longer names first
+NAMED = "|".join(sorted(OPTIMIZERS[1:], key=len, reverse=True))
+RECIPE_PATTERN = re.compile(rf"(?:_(?P<o>{NAMED}))?(?:_w(?P<w>{NUMBER}))?(?:_k(?P<k>[0-9]+))?(?:_e(?P<e>[1-9][0-9]*))?")
 NAME_PATTERN = re.compile(rf"bs(?P<bs>[1-9][0-9]*)_lr(?P<lr>{NUMBER})(?P<recipe>.*)")
 # Snakemake's wildcard constraints, from the same patterns
 WILDCARDS = {"bs": "[1-9][0-9]*", "lr": NUMBER, "recipe": re.sub(r"\?P<\w+>", "?:", RECIPE_PATTERN.pattern)}
@@ -107,7 +111,8 @@ class Cell:
 
 
 def remedy_cells(config: dict) -> list[Cell]:
-    """At each huge batch size, each lr scaling rule from the reference, without and with warm-up."""
+    """At each huge batch size, each lr scaling rule from the reference (plain SGD), without and
+    with warm-up; and each optimizer of remedies.optimizers (LARS, LAMB) over its own window."""
     rem = config.get("remedies") or {}
     if not rem.get("enabled"):
         return []
@@ -118,11 +123,23 @@ def remedy_cells(config: dict) -> list[Cell]:
             for warm in (0.0, rem["warmup_epochs"]):
                 label = f"{rule} scaling" + (f" + {warm:g}-epoch warm-up" if warm else "")
                 out.append(Cell(b, lr, Recipe(warmup_epochs=warm), (Role("remedies", label),)))
+        for name in rem.get("optimizers") or []:
+            for lr in optimizer_lrs(config, name, b):
+                out.append(Cell(b, lr, Recipe(optimizer=name), (Role("remedies", f"{LABELS[name]}, lr {lr:g}"),)))
     return out
 
 
+LABELS = {"sgd": "SGD", "momentum": "momentum", "adam": "Adam", "adamw": "AdamW", "lars": "LARS", "lamb": "LAMB"}
+
+
+def momentum_of(config: dict, optimizer: str) -> float:
+    """The heavy-ball momentum an optimizer uses (0 for plain SGD)."""
+    return float(optimizer_settings(config, optimizer).get("momentum", 0.0)) if optimizer != "sgd" else 0.0
+
+
 def solution2_cells(config: dict) -> list[Cell]:
-    """Per momentum: plain training at lr and at k x lr, and Solution 2 with k slices at lr."""
+    """Per optimizer (plain and momentum SGD): plain training at lr and at k x lr, and Solution 2
+    with k slices at lr and over its window."""
     sol = config.get("solution2") or {}
     if not sol.get("enabled"):
         return []
@@ -130,8 +147,8 @@ def solution2_cells(config: dict) -> list[Cell]:
     klr = round_lr(k * lr)
     window = sorted(set(sol.get("learning_rates") or []) - {lr})
     out = []
-    for m in sol["momentum"]:
-        mom = None if m == config["train"]["momentum"] else m
+    for name in sol["optimizers"]:
+        m = momentum_of(config, name)
         for label, lr_i, splits in (
             (f"plain, lr {lr:g}", lr, 1),
             (f"plain, lr {klr:g} (k × lr)", klr, 1),
@@ -139,7 +156,7 @@ def solution2_cells(config: dict) -> list[Cell]:
             *((f"Solution 2, k = {k}, lr {w:g}", w, k) for w in window),
         ):
             role = Role("solution2", f"momentum {m:g}: {label}")
-            out.append(Cell(b, lr_i, Recipe(momentum=mom, splits=splits), (role,)))
+            out.append(Cell(b, lr_i, Recipe(optimizer=name, splits=splits), (role,)))
     return out
 
 
@@ -154,6 +171,7 @@ class EqualUpdates:
     updates: int
     reference_batch_size: int
     reference_updates: int
+    optimizer: str = "sgd"  # the grid's first optimizer
 
     def cell(self, lr: float) -> Cell:
         role = Role(
@@ -161,7 +179,7 @@ class EqualUpdates:
             f"batch {self.batch_size} for {self.epochs} epochs ({self.updates:,} updates;"
             f" batch {self.reference_batch_size} makes {self.reference_updates:,})",
         )
-        return Cell(self.batch_size, lr, Recipe(epochs=self.epochs), (role,))
+        return Cell(self.batch_size, lr, Recipe(optimizer=self.optimizer, epochs=self.epochs), (role,))
 
 
 def equal_updates_plan(config: dict) -> list[EqualUpdates]:
@@ -178,7 +196,7 @@ def equal_updates_plan(config: dict) -> list[EqualUpdates]:
     for b in sorted(set(eq["batch_sizes"]) & grid):  # a batch size's lr is chosen from the grid
         per_epoch = -(-n // b)
         e = max(epochs, -(-ref_updates // per_epoch))
-        out.append(EqualUpdates(b, e, e * per_epoch, ref, ref_updates))
+        out.append(EqualUpdates(b, e, e * per_epoch, ref, ref_updates, primary_optimizer(config)))
     return out
 
 
@@ -201,13 +219,20 @@ def equal_updates_cells(config: dict, chosen: dict) -> list[Cell]:
 
 
 def design(config: dict) -> list[Cell]:
-    """Every cell of the study once, in a stable order (the grid, then the remedies, then
-    Solution 2), each with every role it plays."""
-    planned = [
-        Cell(b, lr, Recipe(), (Role("grid", "plain"),))
-        for b in sorted(config["grid"]["batch_sizes"])
-        for lr in grid_lrs(config, b)
-    ]
+    """Every cell of the study once, in a stable order (the grid, optimizer by optimizer, then
+    the remedies, then Solution 2), each with every role it plays. The grid's first optimizer
+    is the study's own: its cells are the grid every claim is decided on; with more than one,
+    every optimizer's grid cells are compared too (group optimizers)."""
+    names = optimizers(config)
+    planned = []
+    for name in names:
+        roles = (Role("grid", "plain"),) if name == names[0] else ()
+        roles += (Role("optimizers", name),) if len(names) > 1 else ()
+        planned += [
+            Cell(b, lr, Recipe(optimizer=name), roles)
+            for b in sorted(config["grid"]["batch_sizes"])
+            for lr in optimizer_lrs(config, name, b)
+        ]
     planned += remedy_cells(config) + solution2_cells(config)
     merged: dict[str, Cell] = {}
     for cell in planned:
@@ -219,11 +244,32 @@ def design(config: dict) -> list[Cell]:
     return list(merged.values())
 
 
-def grid_lrs(config: dict, batch_size: int) -> list[float]:
-    """The grid's learning rates at one batch size: its own window where grid.learning_rates
-    gives one per batch size, else the one list."""
-    lrs = config["grid"]["learning_rates"]
+def optimizers(config: dict) -> list[str]:
+    """The grid's optimizer axis (plain SGD where the config has none)."""
+    return list(config["grid"].get("optimizers") or ["sgd"])
+
+
+def primary_optimizer(config: dict) -> str:
+    return optimizers(config)[0]
+
+
+def optimizer_settings(config: dict, name: str) -> dict:
+    """The settings of one optimizer that its training reads (batchlab.optimizers.SETTINGS)."""
+    given = (config.get("optimizers") or {}).get(name) or {}
+    return {k: given[k] for k in SETTINGS[name] if k in given}
+
+
+def optimizer_lrs(config: dict, name: str, batch_size: int) -> list[float]:
+    """An optimizer's learning rates at one batch size: its own windows (optimizers.<name>.
+    learning_rates) where it has them, else the grid's."""
+    own = ((config.get("optimizers") or {}).get(name) or {}).get("learning_rates")
+    lrs = own if own is not None else config["grid"]["learning_rates"]
     return sorted(lrs[batch_size] if isinstance(lrs, dict) else lrs)
+
+
+def grid_lrs(config: dict, batch_size: int) -> list[float]:
+    """The grid's learning rates at one batch size (its first optimizer's)."""
+    return optimizer_lrs(config, primary_optimizer(config), batch_size)
 
 
 def seeds(config: dict) -> list[int]:
@@ -248,10 +294,8 @@ def solution2_pairs(config: dict) -> list[tuple[str, str, float]]:
         return []
     k, b = sol["splits"], sol["batch_size"]
     out = []
-    for m in sol["momentum"]:
-        mom = None if m == config["train"]["momentum"] else m
-        split = Cell(b, sol["lr"], Recipe(momentum=mom, splits=k))
-        plain = Cell(b, round_lr(k * sol["lr"]), Recipe(momentum=mom))
-        out.append((split.name(), plain.name(), float(m)))
+    for name in sol["optimizers"]:
+        split = Cell(b, sol["lr"], Recipe(optimizer=name, splits=k))
+        plain = Cell(b, round_lr(k * sol["lr"]), Recipe(optimizer=name))
+        out.append((split.name(), plain.name(), momentum_of(config, name)))
     return out
-

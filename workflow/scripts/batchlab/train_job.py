@@ -37,10 +37,11 @@ from batchlab.train import train_cell
 class Job:
     """What Snakemake hands a training job."""
 
-    cell: str  # the cell's name, e.g. bs64_lr0.02 or bs1024_lr0.08_m0.9_k8
+    cell: str  # the cell's name, e.g. bs64_lr0.02 or bs1024_lr0.08_momentum_k8
     seeds: tuple[int, ...]
     train: dict  # the config group `train`
     measure: dict  # the config group `measure`
+    optimizer: dict  # the settings of the cell's optimizer (batchlab.study.optimizer_settings)
     data_path: str
     outputs: dict  # losses, epochs, probes, metrics
     checkpoint: str
@@ -65,9 +66,9 @@ def cell_config(job: Job) -> CellConfig:
         seeds=tuple(sorted(job.seeds)),
         epochs=cell.recipe.epochs or train["epochs"],
         model=train["model"],
-        optimizer=train["optimizer"],
-        momentum=train["momentum"] if cell.recipe.momentum is None else cell.recipe.momentum,
-        weight_decay=train["weight_decay"],
+        optimizer=cell.recipe.optimizer,
+        **job.optimizer,
+        schedule=train.get("schedule", "constant"),
         divergence_loss=train["divergence_loss"],
         validation_size=train.get("validation_size", 0),
         warmup_epochs=cell.recipe.warmup_epochs,

@@ -12,6 +12,7 @@ from batchlab.report.encodings import thin
 from batchlab.report.fmt import ci_text, fmt_pct, html_table
 from batchlab.report.inputs import Inputs
 from batchlab.report.page import Section
+from batchlab.study import momentum_of
 
 
 def equivalence(pairs: list[dict], m: float, k: int, lr: float) -> str:
@@ -54,7 +55,8 @@ def section(study: Inputs) -> Section | None:
         for r in rows
     ])  # fmt: skip
     figures = []
-    for m in sol["momentum"]:
+    momenta = [momentum_of(study.config, name) for name in sol["optimizers"]]
+    for m in momenta:
         c = study.curves
         frames = [
             c[(c["batch_size"] == b) & np.isclose(c["lr"], r["lr"]) & (c["recipe"].fillna("") == r["recipe"])].assign(variant=r["training"])
@@ -69,7 +71,7 @@ def section(study: Inputs) -> Section | None:
                 "",
             ))  # fmt: skip
     pairs = study.analysis.get("solution2_equivalence", [])
-    found = [equivalence(mine, m, k, lr) for m in sol["momentum"] if (mine := [e for e in pairs if e["momentum"] == m])]
+    found = [equivalence(mine, m, k, lr) for m in momenta if (mine := [e for e in pairs if e["momentum"] == m])]
     return Section(
         "solution2",
         "Solution 2: one forward pass, k updates",
