@@ -141,13 +141,17 @@ report:
     + GRID_ONLY
 )
 
-# the tiny study: two seeds of the basic grid, a remedy and a Solution 2 comparison, so that
-# every section of the report has data
+# the tiny study: two seeds of the basic grid, Adam over the same batch sizes, remedies (LARS
+# among them) and a Solution 2 comparison, so that every section of the report has data
 TINY_CONFIG = """\
 grid:
   batch_sizes: [128, 1000]
   learning_rates: [0.1, 50]
   seeds: [0, 1]
+  optimizers: [sgd, adam]
+optimizers:
+  adam: {learning_rates: [0.001, 0.004]}
+  lars: {learning_rates: [8]}
 train:
   epochs: 2
 remedies:
@@ -157,13 +161,14 @@ remedies:
   reference_lr: 0.1
   scaling: [none, linear]
   warmup_epochs: 1
+  optimizers: [lars]
 solution2:
   enabled: true
   batch_size: 1000
   splits: 4
   lr: 0.1
   learning_rates: []  # not params.yaml's window (a --configfile merges into it)
-  momentum: [0.0]
+  optimizers: [sgd]
 equal_updates:
   enabled: true
   batch_sizes: [1000]

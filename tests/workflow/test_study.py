@@ -34,8 +34,11 @@ def test_every_stage_writes_its_outputs(tiny_study):
         ), log
         assert re.search(r"first step [\d.]+ s", log)
     assert not list((tiny_study / "results/checkpoints").glob("*.pt"))
-    # one job per cell, not per seed
-    assert len(list((tiny_study / "results/runs").iterdir())) == 11
+    # one job per cell, not per seed: 4 sgd grid cells, 4 adam ones, 4 remedies (one LARS),
+    # 3 Solution 2 and the equal-updates run
+    assert len(list((tiny_study / "results/runs").iterdir())) == 16
+    adam = json.loads((tiny_study / "results/runs/bs128_lr0.001_adam/metrics.json").read_text())
+    assert (adam["optimizer"], adam["beta2"]) == ("adam", 0.999) and "eager autograd + Adam" in adam["seeds"][0]["step_implementation"]
     # the equal-updates run: after the grid, the checkpoint picked batch 1000's lr on validation
     # (lr 50 diverges) and batch 1000 trained for 16 epochs, 800 updates against batch 128's 782
     assert json.loads((tiny_study / "results/summary/equal_updates.json").read_text()) == {"chosen": {"1000": 0.1}}
@@ -108,8 +111,8 @@ def test_summary_tables_and_metrics(tiny_study):
     cells = pd.read_parquet(tiny_study / "results/summary/cells.parquet")
     # grid 2 x 2 x 2 seeds; remedies: batch 4000 at lr 0.1 and 0.1 * 4000/128, with and without
     # warm-up; Solution 2: k = 4 at lr 0.1 and plain training at 0.4 (plain at 0.1 is in the grid);
-    # batch 1000's equal-updates run
-    assert len(cells) == 8 + 8 + 4 + 2
+    # batch 1000's equal-updates run; Adam's grid 2 x 2 x 2 seeds; LARS at batch 4000
+    assert len(cells) == 8 + 8 + 4 + 2 + 8 + 2
     assert set(cells.loc[cells["group"] == "equal_updates", "cell"]) == {"bs1000_lr0.1_e16"}
     grid = cells[cells["in_grid"]]
     assert sorted(set(zip(grid["batch_size"], grid["lr"], grid["seed"], strict=True))) == [
@@ -120,7 +123,11 @@ def test_summary_tables_and_metrics(tiny_study):
         + ["bs1000_lr0.1_k4"] * 2
         + ["bs1000_lr0.4"] * 2
         + ["bs1000_lr0.1_e16"] * 2
+        + [f"bs{b}_lr{lr}_adam" for b in (128, 1000) for lr in ("0.001", "0.004") for _ in (0, 1)]
+        + ["bs4000_lr8_lars"] * 2
     )
+    adam = cells[cells["optimizer"] == "adam"]
+    assert set(adam["group"]) == {"optimizers"} and set(adam["recipe"]) == {"_adam"}
     ok = grid[grid["status"] == "ok"].groupby("batch_size")
     assert ok["oscillation"].min().loc[128] > ok["oscillation"].max().loc[1000] > 0
     assert ok["iterations_per_epoch"].first().loc[128] == 391
@@ -129,7 +136,7 @@ def test_summary_tables_and_metrics(tiny_study):
     # the power iteration returns the eigenvalue largest in magnitude, which may be negative
     assert np.isfinite(finished["final_sharpness"]).all() and finished["b_simple_end"].notna().any()
     metrics = json.loads((tiny_study / "results/summary/metrics.json").read_text())
-    assert metrics["cells"] == 11 and metrics["seed_runs"] == 22 and metrics["diverged_runs"] >= 4
+    assert metrics["cells"] == 16 and metrics["seed_runs"] == 32 and metrics["diverged_runs"] >= 4
     # every row knows its role in the study's design
     roles = cells.drop_duplicates("cell").set_index("cell")
     assert roles.loc["bs1000_lr0.1_k4", ["group", "variant"]].tolist() == ["solution2", "momentum 0: Solution 2, k = 4, lr 0.1"]
@@ -218,6 +225,7 @@ SECTIONS_BEYOND = {
     "noise-scale": ["noise-scale-vs-loss"],
     "remedies": ["remedies-accuracy-bs4000", "remedies-loss-bs4000"],
     "solution2": ["solution2-m0"],
+    "optimizers": ["optimizers-best-lr"],
     "sharpness": ["sharpness-vs-batch-size", "gap-vs-batch-size"],
 }
 
@@ -243,7 +251,7 @@ def test_report_goes_beyond_the_first_observations(tiny_study):
     verdicts = re.findall(
         r"<tr><td>([^<]+)</td><td>([^<]+)</td><td>", page.split('id="verdicts"')[1].split("</table>")[0]
     )
-    assert len(verdicts) == 7
+    assert len(verdicts) == 8  # the seven claims and Adam's rule against SGD's
     assert {v for _, v in verdicts} <= {"supported", "not supported", "mixed", "inconclusive"}
 
     # selection reads the validation hold-out; the test set is reported beside it
@@ -270,6 +278,14 @@ def test_report_goes_beyond_the_first_observations(tiny_study):
     assert "Sharpness (top Hessian eigenvalue)" in section_text(page, "sharpness")
     remedies = section_text(page, "remedies")
     assert "Batch 4000: with no remedy (lr 0.1)" in remedies
+    assert "LARS, lr 8" in remedies
+
+    # the optimizer axis: each optimizer's rule beside the literature's, and a verdict on Adam's
+    rules = {r["optimizer"]: r for r in analysis["optimizers"]["rules"]}
+    assert set(rules) == {"sgd", "adam"} and rules["adam"]["expected_exponent"] == 0.5
+    assert [int(o["batch_size"]) for o in rules["adam"]["optima"]] == [128, 1000]
+    assert any(v["key"] == "optimizer_rule:adam" for v in analysis["verdicts"])
+    assert "square-root scaling, lr ∝ √b (Malladi et al. 2022)" in section_text(page, "optimizers")
 
 
 def test_a_failed_cell_does_not_stop_the_sweep_and_is_named_at_the_end(tmp_path, mnist_mirror):

@@ -93,6 +93,7 @@ def summarize_cell(
         "seed": int(metrics["seed"]),
         "recipe": metrics.get("recipe", ""),
         "warmup_epochs": float(metrics.get("warmup_epochs", 0.0)),
+        "optimizer": metrics.get("optimizer", "sgd"),
         "momentum": float(metrics.get("momentum", 0.0)),
         "splits": int(metrics.get("splits", 1)),
         "status": metrics["status"],

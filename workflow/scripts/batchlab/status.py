@@ -28,7 +28,7 @@ PROGRESS = re.compile(
     r" seeds training \| (?P<rate>[\d.]+) samples/s \| recent loss (?P<loss>\S+) \| cell ETA (?P<eta>[\d.]+) s"
 )
 SILENT_WINDOWS = 3  # a running cell silent for this many windows is interrupted
-GROUP_ORDER = ["grid", "remedies", "solution2", "equal_updates"]
+GROUP_ORDER = ["grid", "optimizers", "remedies", "solution2", "equal_updates"]
 
 
 @dataclass

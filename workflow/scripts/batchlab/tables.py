@@ -21,6 +21,7 @@ from batchlab.aggregate import (
 )
 from batchlab.aggregate_params import design_config
 from batchlab.cell_summary import noise_table, summarize_cell
+from batchlab.claims_optimizers import compare_optimizers
 from batchlab.curves import downsample_curve, seed_bands
 from batchlab.optimum import lr_exponent, lr_optima
 from batchlab.runs import per_seed, read_cell
@@ -106,12 +107,14 @@ def study_tables(cell_paths, chosen: dict, s: Settings) -> Tables:
     optima = lr_optima(grid_cells(cells))
     best = best_learning_rates(settings).merge(optima, on="batch_size", how="left")
     exponent = lr_exponent(grid_cells(cells), optima, critical.get("b_crit"))
+    compared = compare_optimizers(cells, s.study)
     analysis = {
         "target_val_acc": s.target_val_acc,
         "critical_batch": critical,
         "solution2_equivalence": solution2_equivalence(losses, solution2_pairs(s.study)),
-        "verdicts": paired_verdicts(cells, epochs, probes, best, s.study, exponent),
+        "verdicts": paired_verdicts(cells, epochs, probes, best, s.study, exponent, compared),
         "lr_exponent": exponent,
+        "optimizers": compared,
         "summaries": all_summaries(cells, settings, best, targets, probes, curves, s.study),
     }
     bands = seed_bands(curves[curves["in_grid"].astype(bool)])

@@ -11,11 +11,13 @@ choice never saw. No verdict pools cells of different learning rates as replicat
 from __future__ import annotations
 
 from batchlab.claims_lr import equal_updates, lr_follows_batch, solution2_helps
+from batchlab.claims_optimizers import optimizer_verdicts
 from batchlab.claims_training import epoch_time, gradient_direction, late_blowup, oscillation
 
 
-def paired_verdicts(cells, epochs, probes, best, config, exponent: dict | None = None) -> list[dict]:
-    """The claims decided by paired comparisons over seeds, in the report's order."""
+def paired_verdicts(cells, epochs, probes, best, config, exponent: dict | None = None, optimizers: dict | None = None) -> list[dict]:
+    """The claims decided by paired comparisons over seeds, in the report's order; `optimizers`:
+    the optimizer comparison (batchlab.claims_optimizers), one claim per optimizer beside the first."""
     found = [
         oscillation(cells, best),
         epoch_time(epochs, best),
@@ -24,6 +26,7 @@ def paired_verdicts(cells, epochs, probes, best, config, exponent: dict | None =
         lr_follows_batch(best, exponent),
         equal_updates(cells, best, config),
         solution2_helps(cells, best, config),
+        *optimizer_verdicts(optimizers),
     ]
     return [v for v in found if v is not None]
 
@@ -37,6 +40,7 @@ NEEDS = {
     "lr_follows_batch": {"grid"},
     "local_minima": {"grid", "equal_updates"},
     "solution2": {"grid", "solution2"},
+    "optimizer_rule": {"grid", "optimizers"},  # keys optimizer_rule:<name>
 }
 
 
@@ -45,7 +49,7 @@ def waiting_for(verdicts: list[dict], missing: dict[str, int]) -> list[dict]:
     waits for them instead of deciding on part of its data."""
     out = []
     for v in verdicts:
-        short = {g: missing[g] for g in sorted(NEEDS.get(v["key"], {"grid"})) if missing.get(g)}
+        short = {g: missing[g] for g in sorted(NEEDS.get(v["key"].split(":")[0], {"grid"})) if missing.get(g)}
         if short:
             left = ", ".join(f"{n} {g} cell(s)" for g, n in short.items())
             v = {**v, "verdict": "waiting", "headline": f"waits for {left}", "evidence": f"Not decided yet: {left} still to finish."}

@@ -1,0 +1,92 @@
+"""Does the optimizer change the batch-size rule? On synthetic studies whose exponents are known:
+each optimizer's exponent is recovered within its interval, and the paired verdict on two
+optimizers comes out supported, not supported and inconclusive as it should."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from batchlab.claims_optimizers import compare_optimizers, optimizer_verdicts
+from batchlab.study import Cell, Recipe
+
+BATCH_SIZES = [16, 64, 256]
+SEEDS = list(range(6))
+CONFIG = {"grid": {"batch_sizes": BATCH_SIZES, "seeds": SEEDS, "optimizers": ["sgd", "adam"]}}
+
+
+def config_with(windows: dict) -> dict:
+    """grid and optimizers groups whose windows (x2 apart, centred on each known optimum) bracket
+    every optimum."""
+    return {
+        "grid": {**CONFIG["grid"], "learning_rates": windows["sgd"], "optimizers": list(windows)},
+        "optimizers": {name: {"learning_rates": w} for name, w in windows.items()},
+    }
+
+
+def window(peak: float) -> list[float]:
+    return [float(f"{peak * 2.0**k:.6g}") for k in (-2, -1, 0, 1, 2)]
+
+
+def study(exponents: dict, noise=0.0005, seed_shift=0.3, own_shift=0.0):
+    """Cells whose validation accuracy peaks, in log lr, at lr*(b) = c (b/16)^k for each optimizer;
+    each seed's optimum is shifted by its own factor (the same for every optimizer and batch size,
+    as seed s shares its initial weights), by `own_shift` apart per optimizer, seed and batch
+    size, plus independent noise."""
+    rng = np.random.default_rng(1)
+    shift = {s: seed_shift * rng.standard_normal() for s in SEEDS}
+    windows, rows = {}, []
+    for name, (c, k) in exponents.items():
+        windows[name] = {}
+        for b in BATCH_SIZES:
+            peak = c * (b / 16) ** k
+            windows[name][b] = window(peak)
+            for lr in windows[name][b]:
+                for s in SEEDS:
+                    x = math.log(lr / peak) - 0.1 * shift[s] - own_shift * rng.standard_normal()
+                    acc = 0.97 - 0.01 * x * x + noise * rng.standard_normal()
+                    cell = Cell(b, lr, Recipe(optimizer=name)).name()
+                    rows.append({"cell": cell, "batch_size": b, "lr": lr, "seed": s, "recipe": Recipe(optimizer=name).suffix(),
+                                 "status": "ok", "failed_to_learn": False, "final_val_acc": acc, "final_test_acc": acc,
+                                 "steps_to_acc": math.nan, "best_val_acc": acc})  # fmt: skip
+    return pd.DataFrame(rows), config_with(windows)
+
+
+@pytest.mark.parametrize("k_adam", [0.5, 1.0])
+def test_each_optimizers_exponent_is_recovered_within_its_interval(k_adam):
+    cells, config = study({"sgd": (0.04, 1.0), "adam": (0.0005, k_adam)})
+    comparison = compare_optimizers(cells, config)
+    rules = {r["optimizer"]: r for r in comparison["rules"]}
+    for name, k in (("sgd", 1.0), ("adam", k_adam)):
+        e = rules[name]["exponent"]
+        assert e["lo"] <= k <= e["hi"] and e["hi"] - e["lo"] < 0.3, (name, e)
+        assert e["batch_sizes"] == BATCH_SIZES
+    assert rules["sgd"]["consistent_with"] == ["linear"] and rules["sgd"]["agrees_with_literature"] is True
+    assert rules["adam"]["agrees_with_literature"] is (k_adam == 0.5)  # the literature: √b
+    assert rules["adam"]["consistent_with"] == (["square root"] if k_adam == 0.5 else ["linear"])
+    (gap,) = comparison["gaps"]
+    assert gap["gap"]["lo"] <= k_adam - 1.0 <= gap["gap"]["hi"]
+
+
+def test_the_verdict_on_adam_comes_out_both_ways_and_inconclusive():
+    sqrt = optimizer_verdicts(compare_optimizers(*study({"sgd": (0.04, 1.0), "adam": (0.0005, 0.5)})))
+    same = optimizer_verdicts(compare_optimizers(*study({"sgd": (0.04, 1.0), "adam": (0.0005, 1.0)})))
+    noisy = optimizer_verdicts(compare_optimizers(*study({"sgd": (0.04, 1.0), "adam": (0.0005, 0.8)}, own_shift=0.6)))
+    assert [v["key"] for v in sqrt] == ["optimizer_rule:adam"]
+    assert "grows more slowly" in sqrt[0]["claim"] and "Malladi" in sqrt[0]["evidence"]
+    assert sqrt[0]["verdict"] == "supported"
+    assert same[0]["verdict"] == "not supported"
+    assert noisy[0]["verdict"] == "inconclusive"
+
+
+def test_momentum_is_expected_to_follow_sgds_rule():
+    same = optimizer_verdicts(compare_optimizers(*study({"sgd": (0.04, 1.0), "momentum": (0.004, 1.0)})))
+    apart = optimizer_verdicts(compare_optimizers(*study({"sgd": (0.04, 1.0), "momentum": (0.004, 0.4)})))
+    assert "same batch-size rule" in same[0]["claim"]
+    assert same[0]["verdict"] == "supported" and apart[0]["verdict"] == "not supported"
+
+
+def test_one_optimizer_is_no_comparison():
+    cells, config = study({"sgd": (0.04, 1.0)})
+    assert compare_optimizers(cells, config) is None and optimizer_verdicts(None) == []

@@ -1,0 +1,163 @@
+"""Does the optimizer change the batch-size rule? Per optimizer of the grid's optimizer axis:
+its best lr against batch size (the interpolated optima and the fitted exponent, as for the
+grid, batchlab.optimum), set beside the linear and square-root rules; its steps to the target
+and critical batch size; and, against the study's first optimizer, the paired difference of
+the exponents with a verdict on the literature's expectation.
+
+Seed s of every optimizer starts from the same weights and sees the same data order, so the
+exponents of two optimizers are compared by resampling seeds jointly (a paired bootstrap).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from batchlab.aggregate import critical_batch, steps_to_target_table
+from batchlab.optimum import N_BOOT, accuracy_matrix, failed_lrs, fit_exponent, lr_exponent, lr_optima, vertex
+from batchlab.stats import Paired, bootstrap_interval, decide
+from batchlab.study import LABELS, design, optimizers
+
+RULES = {"linear": 1.0, "square root": 0.5}
+# the literature's best-lr exponent below the critical batch size, and who found it
+EXPECTED = {
+    "sgd": (1.0, "linear scaling, lr ∝ b (Goyal et al. 2017; Shallue et al. 2018)"),
+    "momentum": (1.0, "linear, as plain SGD, with perfect scaling up to larger batches (Shallue et al. 2018; Zhang et al. 2019)"),
+    "adam": (0.5, "square-root scaling, lr ∝ √b (Malladi et al. 2022)"),
+    "adamw": (0.5, "square-root scaling, lr ∝ √b (Malladi et al. 2022)"),
+    "lars": (1.0, "linear scaling of the global lr (You et al. 2017)"),
+    "lamb": (0.5, "square-root scaling (You et al. 2019)"),
+}
+SAME_MARGIN = 0.15  # exponents closer than this follow the same rule (a x2 lr window resolves about that)
+
+
+def optimizer_grid(cells: pd.DataFrame, config: dict, name: str) -> pd.DataFrame:
+    """The grid cells of one optimizer (every seed of grid.seeds), marked in_grid for the
+    shared fits."""
+    group = "optimizers" if len(optimizers(config)) > 1 else "grid"
+    names = {c.name() for c in design(config) if c.in_group(group) and c.recipe.optimizer == name}
+    sub = cells[cells["cell"].isin(names) & cells["seed"].isin(config["grid"]["seeds"])]
+    return sub.assign(in_grid=True)
+
+
+def optimizer_rule(name: str, sub: pd.DataFrame) -> dict:
+    """One optimizer's best lr against batch size, its exponent and critical batch size."""
+    optima = lr_optima(sub)
+    targets = steps_to_target_table(sub)
+    critical = critical_batch(targets, sub) if len(targets) else {}
+    exponent = lr_exponent(sub, optima, critical.get("b_crit")) if len(optima) else {"exponent": math.nan}
+    lo, hi = exponent.get("lo", math.nan), exponent.get("hi", math.nan)
+    expected, source = EXPECTED[name]
+    agrees = bool(lo <= expected <= hi) if math.isfinite(lo) and math.isfinite(hi) else None
+    return {
+        "optimizer": name,
+        "label": LABELS[name],
+        "optima": optima.to_dict("records"),
+        "exponent": exponent,
+        "consistent_with": [r for r, e in RULES.items() if lo <= e <= hi] if math.isfinite(lo) else [],
+        "expected_exponent": expected,
+        "literature": source,
+        "agrees_with_literature": agrees,  # its expected exponent inside the interval (None: no interval)
+        "b_crit": {k: critical.get(k, math.nan) for k in ("b_crit", "b_crit_lo", "b_crit_hi", "s_min")},
+        "targets": targets.to_dict("records"),
+    }
+
+
+def exponent_gap(a: pd.DataFrame, b: pd.DataFrame, used: list[int], seed: int = 0) -> Paired:
+    """exponent(a) - exponent(b) over the batch sizes `used`, with a 95% bootstrap interval that
+    resamples the seeds both have jointly (the same seeds for both fits)."""
+    mats = {}
+    for key, cells in (("a", a), ("b", b)):
+        for bs in used:
+            lrs, seeds, acc = accuracy_matrix(cells, bs)
+            mats[key, bs] = (lrs, seeds, acc, failed_lrs(cells, bs, lrs))
+    shared = sorted(set.intersection(*(set(m[1]) for m in mats.values()))) if mats else []
+    if len(used) < 2 or len(shared) < 2:
+        return Paired(math.nan, math.nan, math.nan, len(shared), tuple(shared))
+
+    def slope(key: str, pick) -> float:
+        peaks = []
+        for bs in used:
+            lrs, seeds, acc, failed = mats[key, bs]
+            peaks.append(vertex(lrs, acc[[seeds.index(s) for s in pick]].mean(axis=0), failed)[0])
+        return fit_exponent(used, peaks)
+
+    def gap(pick) -> float:
+        return slope("a", pick) - slope("b", pick)
+
+    lo, hi = bootstrap_interval(np.asarray(shared), gap, N_BOOT, seed)
+    return Paired(gap(np.asarray(shared)), lo, hi, len(shared), tuple(shared))
+
+
+def compare_optimizers(cells: pd.DataFrame, config: dict) -> dict | None:
+    """Every optimizer's rule, and each against the first; None for a one-optimizer study."""
+    names = optimizers(config)
+    if len(names) < 2 or "cell" not in cells:
+        return None
+    subs = {n: optimizer_grid(cells, config, n) for n in names}
+    rules = [optimizer_rule(n, subs[n]) for n in names if len(subs[n])]
+    by_name = {r["optimizer"]: r for r in rules}
+    ref = names[0]
+    gaps = []
+    for r in rules:
+        if r["optimizer"] == ref or ref not in by_name:
+            continue
+        used = sorted(set(r["exponent"].get("batch_sizes") or []) & set(by_name[ref]["exponent"].get("batch_sizes") or []))
+        gaps.append({"optimizer": r["optimizer"], "reference": ref, "batch_sizes": used,
+                     "gap": exponent_gap(subs[r["optimizer"]], subs[ref], used).as_dict()})  # fmt: skip
+    return {"reference": ref, "rules": rules, "gaps": gaps}
+
+
+def decide_same(d: Paired, margin: float) -> tuple[str, str]:
+    """A claim of no difference: supported when the interval lies within ±margin, not supported
+    when it excludes 0 beyond the margin, else inconclusive."""
+    if d.n < 3 or not (math.isfinite(d.lo) and math.isfinite(d.hi)):
+        return "inconclusive", "the difference has no interval (too few batch sizes inside their windows, or seeds)"
+    if -margin < d.lo and d.hi < margin:
+        return "supported", f"the 95% interval lies within ±{margin:g}: the same rule"
+    if d.lo > margin or d.hi < -margin:
+        return "not supported", f"the 95% interval excludes 0 beyond ±{margin:g}"
+    return "inconclusive", f"the 95% interval reaches beyond ±{margin:g} but does not exclude a difference of that size"
+
+
+def optimizer_verdicts(comparison: dict | None) -> list[dict]:
+    """Per optimizer against the first: the literature's expectation for the two exponents,
+    decided on their paired difference."""
+    if not comparison:
+        return []
+    rules = {r["optimizer"]: r for r in comparison["rules"]}
+    out = []
+    for g in comparison["gaps"]:
+        name, ref = g["optimizer"], g["reference"]
+        d = Paired(**{**g["gap"], "seeds": tuple(g["gap"]["seeds"])})
+        mine, theirs = rules[name], rules[ref]
+        if mine["expected_exponent"] < theirs["expected_exponent"]:
+            claim = f"{mine['label']}'s best lr grows more slowly with batch size than {theirs['label']}'s."
+            verdict, why = decide(d, -1, SAME_MARGIN) if math.isfinite(d.lo) else decide_same(d, SAME_MARGIN)
+        else:
+            claim = f"{mine['label']}'s best lr follows the same batch-size rule as {theirs['label']}'s."
+            verdict, why = decide_same(d, SAME_MARGIN)
+        text = f"{d.mean:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}]" if math.isfinite(d.lo) else "not fitted"
+        out.append({
+            "key": f"optimizer_rule:{name}",
+            "claim": claim,
+            "verdict": verdict,
+            "headline": f"exponent {mine['label']} − {theirs['label']}: {text}",
+            "difference": g["gap"],
+            "evidence": f"Exponent of the best lr against batch size over batch sizes {g['batch_sizes']}:"
+            f" {_exponent_text(mine)} for {mine['label']}, {_exponent_text(theirs)} for {theirs['label']}; paired"
+            f" difference {text} over {d.n} seeds ({why}). The literature: {mine['label']}, {mine['literature']};"
+            f" {theirs['label']}, {theirs['literature']}.",
+            "test": "A paired bootstrap over seeds of the difference of the two fitted exponents (seed s of each"
+            f" optimizer starts from the same weights); exponents within ±{SAME_MARGIN:g} count as one rule.",
+        })  # fmt: skip
+    return out
+
+
+def _exponent_text(rule: dict) -> str:
+    e = rule["exponent"]
+    if not math.isfinite(e.get("lo", math.nan)):
+        return "not fitted"
+    return f"{e['exponent']:.2f} [{e['lo']:.2f}, {e['hi']:.2f}]"

@@ -1,0 +1,120 @@
+"""Does my optimizer change the batch-size rule? Each optimizer of the grid's optimizer axis: its
+best lr against batch size with the fitted exponent beside the linear and square-root rules,
+its steps to the target and critical batch size, and the literature's expectation (numbers
+from batchlab.claims_optimizers)."""
+
+from __future__ import annotations
+
+import math
+
+import altair as alt
+import pandas as pd
+
+from batchlab.report.encodings import HEIGHT, WIDTH, batch_x, log_scale, spec
+from batchlab.report.fmt import fmt_int, html_table
+from batchlab.report.inputs import Inputs
+from batchlab.report.page import Section
+
+
+def _interval(value, lo, hi, digits=2) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if lo is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _row(rule: dict) -> dict:
+    e, bc = rule["exponent"], rule["b_crit"]
+    optima = ", ".join(
+        f"{int(o['batch_size'])}: {o['lr_opt']:.3g}" + (" (edge)" if isinstance(o.get("window_edge"), str) else "")
+        for o in rule["optima"]
+    )
+    return {
+        "optimizer": rule["label"],
+        "best lr by batch size (validation)": optima,
+        "exponent k, best lr ∝ b^k [95%]": _interval(e.get("exponent"), e.get("lo"), e.get("hi")),
+        "rules its interval holds": " and ".join(rule["consistent_with"]) or "neither",
+        "the literature expects": rule["literature"],
+        "this study agrees": {True: "yes", False: "no", None: "n/a"}[rule.get("agrees_with_literature")],
+        "critical batch size [95%]": _b_crit(bc),
+    }
+
+
+def _b_crit(bc: dict) -> str:
+    v, lo, hi = (bc.get(k) for k in ("b_crit", "b_crit_lo", "b_crit_hi"))
+    if v is None or not math.isfinite(v):
+        return "not fitted"
+    if lo is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return fmt_int(v)
+    return f"{fmt_int(v)} [{fmt_int(lo)}, {fmt_int(hi)}]"
+
+
+def best_lr_chart(rules: list[dict]) -> dict:
+    """Each optimizer's interpolated optima against batch size (log-log, 95% bars), with the
+    linear and square-root rules drawn through its smallest batch size's optimum."""
+    points, guides = [], []
+    for r in rules:
+        opt = [o for o in r["optima"] if math.isfinite(o.get("lr_opt", math.nan))]
+        for o in opt:
+            points.append({"optimizer": r["label"], "batch_size": o["batch_size"], "lr": o["lr_opt"],
+                           "lo": o["lr_opt_lo"], "hi": o["lr_opt_hi"]})  # fmt: skip
+        if opt:
+            b0, lr0 = opt[0]["batch_size"], opt[0]["lr_opt"]
+            for name, k in (("linear", 1.0), ("square root", 0.5)):
+                for o in opt:
+                    guides.append({"optimizer": r["label"], "rule": f"{r['label']}: {name}", "batch_size": o["batch_size"],
+                                   "lr": lr0 * (o["batch_size"] / b0) ** k, "dash": name})  # fmt: skip
+    data, lines = pd.DataFrame(points), pd.DataFrame(guides)
+    y = alt.Y("lr:Q", title="best learning rate (log scale)", scale=log_scale())
+    color = alt.Color("optimizer:N", title="optimizer")
+    base = alt.Chart(data).encode(x=batch_x(), y=y, color=color)
+    layers = [
+        alt.Chart(lines).mark_line(strokeDash=[4, 3], opacity=0.5).encode(
+            x=batch_x(), y=y, color=color, detail="rule:N", strokeDash=alt.StrokeDash("dash:N", title="rule")
+        ),
+        base.mark_line(point=True).encode(tooltip=["optimizer:N", "batch_size:Q", "lr:Q", "lo:Q", "hi:Q"]),
+        base.mark_rule().encode(y="lo:Q", y2="hi:Q"),
+    ]
+    return spec(alt.layer(*layers).properties(title="Best lr against batch size, per optimizer", width=WIDTH, height=HEIGHT))
+
+
+def steps_chart(rules: list[dict], target: float) -> dict | None:
+    rows = [
+        {"optimizer": r["label"], "batch_size": t["batch_size"], "steps": t["steps"], "lo": t["steps_lo"], "hi": t["steps_hi"]}
+        for r in rules
+        for t in r["targets"]
+        if t.get("reached")
+    ]
+    if not rows:
+        return None
+    base = alt.Chart(pd.DataFrame(rows)).encode(
+        x=batch_x(), y=alt.Y("steps:Q", title="steps (log scale)", scale=log_scale()), color=alt.Color("optimizer:N")
+    )
+    chart = alt.layer(base.mark_line(point=True).encode(tooltip=["optimizer:N", "batch_size:Q", "steps:Q"]), base.mark_rule().encode(y="lo:Q", y2="hi:Q"))
+    return spec(chart.properties(title=f"Steps to {100 * target:g}% validation accuracy (best lr of each)", width=WIDTH, height=HEIGHT))
+
+
+def section(study: Inputs) -> Section | None:
+    comparison = study.analysis.get("optimizers")
+    if not comparison or not comparison.get("rules"):
+        return None
+    rules = comparison["rules"]
+    figures = [("optimizers-best-lr", best_lr_chart(rules), "Dashed: the linear and square-root rules through each optimizer's first optimum.")]
+    steps = steps_chart(rules, study.analysis.get("target_val_acc", 0.95))
+    if steps is not None:
+        figures.append(("optimizers-steps", steps, "Each optimizer at the lr that reaches the target in the fewest steps; bars: 95% intervals over seeds."))
+    verdicts = [v for v in study.verdicts if v["key"].startswith("optimizer_rule:")]
+    findings = [f"{v['claim']} Verdict: {v['verdict']}. {v['evidence']}" for v in verdicts]
+    return Section(
+        "optimizers",
+        "Does the optimizer change the batch-size rule?",
+        "Every optimizer trained the whole grid, each over its own windows of learning rates (chosen on validation,"
+        " interpolated as for the grid). The exponent k of best lr ∝ b^k is fitted below each optimizer's critical"
+        " batch size, with a bootstrap interval over seeds; seed s of every optimizer starts from the same weights,"
+        f" so two optimizers' exponents are compared seed by seed. The first, {rules[0]['label']}, is the study's own.",
+        charts=figures,
+        tables=[html_table(pd.DataFrame([_row(r) for r in rules]))],
+        findings=findings,
+        tables_first=True,
+    )
