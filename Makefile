@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests use: a headless browser for the report, a one-node Slurm cluster.
 DEBIAN_TEST_PACKAGES := chromium slurm-wlm munge
 
-.PHONY: setup test-setup system-deps study status peek test lint bench repro pull clean
+.PHONY: setup test-setup system-deps study optimizers status peek test lint bench repro pull clean
 
 setup: $(VENV)/.batchlab-setup
 
@@ -39,6 +39,23 @@ study: setup
 	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 	@echo
 	@echo "Report: $(CURDIR)/results/report/index.html"
+
+# The optimizer comparison (or any study config) in a work folder of its own, so results/ keeps
+# the default study; its report and summary are copied to studies/<config name>/ (committed).
+OPT_CONFIG ?= config/optimizers-cpu.yaml
+OPT_NAME := $(basename $(notdir $(OPT_CONFIG)))
+OPT_WORK := .work/$(OPT_NAME)
+optimizers: setup
+	@test -f $(OPT_CONFIG) || { echo "no such config: $(OPT_CONFIG) (OPT_CONFIG=config/<name>.yaml)" >&2; exit 2; }
+	mkdir -p $(OPT_WORK)/data
+	git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C $(OPT_WORK)
+	@if [ -d data/mnist ] && [ ! -d $(OPT_WORK)/data/mnist ]; then cp -a data/mnist $(OPT_WORK)/data/; fi
+	cd $(OPT_WORK) && PATH="$(CURDIR)/$(BIN):$$PATH" snakemake --cores $(CORES) --configfile $(OPT_CONFIG) $(SNAKEMAKE_ARGS)
+	mkdir -p studies/$(OPT_NAME)
+	cp $(OPT_WORK)/results/report/index.html studies/$(OPT_NAME)/report.html
+	cp $(OPT_WORK)/results/summary/{analysis.json,metrics.json,cells.csv,best_lr.csv} studies/$(OPT_NAME)/
+	@echo
+	@echo "Report: $(CURDIR)/studies/$(OPT_NAME)/report.html"
 
 # follow a running study (from another terminal): STATUS_ARGS=--watch redraws every 5 s
 status: setup
