@@ -73,7 +73,7 @@ def test_the_verdict_on_adam_comes_out_both_ways_and_inconclusive():
     sqrt = optimizer_verdicts(compare_optimizers(*study({"sgd": (0.04, 1.0), "adam": (0.0005, 0.5)})))
     same = optimizer_verdicts(compare_optimizers(*study({"sgd": (0.04, 1.0), "adam": (0.0005, 1.0)})))
     noisy = optimizer_verdicts(compare_optimizers(*study({"sgd": (0.04, 1.0), "adam": (0.0005, 0.8)}, own_shift=0.6)))
-    assert [v["key"] for v in sqrt] == ["optimizer_rule:adam"]
+    assert [v["key"] for v in sqrt] == ["optimizer_rule:adam", "optimizer_b_crit:adam"]
     assert "grows more slowly" in sqrt[0]["claim"] and "Malladi" in sqrt[0]["evidence"]
     assert sqrt[0]["verdict"] == "supported"
     assert same[0]["verdict"] == "not supported"
@@ -90,3 +90,30 @@ def test_momentum_is_expected_to_follow_sgds_rule():
 def test_one_optimizer_is_no_comparison():
     cells, config = study({"sgd": (0.04, 1.0)})
     assert compare_optimizers(cells, config) is None and optimizer_verdicts(None) == []
+
+
+def with_steps(cells: pd.DataFrame, b_crit: dict, noise=0.02, s_min=100.0) -> pd.DataFrame:
+    """Steps to the target at every cell: S = S_min (1 + B_crit / B) for each optimizer, times a
+    seed's own factor (the same for every optimizer) and independent noise."""
+    rng = np.random.default_rng(2)
+    seed_factor = {s: math.exp(0.05 * rng.standard_normal()) for s in SEEDS}
+    out = cells.copy()
+    name = out["recipe"].map(lambda r: r.lstrip("_") or "sgd")
+    steps = [
+        s_min * (1 + b_crit[n] / b) * seed_factor[s] * math.exp(noise * rng.standard_normal())
+        for n, b, s in zip(name, out["batch_size"], out["seed"], strict=True)
+    ]
+    return out.assign(steps_to_acc=steps, samples_to_acc=np.asarray(steps) * out["batch_size"], seconds_to_acc=steps)
+
+
+def test_the_critical_batch_size_verdict_comes_out_both_ways():
+    base = {"sgd": (0.04, 1.0), "momentum": (0.004, 1.0)}
+    cells, config = study(base)
+    larger = optimizer_verdicts(compare_optimizers(with_steps(cells, {"sgd": 50, "momentum": 400}), config))
+    alike = optimizer_verdicts(compare_optimizers(with_steps(cells, {"sgd": 100, "momentum": 100}), config))
+    unknown = optimizer_verdicts(compare_optimizers(cells, config))  # no cell reached the target
+    pick = {v["key"]: v for v in larger}
+    assert pick["optimizer_b_crit:momentum"]["verdict"] == "supported", pick["optimizer_b_crit:momentum"]["evidence"]
+    assert "×" in pick["optimizer_b_crit:momentum"]["headline"]
+    assert {v["key"]: v for v in alike}["optimizer_b_crit:momentum"]["verdict"] == "not supported"
+    assert {v["key"]: v for v in unknown}["optimizer_b_crit:momentum"]["verdict"] == "inconclusive"

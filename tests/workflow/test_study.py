@@ -251,7 +251,7 @@ def test_report_goes_beyond_the_first_observations(tiny_study):
     verdicts = re.findall(
         r"<tr><td>([^<]+)</td><td>([^<]+)</td><td>", page.split('id="verdicts"')[1].split("</table>")[0]
     )
-    assert len(verdicts) == 8  # the seven claims and Adam's rule against SGD's
+    assert len(verdicts) == 9  # the seven claims, and Adam's rule and B_crit against SGD's
     assert {v for _, v in verdicts} <= {"supported", "not supported", "mixed", "inconclusive"}
 
     # selection reads the validation hold-out; the test set is reported beside it

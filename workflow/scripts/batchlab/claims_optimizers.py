@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from batchlab.aggregate import critical_batch, steps_to_target_table
+from batchlab.analysis import fit_critical_batch
 from batchlab.optimum import N_BOOT, accuracy_matrix, failed_lrs, fit_exponent, lr_exponent, lr_optima, vertex
 from batchlab.stats import Paired, bootstrap_interval, decide
 from batchlab.study import LABELS, design, optimizers
@@ -31,6 +32,8 @@ EXPECTED = {
     "lamb": (0.5, "square-root scaling (You et al. 2019)"),
 }
 SAME_MARGIN = 0.15  # exponents closer than this follow the same rule (a x2 lr window resolves about that)
+B_CRIT_MARGIN = math.log(1.25)  # critical batch sizes within 25% of each other are alike
+SCALING = "perfect scaling up to larger batches (Shallue et al. 2018; Zhang et al. 2019)"
 
 
 def optimizer_grid(cells: pd.DataFrame, config: dict, name: str) -> pd.DataFrame:
@@ -91,6 +94,36 @@ def exponent_gap(a: pd.DataFrame, b: pd.DataFrame, used: list[int], seed: int = 
     return Paired(gap(np.asarray(shared)), lo, hi, len(shared), tuple(shared))
 
 
+def steps_by_seed(sub: pd.DataFrame) -> dict[int, pd.Series]:
+    """Per batch size that reached the target: each seed's steps to it at the lr that reached it
+    in the fewest (the points of the B_crit fit)."""
+    targets = steps_to_target_table(sub)
+    reached = targets[targets["reached"].astype(bool)]
+    return {
+        int(r.batch_size): sub[(sub["batch_size"] == r.batch_size) & (sub["lr"] == r.lr)].set_index("seed")["steps_to_acc"]
+        for r in reached.itertuples()
+    }
+
+
+def b_crit_gap(a: dict[int, pd.Series], b: dict[int, pd.Series], n_boot: int = 300, seed: int = 0) -> Paired:
+    """log B_crit(a) - log B_crit(b), with a 95% bootstrap interval that resamples the seeds both
+    have jointly (as many resamples as B_crit's own interval, batchlab.aggregate.critical_batch)."""
+    series = [*a.values(), *b.values()]
+    shared = sorted(set.intersection(*(set(s.dropna().index) for s in series))) if series else []
+
+    def log_b_crit(per: dict, pick) -> float:
+        bc = fit_critical_batch(list(per), [float(per[k].loc[pick].mean()) for k in per])["b_crit"]
+        return math.log(bc) if math.isfinite(bc) and bc > 0 else math.nan
+
+    def gap(pick) -> float:
+        return log_b_crit(a, pick) - log_b_crit(b, pick)
+
+    if len(shared) < 2 or len(a) < 3 or len(b) < 3:
+        return Paired(math.nan, math.nan, math.nan, len(shared), tuple(shared))
+    lo, hi = bootstrap_interval(np.asarray(shared), gap, n_boot, seed)
+    return Paired(gap(np.asarray(shared)), lo, hi, len(shared), tuple(shared))
+
+
 def compare_optimizers(cells: pd.DataFrame, config: dict) -> dict | None:
     """Every optimizer's rule, and each against the first; None for a one-optimizer study."""
     names = optimizers(config)
@@ -106,7 +139,8 @@ def compare_optimizers(cells: pd.DataFrame, config: dict) -> dict | None:
             continue
         used = sorted(set(r["exponent"].get("batch_sizes") or []) & set(by_name[ref]["exponent"].get("batch_sizes") or []))
         gaps.append({"optimizer": r["optimizer"], "reference": ref, "batch_sizes": used,
-                     "gap": exponent_gap(subs[r["optimizer"]], subs[ref], used).as_dict()})  # fmt: skip
+                     "gap": exponent_gap(subs[r["optimizer"]], subs[ref], used).as_dict(),
+                     "log_b_crit_gap": b_crit_gap(steps_by_seed(subs[r["optimizer"]]), steps_by_seed(subs[ref])).as_dict()})  # fmt: skip
     return {"reference": ref, "rules": rules, "gaps": gaps}
 
 
@@ -123,37 +157,78 @@ def decide_same(d: Paired, margin: float) -> tuple[str, str]:
 
 
 def optimizer_verdicts(comparison: dict | None) -> list[dict]:
-    """Per optimizer against the first: the literature's expectation for the two exponents,
-    decided on their paired difference."""
+    """Per optimizer against the first: the literature's expectation for the two exponents and
+    for the two critical batch sizes, each decided on a paired difference."""
     if not comparison:
         return []
     rules = {r["optimizer"]: r for r in comparison["rules"]}
     out = []
     for g in comparison["gaps"]:
-        name, ref = g["optimizer"], g["reference"]
-        d = Paired(**{**g["gap"], "seeds": tuple(g["gap"]["seeds"])})
-        mine, theirs = rules[name], rules[ref]
-        if mine["expected_exponent"] < theirs["expected_exponent"]:
-            claim = f"{mine['label']}'s best lr grows more slowly with batch size than {theirs['label']}'s."
-            verdict, why = decide(d, -1, SAME_MARGIN) if math.isfinite(d.lo) else decide_same(d, SAME_MARGIN)
-        else:
-            claim = f"{mine['label']}'s best lr follows the same batch-size rule as {theirs['label']}'s."
-            verdict, why = decide_same(d, SAME_MARGIN)
-        text = f"{d.mean:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}]" if math.isfinite(d.lo) else "not fitted"
-        out.append({
-            "key": f"optimizer_rule:{name}",
-            "claim": claim,
-            "verdict": verdict,
-            "headline": f"exponent {mine['label']} − {theirs['label']}: {text}",
-            "difference": g["gap"],
-            "evidence": f"Exponent of the best lr against batch size over batch sizes {g['batch_sizes']}:"
-            f" {_exponent_text(mine)} for {mine['label']}, {_exponent_text(theirs)} for {theirs['label']}; paired"
-            f" difference {text} over {d.n} seeds ({why}). The literature: {mine['label']}, {mine['literature']};"
-            f" {theirs['label']}, {theirs['literature']}.",
-            "test": "A paired bootstrap over seeds of the difference of the two fitted exponents (seed s of each"
-            f" optimizer starts from the same weights); exponents within ±{SAME_MARGIN:g} count as one rule.",
-        })  # fmt: skip
+        mine, theirs = rules[g["optimizer"]], rules[g["reference"]]
+        out.append(exponent_verdict(g, mine, theirs))
+        if "log_b_crit_gap" in g and g["optimizer"] != "sgd":
+            out.append(b_crit_verdict(g, mine, theirs))
     return out
+
+
+def _paired(record: dict) -> Paired:
+    return Paired(**{**record, "seeds": tuple(record["seeds"])})
+
+
+def exponent_verdict(g: dict, mine: dict, theirs: dict) -> dict:
+    d = _paired(g["gap"])
+    if mine["expected_exponent"] < theirs["expected_exponent"]:
+        claim = f"{mine['label']}'s best lr grows more slowly with batch size than {theirs['label']}'s."
+        verdict, why = decide(d, -1, SAME_MARGIN) if math.isfinite(d.lo) else decide_same(d, SAME_MARGIN)
+    else:
+        claim = f"{mine['label']}'s best lr follows the same batch-size rule as {theirs['label']}'s."
+        verdict, why = decide_same(d, SAME_MARGIN)
+    text = f"{d.mean:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}]" if math.isfinite(d.lo) else "not fitted"
+    return {
+        "key": f"optimizer_rule:{mine['optimizer']}",
+        "claim": claim,
+        "verdict": verdict,
+        "headline": f"exponent {mine['label']} − {theirs['label']}: {text}",
+        "difference": g["gap"],
+        "evidence": f"Exponent of the best lr against batch size over batch sizes {g['batch_sizes']}:"
+        f" {_exponent_text(mine)} for {mine['label']}, {_exponent_text(theirs)} for {theirs['label']}; paired"
+        f" difference {text} over {d.n} seeds ({why}). The literature: {mine['label']}, {mine['literature']};"
+        f" {theirs['label']}, {theirs['literature']}.",
+        "test": "A paired bootstrap over seeds of the difference of the two fitted exponents (seed s of each"
+        f" optimizer starts from the same weights); exponents within ±{SAME_MARGIN:g} count as one rule.",
+    }
+
+
+def b_crit_verdict(g: dict, mine: dict, theirs: dict) -> dict:
+    """Momentum and adaptive methods extend perfect scaling (Shallue et al. 2018; Zhang et al.
+    2019): a larger critical batch size, decided on the paired log ratio."""
+    d = _paired(g["log_b_crit_gap"])
+    if math.isfinite(d.lo):
+        verdict, why = decide(d, +1, B_CRIT_MARGIN)
+        text = f"×{math.exp(d.mean):.2f} [{math.exp(d.lo):.2f}, {math.exp(d.hi):.2f}]"
+    else:
+        verdict, why, text = "inconclusive", "a critical batch size could not be fitted for both (fewer than three batch sizes reached the target)", "not fitted"
+    return {
+        "key": f"optimizer_b_crit:{mine['optimizer']}",
+        "claim": f"{mine['label']} keeps perfect scaling to larger batches than {theirs['label']}: a larger critical batch size.",
+        "verdict": verdict,
+        "headline": f"B_crit {mine['label']} / {theirs['label']}: {text}",
+        "difference": g["log_b_crit_gap"],
+        "evidence": f"Critical batch size (S = S_min (1 + B_crit / B) fitted to the steps to the target): {_b_crit_text(mine)}"
+        f" for {mine['label']}, {_b_crit_text(theirs)} for {theirs['label']}; their ratio, paired over {d.n} seeds:"
+        f" {text} ({why}; ratios within ×{math.exp(B_CRIT_MARGIN):g} count as alike). The literature: {SCALING}.",
+        "test": "A paired bootstrap over seeds of the log ratio of the two fitted critical batch sizes, each optimizer"
+        " at the lr that reaches the target in the fewest steps at each batch size.",
+    }
+
+
+def _b_crit_text(rule: dict) -> str:
+    bc = rule["b_crit"]
+    if not math.isfinite(bc.get("b_crit", math.nan)):
+        return "not fitted"
+    if not math.isfinite(bc.get("b_crit_lo", math.nan)):
+        return f"{bc['b_crit']:.0f}"
+    return f"{bc['b_crit']:.0f} [{bc['b_crit_lo']:.0f}, {bc['b_crit_hi']:.0f}]"
 
 
 def _exponent_text(rule: dict) -> str:

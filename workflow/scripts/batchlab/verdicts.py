@@ -41,6 +41,7 @@ NEEDS = {
     "local_minima": {"grid", "equal_updates"},
     "solution2": {"grid", "solution2"},
     "optimizer_rule": {"grid", "optimizers"},  # keys optimizer_rule:<name>
+    "optimizer_b_crit": {"grid", "optimizers"},  # keys optimizer_b_crit:<name>
 }
 
 

@@ -16,6 +16,10 @@ from batchlab.report.inputs import Inputs
 from batchlab.report.page import Section
 
 
+def _finite(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
 def _interval(value, lo, hi, digits=2) -> str:
     if value is None or not math.isfinite(value):
         return "n/a"
@@ -50,6 +54,9 @@ def _b_crit(bc: dict) -> str:
     return f"{fmt_int(v)} [{fmt_int(lo)}, {fmt_int(hi)}]"
 
 
+RULE_DASH = {"linear": [6, 3], "square root": [2, 2]}
+
+
 def best_lr_chart(rules: list[dict]) -> dict:
     """Each optimizer's interpolated optima against batch size (log-log, 95% bars), with the
     linear and square-root rules drawn through its smallest batch size's optimum."""
@@ -69,13 +76,15 @@ def best_lr_chart(rules: list[dict]) -> dict:
     y = alt.Y("lr:Q", title="best learning rate (log scale)", scale=log_scale())
     color = alt.Color("optimizer:N", title="optimizer")
     base = alt.Chart(data).encode(x=batch_x(), y=y, color=color)
+    dash = alt.StrokeDash("dash:N", title="rule", scale=alt.Scale(domain=list(RULE_DASH), range=list(RULE_DASH.values())))
     layers = [
-        alt.Chart(lines).mark_line(strokeDash=[4, 3], opacity=0.5).encode(
-            x=batch_x(), y=y, color=color, detail="rule:N", strokeDash=alt.StrokeDash("dash:N", title="rule")
-        ),
-        base.mark_line(point=True).encode(tooltip=["optimizer:N", "batch_size:Q", "lr:Q", "lo:Q", "hi:Q"]),
-        base.mark_rule().encode(y="lo:Q", y2="hi:Q"),
+        alt.Chart(lines).mark_line(opacity=0.45, strokeWidth=1.5).encode(x=batch_x(), y=y, color=color, detail="rule:N", strokeDash=dash),
+        base.mark_line(point=True, strokeWidth=2.5).encode(tooltip=["optimizer:N", "batch_size:Q", "lr:Q", "lo:Q", "hi:Q"]),
     ]
+    bars = data.dropna(subset=["lo", "hi"]) if len(data) else data
+    if len(bars):
+        low = alt.Y("lo:Q", title="best learning rate (log scale)", scale=log_scale())
+        layers.append(alt.Chart(bars).mark_rule().encode(x=batch_x(), y=low, y2="hi:Q", color=color))
     return spec(alt.layer(*layers).properties(title="Best lr against batch size, per optimizer", width=WIDTH, height=HEIGHT))
 
 
@@ -84,14 +93,17 @@ def steps_chart(rules: list[dict], target: float) -> dict | None:
         {"optimizer": r["label"], "batch_size": t["batch_size"], "steps": t["steps"], "lo": t["steps_lo"], "hi": t["steps_hi"]}
         for r in rules
         for t in r["targets"]
-        if t.get("reached")
+        if t.get("reached") and _finite(t.get("steps"))
     ]
     if not rows:
         return None
-    base = alt.Chart(pd.DataFrame(rows)).encode(
-        x=batch_x(), y=alt.Y("steps:Q", title="steps (log scale)", scale=log_scale()), color=alt.Color("optimizer:N")
-    )
-    chart = alt.layer(base.mark_line(point=True).encode(tooltip=["optimizer:N", "batch_size:Q", "steps:Q"]), base.mark_rule().encode(y="lo:Q", y2="hi:Q"))
+    data = pd.DataFrame(rows)
+    y = alt.Y("steps:Q", title="steps (log scale)", scale=log_scale())
+    layers = [alt.Chart(data).mark_line(point=True).encode(x=batch_x(), y=y, color="optimizer:N", tooltip=["optimizer:N", "batch_size:Q", "steps:Q"])]
+    bars = data[data["lo"].map(_finite) & data["hi"].map(_finite)]
+    if len(bars):
+        layers.append(alt.Chart(bars).mark_rule().encode(x=batch_x(), y=alt.Y("lo:Q", title="steps (log scale)", scale=log_scale()), y2="hi:Q", color="optimizer:N"))
+    chart = alt.layer(*layers)
     return spec(chart.properties(title=f"Steps to {100 * target:g}% validation accuracy (best lr of each)", width=WIDTH, height=HEIGHT))
 
 
@@ -104,7 +116,7 @@ def section(study: Inputs) -> Section | None:
     steps = steps_chart(rules, study.analysis.get("target_val_acc", 0.95))
     if steps is not None:
         figures.append(("optimizers-steps", steps, "Each optimizer at the lr that reaches the target in the fewest steps; bars: 95% intervals over seeds."))
-    verdicts = [v for v in study.verdicts if v["key"].startswith("optimizer_rule:")]
+    verdicts = [v for v in study.verdicts if v["key"].split(":")[0] in ("optimizer_rule", "optimizer_b_crit")]
     findings = [f"{v['claim']} Verdict: {v['verdict']}. {v['evidence']}" for v in verdicts]
     return Section(
         "optimizers",
