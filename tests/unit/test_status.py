@@ -150,3 +150,18 @@ def test_peek_waits_for_a_grid_cell(tmp_path):
     finished(tmp_path, "bs4096_lr0.1", 3.0)
     done = cli("peek", cwd=tmp_path)
     assert done.returncode == 1 and done.stderr.startswith("batchlab: no cell of the grid has finished yet")
+
+
+def test_lr_windows_come_back_keyed_by_batch_size(tmp_path):
+    """JSON writes a window's batch sizes as strings; the grid's and each optimizer's come back
+    as integers, so the study's design can be rebuilt from the manifest."""
+    from batchlab.manifest import read_manifest
+
+    manifest(tmp_path, [])
+    path = tmp_path / "logs/manifest.json"
+    record = json.loads(path.read_text())
+    record["config"] = {"grid": {"learning_rates": {"16": [0.1]}}, "optimizers": {"adam": {"learning_rates": {"16": [0.001]}}, "sgd": {}}}
+    path.write_text(json.dumps(record))
+    config = read_manifest(tmp_path)["config"]
+    assert config["grid"]["learning_rates"] == {16: [0.1]}
+    assert config["optimizers"]["adam"]["learning_rates"] == {16: [0.001]} and config["optimizers"]["sgd"] == {}

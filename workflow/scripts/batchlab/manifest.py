@@ -75,7 +75,10 @@ def read_manifest(root: Path) -> dict:
         record["cells"], record["config"]  # noqa: B018 (a manifest has both)
     except (ValueError, KeyError, TypeError):
         raise BatchlabError(f"{path} is not a batchlab manifest; start the study again to rewrite it") from None
-    windows = record["config"].get("grid", {}).get("learning_rates")
-    if isinstance(windows, dict):  # JSON wrote the batch sizes as strings
-        record["config"]["grid"]["learning_rates"] = {int(k): v for k, v in windows.items()}
+    config = record["config"]
+    # JSON wrote the batch sizes of lr windows as strings: the grid's and each optimizer's
+    for group in [config.get("grid", {}), *(config.get("optimizers") or {}).values()]:
+        windows = group.get("learning_rates") if isinstance(group, dict) else None
+        if isinstance(windows, dict):
+            group["learning_rates"] = {int(k): v for k, v in windows.items()}
     return record
