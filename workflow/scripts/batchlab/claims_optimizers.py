@@ -175,13 +175,17 @@ def _paired(record: dict) -> Paired:
     return Paired(**{**record, "seeds": tuple(record["seeds"])})
 
 
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def exponent_verdict(g: dict, mine: dict, theirs: dict) -> dict:
     d = _paired(g["gap"])
     if mine["expected_exponent"] < theirs["expected_exponent"]:
-        claim = f"{mine['label']}'s best lr grows more slowly with batch size than {theirs['label']}'s."
+        claim = f"{_capital(mine['label'])}'s best lr grows more slowly with batch size than {theirs['label']}'s."
         verdict, why = decide(d, -1, SAME_MARGIN) if math.isfinite(d.lo) else decide_same(d, SAME_MARGIN)
     else:
-        claim = f"{mine['label']}'s best lr follows the same batch-size rule as {theirs['label']}'s."
+        claim = f"{_capital(mine['label'])}'s best lr follows the same batch-size rule as {theirs['label']}'s."
         verdict, why = decide_same(d, SAME_MARGIN)
     text = f"{d.mean:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}]" if math.isfinite(d.lo) else "not fitted"
     return {
@@ -190,9 +194,10 @@ def exponent_verdict(g: dict, mine: dict, theirs: dict) -> dict:
         "verdict": verdict,
         "headline": f"exponent {mine['label']} − {theirs['label']}: {text}",
         "difference": g["gap"],
-        "evidence": f"Exponent of the best lr against batch size over batch sizes {g['batch_sizes']}:"
-        f" {_exponent_text(mine)} for {mine['label']}, {_exponent_text(theirs)} for {theirs['label']}; paired"
-        f" difference {text} over {d.n} seeds ({why}). The literature: {mine['label']}, {mine['literature']};"
+        "evidence": f"Exponent of the best lr against batch size, each fitted below its own critical batch size:"
+        f" {_exponent_text(mine)} for {mine['label']} (batch sizes {_used(mine)}), {_exponent_text(theirs)} for"
+        f" {theirs['label']} ({_used(theirs)}); over the batch sizes both fit, {g['batch_sizes']}, the paired"
+        f" difference is {text} over {d.n} seeds ({why}). The literature: {mine['label']}, {mine['literature']};"
         f" {theirs['label']}, {theirs['literature']}.",
         "test": "A paired bootstrap over seeds of the difference of the two fitted exponents (seed s of each"
         f" optimizer starts from the same weights); exponents within ±{SAME_MARGIN:g} count as one rule.",
@@ -210,7 +215,7 @@ def b_crit_verdict(g: dict, mine: dict, theirs: dict) -> dict:
         verdict, why, text = "inconclusive", "a critical batch size could not be fitted for both (fewer than three batch sizes reached the target)", "not fitted"
     return {
         "key": f"optimizer_b_crit:{mine['optimizer']}",
-        "claim": f"{mine['label']} keeps perfect scaling to larger batches than {theirs['label']}: a larger critical batch size.",
+        "claim": f"{_capital(mine['label'])} keeps perfect scaling to larger batches than {theirs['label']}: a larger critical batch size.",
         "verdict": verdict,
         "headline": f"B_crit {mine['label']} / {theirs['label']}: {text}",
         "difference": g["log_b_crit_gap"],
@@ -220,6 +225,10 @@ def b_crit_verdict(g: dict, mine: dict, theirs: dict) -> dict:
         "test": "A paired bootstrap over seeds of the log ratio of the two fitted critical batch sizes, each optimizer"
         " at the lr that reaches the target in the fewest steps at each batch size.",
     }
+
+
+def _used(rule: dict) -> str:
+    return ", ".join(str(b) for b in rule["exponent"].get("batch_sizes") or []) or "none"
 
 
 def _b_crit_text(rule: dict) -> str:

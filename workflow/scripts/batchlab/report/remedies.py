@@ -16,8 +16,9 @@ def select(frame: pd.DataFrame, b: int, lr: float, recipe: str) -> pd.DataFrame:
     return frame[(frame["batch_size"] == b) & np.isclose(frame["lr"], lr) & (frame["recipe"].fillna("") == recipe)]
 
 
-def findings(s: dict, planned: int) -> list[str]:
+def findings(s: dict, planned: int, best: pd.DataFrame | None = None) -> list[str]:
     ref, out = s["reference"], []
+    tuned = {int(r.batch_size): r for r in best.itertuples()} if best is not None and len(best) else {}
     if ref.get("val_acc"):
         out.append(f"Reference: batch {ref['batch_size']} at lr {ref['lr']:g} reaches {ci_text(ref['val_acc'], fmt_pct)} validation accuracy after {planned} epochs.")
     rows = {(r["batch_size"], r["variant"]): r for r in s["rows"]}
@@ -25,7 +26,8 @@ def findings(s: dict, planned: int) -> list[str]:
         b = entry["batch_size"]
         none = rows.get((b, "none scaling"))
         text = f"Batch {b}: with no remedy (lr {none['lr']:g}) validation accuracy is {ci_text(none['val_acc'], fmt_pct)}" if none else f"Batch {b}"
-        text += f"; the best remedy on validation is {entry['best_variant']} at lr {entry['best_lr']:g}"
+        at = "" if ", lr " in entry["best_variant"] else f" at lr {entry['best_lr']:g}"
+        text += f"; the best remedy on validation is {entry['best_variant']}{at}"
         if "gain" in entry:
             text += f", against no remedy on the test set {fmt_points(entry['gain'])}: {entry['verdict']} ({entry['why']})"
         lin = rows.get((b, "linear scaling"))
@@ -35,8 +37,27 @@ def findings(s: dict, planned: int) -> list[str]:
                 f". Linear scaling alone: {ci_text(lin['val_acc'], fmt_pct)} ({lin['failed']}/{lin['seeds']} seeds failed);"
                 f" with warm-up: {ci_text(lin_w['val_acc'], fmt_pct)} ({lin_w['failed']}/{lin_w['seeds']} failed)"
             )
+        if b in tuned:
+            t = tuned[b]
+            text += f". Plain SGD at the grid's best lr for batch {b} ({t.best_lr:g}) reaches {100 * t.best_val_acc:.1f}% on validation"
         out.append(text + ".")
     return out
+
+
+LAYER_WISE = ("_lars", "_lamb")
+
+
+def charted(rows: list[dict]) -> list[dict]:
+    """The rows a chart draws: every scaling rule, and of each layer-wise optimizer (LARS,
+    LAMB, trained over a window) its best lr on validation alone, so the chart stays legible."""
+    out, best = [], {}
+    for r in rows:
+        kind = next((k for k in LAYER_WISE if r["recipe"].startswith(k)), None)
+        if kind is None:
+            out.append(r)
+        elif kind not in best or r["val_acc"]["mean"] > best[kind]["val_acc"]["mean"]:
+            best[kind] = r
+    return out + list(best.values())
 
 
 def figures(study: Inputs, s: dict) -> list:
@@ -47,7 +68,7 @@ def figures(study: Inputs, s: dict) -> list:
     ref_curves = select(study.curves, ref_b, ref_lr, "").assign(variant=ref_label)
     out = []
     for b in sorted(rem["batch_sizes"]):
-        mine = [r for r in s["rows"] if r["batch_size"] == b]
+        mine = charted([r for r in s["rows"] if r["batch_size"] == b])
         if not mine:
             continue
         label = {r["recipe"] + str(r["lr"]): f"{r['variant']} (lr {r['lr']:g})" for r in mine}
@@ -88,10 +109,14 @@ def section(study: Inputs) -> Section | None:
         "When a huge batch cannot be avoided",
         f"Goyal et al. (2017): scale the learning rate with the batch size (lr = {rem['reference_lr']:g} ×"
         f" (b/{rem['reference_batch_size']})^p, p = 0 none, ½ square root, 1 linear) and warm it up linearly over the"
-        f" first {rem['warmup_epochs']:g} epoch(s). Compared at equal epochs (accuracy after all epochs) and at equal"
+        f" first {rem['warmup_epochs']:g} epoch(s)"
+        + (f"; and {' and '.join(n.upper() for n in rem.get('optimizers') or [])} (You et al. 2017, 2019), layer-wise"
+           " trust ratios made for huge batches, each over its own window of lrs (the charts draw each one's best on"
+           " validation)" if rem.get("optimizers") else "")
+        + ". Compared at equal epochs (accuracy after all epochs) and at equal"
         f" steps (the smoothed training loss of the reference batch {rem['reference_batch_size']} at the large batch's"
         " last step). The best remedy is chosen on validation and compared with no remedy on the test set, paired by seed.",
         charts=figures(study, s),
         tables=[html_table(table(s))] if s["rows"] else [],
-        findings=findings(s, planned),
+        findings=findings(s, planned, study.best),
     )
