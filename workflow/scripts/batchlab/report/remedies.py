@@ -71,7 +71,7 @@ def figures(study: Inputs, s: dict) -> list:
         mine = charted([r for r in s["rows"] if r["batch_size"] == b])
         if not mine:
             continue
-        label = {r["recipe"] + str(r["lr"]): f"{r['variant']} (lr {r['lr']:g})" for r in mine}
+        label = {r["recipe"] + str(r["lr"]): r["variant"] if ", lr " in r["variant"] else f"{r['variant']} (lr {r['lr']:g})" for r in mine}
         acc = [select(study.probes, b, r["lr"], r["recipe"]).assign(variant=label[r["recipe"] + str(r["lr"])]) for r in mine]
         loss = [select(study.curves, b, r["lr"], r["recipe"]).assign(variant=label[r["recipe"] + str(r["lr"])]) for r in mine]
         out.append((
