@@ -38,6 +38,9 @@ solution2:
   enabled: false
 equal_updates:
   enabled: false
+# DVC needs every params group dvc.yaml lists, even one left at its defaults
+optimizers:
+  momentum: {momentum: 0.9}
 measure:
   probe_every_samples: 20000
 """

@@ -60,8 +60,18 @@ BATTERY = [
     ),
     (
         "unknown optimizer",
-        "train:\n  optimizer: adam\n",
-        r"train\.optimizer: 'adam' is not one of the allowed values: 'sgd'",
+        "grid:\n  optimizers: [rmsprop]\n",
+        r"grid\.optimizers\[0\]: 'rmsprop' is not one of the allowed values: 'sgd', 'momentum', 'adam'",
+    ),
+    (
+        "momentum where it used to be said",
+        "train:\n  momentum: 0.9\n",
+        r"config key train\.momentum is no longer read: say momentum as grid\.optimizers: \[momentum\]",
+    ),
+    (
+        "an optimizer without a window at a batch size it trains at",
+        "grid:\n  optimizers: [sgd, adam]\noptimizers:\n  adam:\n    learning_rates: {1: [0.001]}\n",
+        r"optimizers\.adam\.learning_rates: adam trains at batch size 4 but has no window for it",
     ),
     (
         "unknown device",
@@ -76,8 +86,8 @@ BATTERY = [
     ("unknown group", "trian:\n  epochs: 3\n", r"config key trian is not allowed in \(top level\)"),
     (
         "momentum out of range",
-        "train:\n  momentum: 1.5\n",
-        r"train\.momentum: 1\.5 is greater than the maximum of 0\.999",
+        "optimizers:\n  momentum:\n    momentum: 1.5\n",
+        r"optimizers\.momentum\.momentum: 1\.5 is greater than the maximum of 0\.999",
     ),
     (
         "negative timeout",

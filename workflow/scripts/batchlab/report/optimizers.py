@@ -20,6 +20,11 @@ def _finite(v) -> bool:
     return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
 
 
+def _positive(v) -> bool:
+    """Drawable on a log axis."""
+    return _finite(v) and v > 0
+
+
 def _interval(value, lo, hi, digits=2) -> str:
     if value is None or not math.isfinite(value):
         return "n/a"
@@ -81,7 +86,7 @@ def best_lr_chart(rules: list[dict]) -> dict:
         alt.Chart(lines).mark_line(opacity=0.45, strokeWidth=1.5).encode(x=batch_x(), y=y, color=color, detail="rule:N", strokeDash=dash),
         base.mark_line(point=True, strokeWidth=2.5).encode(tooltip=["optimizer:N", "batch_size:Q", "lr:Q", "lo:Q", "hi:Q"]),
     ]
-    bars = data.dropna(subset=["lo", "hi"]) if len(data) else data
+    bars = data[data["lo"].map(_positive) & data["hi"].map(_positive)] if len(data) else data  # log axis
     if len(bars):
         low = alt.Y("lo:Q", title="best learning rate (log scale)", scale=log_scale())
         layers.append(alt.Chart(bars).mark_rule().encode(x=batch_x(), y=low, y2="hi:Q", color=color))
@@ -100,7 +105,7 @@ def steps_chart(rules: list[dict], target: float) -> dict | None:
     data = pd.DataFrame(rows)
     y = alt.Y("steps:Q", title="steps (log scale)", scale=log_scale())
     layers = [alt.Chart(data).mark_line(point=True).encode(x=batch_x(), y=y, color="optimizer:N", tooltip=["optimizer:N", "batch_size:Q", "steps:Q"])]
-    bars = data[data["lo"].map(_finite) & data["hi"].map(_finite)]
+    bars = data[data["lo"].map(_positive) & data["hi"].map(_positive)]  # a t-interval can reach below 0
     if len(bars):
         layers.append(alt.Chart(bars).mark_rule().encode(x=batch_x(), y=alt.Y("lo:Q", title="steps (log scale)", scale=log_scale()), y2="hi:Q", color="optimizer:N"))
     chart = alt.layer(*layers)
