@@ -48,7 +48,8 @@ OPT_WORK := .work/$(OPT_NAME)
 optimizers: setup
 	@test -f $(OPT_CONFIG) || { echo "no such config: $(OPT_CONFIG) (OPT_CONFIG=config/<name>.yaml)" >&2; exit 2; }
 	mkdir -p $(OPT_WORK)/data
-	git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C $(OPT_WORK)
+	@# the project's files, not its results: the work folder keeps its own
+	git ls-files -co --exclude-standard -z -- . ':!results' ':!studies' ':!dvc.lock' | tar --null -T - -cf - | tar -xf - -C $(OPT_WORK)
 	@if [ -d data/mnist ] && [ ! -d $(OPT_WORK)/data/mnist ]; then cp -a data/mnist $(OPT_WORK)/data/; fi
 	cd $(OPT_WORK) && PATH="$(CURDIR)/$(BIN):$$PATH" snakemake --cores $(CORES) --configfile $(OPT_CONFIG) $(SNAKEMAKE_ARGS)
 	mkdir -p studies/$(OPT_NAME)
