@@ -150,3 +150,21 @@ def test_schedules_warm_up_then_hold_or_decay_to_zero():
     assert all(linear(t) >= linear(t + 1) >= 0 for t in range(warm, total))
     with pytest.raises(Exception, match="unknown lr schedule 'step'"):
         lr_schedule(1.0, 0, 10, "step")
+
+
+@pytest.mark.parametrize("kind", ["constant", "linear", "cosine"])
+def test_the_trainer_follows_the_cells_schedule_over_all_its_steps(kind):
+    """The trainer's lr at each step comes from train.schedule over the cell's whole run (epochs
+    x ceil(N / b) steps), after the warm-up."""
+    import batchlab.train as train_module
+    from batchlab.data import DeviceData
+
+    g = torch.Generator().manual_seed(0)
+    data = DeviceData(torch.randn(100, 784, generator=g), torch.randint(0, 10, (100,), generator=g),
+                      torch.randn(20, 784, generator=g), torch.randint(0, 10, (20,), generator=g))  # fmt: skip
+    cfg = CellConfig(batch_size=10, lr=0.5, epochs=2, warmup_epochs=1, schedule=kind, probe_every_samples=0, sharpness_iterations=0)
+    run = train_module.setup(cfg, data, torch.device("cpu"), None, lambda m: None)
+    lrs = [run.lr_at(t) for t in range(20)]  # 2 epochs of 10 steps; warm-up over the first 10
+    assert lrs[:10] == pytest.approx([0.05 * (t + 1) for t in range(10)])
+    assert lrs[10] == pytest.approx(0.5)
+    assert lrs[19] == pytest.approx({"constant": 0.5, "linear": 0.05, "cosine": 0.25 * (1 + math.cos(math.pi * 0.9))}[kind])
