@@ -151,21 +151,35 @@ def critical_batch(targets: pd.DataFrame, cells: pd.DataFrame | None = None, n_b
     fit["b_crit_lo"] = fit["b_crit_hi"] = float("nan")
     if cells is None or not math.isfinite(fit["b_crit"]):
         return fit
-    grid = grid_cells(cells)
-    per = {
+    per = steps_by_seed(targets, grid_cells(cells))
+    seeds = shared_seeds(per.values())
+    if len(seeds) < 2:
+        return fit
+    lo, hi = bootstrap_interval(np.asarray(seeds), lambda pick: log_b_crit(per, pick), n_boot)
+    fit["b_crit_lo"], fit["b_crit_hi"] = math.exp(lo), math.exp(hi)
+    return fit
+
+
+def steps_by_seed(targets: pd.DataFrame, grid: pd.DataFrame) -> dict[int, pd.Series]:
+    """Per batch size that reached the target: each seed's steps to it at the lr of `targets`
+    (the one that reached it in the fewest): the points of the B_crit fit."""
+    reached = targets[targets["reached"].astype(bool)]
+    return {
         int(r.batch_size): grid[(grid["batch_size"] == r.batch_size) & (grid["lr"] == r.lr)].set_index("seed")["steps_to_acc"]
         for r in reached.itertuples()
     }
-    seeds = sorted(set.intersection(*(set(p.index) for p in per.values())))
-    if len(seeds) < 2:
-        return fit
-    def log_b_crit(pick) -> float:
-        bc = fit_critical_batch(list(per), [float(per[b].loc[pick].mean()) for b in per])["b_crit"]
-        return math.log(bc) if math.isfinite(bc) else math.nan
 
-    lo, hi = bootstrap_interval(np.asarray(seeds), log_b_crit, n_boot)
-    fit["b_crit_lo"], fit["b_crit_hi"] = math.exp(lo), math.exp(hi)
-    return fit
+
+def shared_seeds(series) -> list:
+    """The seeds every one of the per-seed series has."""
+    series = list(series)
+    return sorted(set.intersection(*(set(s.index) for s in series))) if series else []
+
+
+def log_b_crit(per: dict[int, pd.Series], pick) -> float:
+    """log B_crit fitted to the mean steps of the seeds `pick` (NaN where it cannot be fitted)."""
+    bc = fit_critical_batch(list(per), [float(per[b].loc[pick].mean()) for b in per])["b_crit"]
+    return math.log(bc) if math.isfinite(bc) and bc > 0 else math.nan
 
 
 def best_learning_rates(settings: pd.DataFrame) -> pd.DataFrame:

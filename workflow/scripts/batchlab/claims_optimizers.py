@@ -15,10 +15,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from batchlab.aggregate import critical_batch, steps_to_target_table
-from batchlab.analysis import fit_critical_batch
-from batchlab.optimum import N_BOOT, accuracy_matrix, failed_lrs, fit_exponent, lr_exponent, lr_optima, vertex
-from batchlab.stats import Paired, bootstrap_interval, decide
+from batchlab.aggregate import critical_batch, log_b_crit, shared_seeds, steps_by_seed, steps_to_target_table
+from batchlab.optimum import N_BOOT, lr_exponent, lr_optima, peak_slope
+from batchlab.stats import Paired, bootstrap_interval, decide, decide_same
 from batchlab.study import LABELS, design, optimizers
 
 RULES = {"linear": 1.0, "square root": 0.5}
@@ -45,10 +44,10 @@ def optimizer_grid(cells: pd.DataFrame, config: dict, name: str) -> pd.DataFrame
     return sub.assign(in_grid=True)
 
 
-def optimizer_rule(name: str, sub: pd.DataFrame) -> dict:
-    """One optimizer's best lr against batch size, its exponent and critical batch size."""
+def optimizer_rule(name: str, sub: pd.DataFrame, targets: pd.DataFrame) -> dict:
+    """One optimizer's best lr against batch size, its exponent and critical batch size;
+    `targets`: its steps to the target (batchlab.aggregate.steps_to_target_table)."""
     optima = lr_optima(sub)
-    targets = steps_to_target_table(sub)
     critical = critical_batch(targets, sub) if len(targets) else {}
     exponent = lr_exponent(sub, optima, critical.get("b_crit")) if len(optima) else {"exponent": math.nan}
     lo, hi = exponent.get("lo", math.nan), exponent.get("hi", math.nan)
@@ -68,60 +67,31 @@ def optimizer_rule(name: str, sub: pd.DataFrame) -> dict:
     }
 
 
-def exponent_gap(a: pd.DataFrame, b: pd.DataFrame, used: list[int], seed: int = 0) -> Paired:
-    """exponent(a) - exponent(b) over the batch sizes `used`, with a 95% bootstrap interval that
-    resamples the seeds both have jointly (the same seeds for both fits)."""
-    mats = {}
-    for key, cells in (("a", a), ("b", b)):
-        for bs in used:
-            lrs, seeds, acc = accuracy_matrix(cells, bs)
-            mats[key, bs] = (lrs, seeds, acc, failed_lrs(cells, bs, lrs))
-    shared = sorted(set.intersection(*(set(m[1]) for m in mats.values()))) if mats else []
-    if len(used) < 2 or len(shared) < 2:
+def paired_bootstrap(shared: list, statistic, n_boot: int, seed: int) -> Paired:
+    """statistic over the seeds both sides have, with its 95% bootstrap interval (the seeds
+    resampled jointly: the statistic is a difference between two optimizers)."""
+    if len(shared) < 2:
         return Paired(math.nan, math.nan, math.nan, len(shared), tuple(shared))
-
-    def slope(key: str, pick) -> float:
-        peaks = []
-        for bs in used:
-            lrs, seeds, acc, failed = mats[key, bs]
-            peaks.append(vertex(lrs, acc[[seeds.index(s) for s in pick]].mean(axis=0), failed)[0])
-        return fit_exponent(used, peaks)
-
-    def gap(pick) -> float:
-        return slope("a", pick) - slope("b", pick)
-
-    lo, hi = bootstrap_interval(np.asarray(shared), gap, N_BOOT, seed)
-    return Paired(gap(np.asarray(shared)), lo, hi, len(shared), tuple(shared))
+    lo, hi = bootstrap_interval(np.asarray(shared), statistic, n_boot, seed)
+    return Paired(statistic(np.asarray(shared)), lo, hi, len(shared), tuple(shared))
 
 
-def steps_by_seed(sub: pd.DataFrame) -> dict[int, pd.Series]:
-    """Per batch size that reached the target: each seed's steps to it at the lr that reached it
-    in the fewest (the points of the B_crit fit)."""
-    targets = steps_to_target_table(sub)
-    reached = targets[targets["reached"].astype(bool)]
-    return {
-        int(r.batch_size): sub[(sub["batch_size"] == r.batch_size) & (sub["lr"] == r.lr)].set_index("seed")["steps_to_acc"]
-        for r in reached.itertuples()
-    }
+def exponent_gap(a: pd.DataFrame, b: pd.DataFrame, used: list[int], seed: int = 0) -> Paired:
+    """exponent(a) - exponent(b) over the batch sizes `used` (the fit of batchlab.optimum)."""
+    if len(used) < 2:
+        return Paired(math.nan, math.nan, math.nan, 0, ())
+    (seeds_a, slope_a), (seeds_b, slope_b) = peak_slope(a, used), peak_slope(b, used)
+    shared = sorted(set(seeds_a) & set(seeds_b))
+    return paired_bootstrap(shared, lambda pick: slope_a(pick) - slope_b(pick), N_BOOT, seed)
 
 
 def b_crit_gap(a: dict[int, pd.Series], b: dict[int, pd.Series], n_boot: int = 300, seed: int = 0) -> Paired:
-    """log B_crit(a) - log B_crit(b), with a 95% bootstrap interval that resamples the seeds both
-    have jointly (as many resamples as B_crit's own interval, batchlab.aggregate.critical_batch)."""
-    series = [*a.values(), *b.values()]
-    shared = sorted(set.intersection(*(set(s.dropna().index) for s in series))) if series else []
-
-    def log_b_crit(per: dict, pick) -> float:
-        bc = fit_critical_batch(list(per), [float(per[k].loc[pick].mean()) for k in per])["b_crit"]
-        return math.log(bc) if math.isfinite(bc) and bc > 0 else math.nan
-
-    def gap(pick) -> float:
-        return log_b_crit(a, pick) - log_b_crit(b, pick)
-
-    if len(shared) < 2 or len(a) < 3 or len(b) < 3:
-        return Paired(math.nan, math.nan, math.nan, len(shared), tuple(shared))
-    lo, hi = bootstrap_interval(np.asarray(shared), gap, n_boot, seed)
-    return Paired(gap(np.asarray(shared)), lo, hi, len(shared), tuple(shared))
+    """log B_crit(a) - log B_crit(b) from their steps by seed (batchlab.aggregate.steps_by_seed;
+    as many resamples as B_crit's own interval)."""
+    if len(a) < 3 or len(b) < 3:
+        return Paired(math.nan, math.nan, math.nan, 0, ())
+    shared = shared_seeds([*a.values(), *b.values()])
+    return paired_bootstrap(shared, lambda pick: log_b_crit(a, pick) - log_b_crit(b, pick), n_boot, seed)
 
 
 def compare_optimizers(cells: pd.DataFrame, config: dict) -> dict | None:
@@ -130,30 +100,19 @@ def compare_optimizers(cells: pd.DataFrame, config: dict) -> dict | None:
     if len(names) < 2 or "cell" not in cells:
         return None
     subs = {n: optimizer_grid(cells, config, n) for n in names}
-    rules = [optimizer_rule(n, subs[n]) for n in names if len(subs[n])]
-    by_name = {r["optimizer"]: r for r in rules}
-    ref = names[0]
-    gaps = []
-    for r in rules:
-        if r["optimizer"] == ref or ref not in by_name:
+    subs = {n: sub for n, sub in subs.items() if len(sub)}
+    targets = {n: steps_to_target_table(sub) for n, sub in subs.items()}
+    steps = {n: steps_by_seed(targets[n], sub) for n, sub in subs.items()}
+    rules = {n: optimizer_rule(n, sub, targets[n]) for n, sub in subs.items()}
+    ref, gaps = names[0], []
+    for name, rule in rules.items():
+        if name == ref or ref not in rules:
             continue
-        used = sorted(set(r["exponent"].get("batch_sizes") or []) & set(by_name[ref]["exponent"].get("batch_sizes") or []))
-        gaps.append({"optimizer": r["optimizer"], "reference": ref, "batch_sizes": used,
-                     "gap": exponent_gap(subs[r["optimizer"]], subs[ref], used).as_dict(),
-                     "log_b_crit_gap": b_crit_gap(steps_by_seed(subs[r["optimizer"]]), steps_by_seed(subs[ref])).as_dict()})  # fmt: skip
-    return {"reference": ref, "rules": rules, "gaps": gaps}
-
-
-def decide_same(d: Paired, margin: float) -> tuple[str, str]:
-    """A claim of no difference: supported when the interval lies within ±margin, not supported
-    when it excludes 0 beyond the margin, else inconclusive."""
-    if d.n < 3 or not (math.isfinite(d.lo) and math.isfinite(d.hi)):
-        return "inconclusive", "the difference has no interval (too few batch sizes inside their windows, or seeds)"
-    if -margin < d.lo and d.hi < margin:
-        return "supported", f"the 95% interval lies within ±{margin:g}: the same rule"
-    if d.lo > margin or d.hi < -margin:
-        return "not supported", f"the 95% interval excludes 0 beyond ±{margin:g}"
-    return "inconclusive", f"the 95% interval reaches beyond ±{margin:g} but does not exclude a difference of that size"
+        used = sorted(set(rule["exponent"].get("batch_sizes") or []) & set(rules[ref]["exponent"].get("batch_sizes") or []))
+        gaps.append({"optimizer": name, "reference": ref, "batch_sizes": used,
+                     "gap": exponent_gap(subs[name], subs[ref], used).as_dict(),
+                     "log_b_crit_gap": b_crit_gap(steps[name], steps[ref]).as_dict()})  # fmt: skip
+    return {"reference": ref, "rules": list(rules.values()), "gaps": gaps}
 
 
 def optimizer_verdicts(comparison: dict | None) -> list[dict]:

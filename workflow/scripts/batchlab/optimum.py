@@ -118,12 +118,20 @@ def lr_exponent(cells: pd.DataFrame, optima: pd.DataFrame, b_crit: float | None,
     out = {"exponent": math.nan, "lo": math.nan, "hi": math.nan, "batch_sizes": used, "below_b_crit": limit}
     if len(used) < 2:
         return out
-    mats = {b: accuracy_matrix(cells, b) for b in used}
-    fails = {b: failed_lrs(cells, b, mats[b][0]) for b in used}
-    shared = sorted(set.intersection(*(set(m[1]) for m in mats.values())))
+    shared, slope = peak_slope(cells, used)
     out["exponent"] = fit_exponent(used, [inside.set_index("batch_size").loc[b, "lr_opt"] for b in used])
     if len(shared) < 2:
         return out
+    out["lo"], out["hi"] = bootstrap_interval(np.asarray(shared), slope, N_BOOT, seed)
+    return out
+
+
+def peak_slope(cells: pd.DataFrame, used: list[int]):
+    """(the seeds every batch size of `used` has, slope): slope(pick) is the exponent fitted to
+    the optima of the seeds `pick` at those batch sizes (the statistic the bootstrap resamples)."""
+    mats = {b: accuracy_matrix(cells, b) for b in used}
+    fails = {b: failed_lrs(cells, b, mats[b][0]) for b in used}
+    shared = sorted(set.intersection(*(set(m[1]) for m in mats.values())))
 
     def slope(pick) -> float:
         peaks = []
@@ -132,5 +140,4 @@ def lr_exponent(cells: pd.DataFrame, optima: pd.DataFrame, b_crit: float | None,
             peaks.append(vertex(lrs, acc[[seeds.index(s) for s in pick]].mean(axis=0), fails[b])[0])
         return fit_exponent(used, peaks)
 
-    out["lo"], out["hi"] = bootstrap_interval(np.asarray(shared), slope, N_BOOT, seed)
-    return out
+    return shared, slope

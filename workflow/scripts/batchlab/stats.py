@@ -84,6 +84,19 @@ def decide(diff: Paired, expected: int, margin: float) -> tuple[str, str]:
     return "inconclusive", f"the 95% interval holds 0 and reaches beyond ±{margin:g}"
 
 
+def decide_same(diff: Paired, margin: float) -> tuple[str, str]:
+    """The verdict on a claim of *no* difference (two settings alike within `margin`), and why:
+    supported when the interval lies within ±margin, not supported when it excludes 0 beyond the
+    margin, else inconclusive (also with fewer than MIN_SEEDS seeds or no interval)."""
+    if diff.n < MIN_SEEDS or not (math.isfinite(diff.lo) and math.isfinite(diff.hi)):
+        return "inconclusive", "the difference has no interval (too few batch sizes inside their windows, or seeds)"
+    if -margin < diff.lo and diff.hi < margin:
+        return "supported", f"the 95% interval lies within ±{margin:g}: the same rule"
+    if diff.lo > margin or diff.hi < -margin:
+        return "not supported", f"the 95% interval excludes 0 beyond ±{margin:g}"
+    return "inconclusive", f"the 95% interval reaches beyond ±{margin:g} but does not exclude a difference of that size"
+
+
 def bootstrap_interval(samples, statistic, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
     """95% interval of statistic(samples) from resampling the rows of `samples` (the seeds; each
     resample draws len(samples) rows with replacement): the estimate ± t(n-1) · sqrt(n/(n-1)) ·

@@ -10,19 +10,16 @@ import math
 import altair as alt
 import pandas as pd
 
+from batchlab.analysis import is_finite
 from batchlab.report.encodings import HEIGHT, WIDTH, batch_x, log_scale, spec
 from batchlab.report.fmt import fmt_int, html_table
 from batchlab.report.inputs import Inputs
 from batchlab.report.page import Section
 
 
-def _finite(v) -> bool:
-    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
-
-
 def _positive(v) -> bool:
     """Drawable on a log axis."""
-    return _finite(v) and v > 0
+    return is_finite(v) and v > 0
 
 
 def _interval(value, lo, hi, digits=2) -> str:
@@ -98,7 +95,7 @@ def steps_chart(rules: list[dict], target: float) -> dict | None:
         {"optimizer": r["label"], "batch_size": t["batch_size"], "steps": t["steps"], "lo": t["steps_lo"], "hi": t["steps_hi"]}
         for r in rules
         for t in r["targets"]
-        if t.get("reached") and _finite(t.get("steps"))
+        if t.get("reached") and is_finite(t.get("steps"))
     ]
     if not rows:
         return None
