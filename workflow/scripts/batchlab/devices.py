@@ -53,6 +53,26 @@ def jobs_per_gpu(environ: dict) -> int:
     return int(text)
 
 
+def cuda_graphs(environ: dict) -> bool:
+    """BATCHLAB_CUDA_GRAPHS: 1 (default) replays each training step from a CUDA graph where it
+    can be (batchlab.graphs), 0 trains eagerly; a runtime knob, ignored on the CPU."""
+    text = environ.get("BATCHLAB_CUDA_GRAPHS", "1").strip()
+    if text not in ("0", "1"):
+        raise DeviceError(f"BATCHLAB_CUDA_GRAPHS={text!r} must be 1 (replay steps from CUDA graphs) or 0 (eager)")
+    return text == "1"
+
+
+def strict_fp32() -> None:
+    """fp32 arithmetic throughout on CUDA, no TF32 in matrix products or convolutions: a CUDA
+    cell and a CPU cell of the same seed then agree to float tolerance."""
+    import torch
+
+    # the API of PyTorch 2.9 and later, op by op (cuDNN's own default is tf32 for both)
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    torch.backends.cudnn.rnn.fp32_precision = "ieee"
+
+
 def claim_gpu(gpu_count: int, lock_dir: str | Path, per_gpu: int = 1, wait_s: float = 3600.0, poll_s: float = 0.5):
     """Pin this job to a free slot of a GPU: hold an exclusive lock on
     lock_dir/gpu{i}.slot{j}.lock for the first free one and return (i, lock handle). Slots are

@@ -17,7 +17,9 @@ The trust ratios of LARS and LAMB apply to the weight matrices; biases take the 
 Each optimizer has the same four calls: `step(grads, lr, alive)` updates the seeds marked alive
 and leaves the others exactly as they were; `step_all(grads, lr)` updates every seed; `buffers`
 (its state, tensors updated in place: a trainer may copy them back to rewind); `state()` and
-`load()` for checkpoints.
+`load()` for checkpoints. `graphable`: its step may be captured in a CUDA graph (batchlab.graphs):
+the lr may be a 0-dim tensor on the device and nothing reads a value back to the host. The
+torch.optim ones are not (SGD's foreach update takes the lr as a host number).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ def _seed_view(alive: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 class PlainSGD:
     """p -= lr * (g + wd * p); a frozen seed's gradient is zeroed, so it does not move."""
 
+    graphable = True
+
     def __init__(self, params: list[torch.Tensor], s: Settings):
         self.params, self.weight_decay, self.buffers = params, s.weight_decay, []
 
@@ -68,13 +72,14 @@ class PlainSGD:
             g = g.masked_fill_(frozen, 0.0)  # in place: autograd's gradient is ours
             if self.weight_decay:
                 g = g.add_(p.masked_fill(frozen, 0.0), alpha=self.weight_decay)
-            p.add_(g, alpha=-lr)
+            p.sub_(g.mul_(lr))
 
     @torch.no_grad()
     def step_all(self, grads: list[torch.Tensor], lr: float) -> None:
         if self.weight_decay:
             grads = [g.add_(p, alpha=self.weight_decay) for p, g in zip(self.params, grads, strict=True)]
-        torch._foreach_add_(self.params, grads, alpha=-lr)
+        torch._foreach_mul_(grads, lr)
+        torch._foreach_sub_(self.params, grads)
 
     def state(self) -> list[torch.Tensor]:
         return []
@@ -89,6 +94,7 @@ class Masked:
 
     params: list[torch.Tensor]
     buffers: list[torch.Tensor]
+    graphable = True
 
     @torch.no_grad()
     def step(self, grads: list[torch.Tensor], lr: float, alive: torch.Tensor) -> None:
@@ -113,6 +119,8 @@ class TorchOptimizer(Masked):
     """A torch.optim optimizer over the stacked tensors. Its state is made at construction (one
     step with zero gradients and lr 0, then zeroed, which is the state of a fresh optimizer) so
     that `buffers` are fixed tensors from the first step on."""
+
+    graphable = False
 
     def __init__(self, params: list[torch.Tensor], make: Callable[[list[torch.Tensor]], torch.optim.Optimizer]):
         self.params = params
@@ -173,7 +181,7 @@ class LARS(Masked):
                 (w_norm,), (g_norm,) = _layer_norms([p]), _layer_norms([g])
                 local = trust_ratio(w_norm, g_norm + s.weight_decay * w_norm, s.trust_coefficient)
                 g = (g.add(p, alpha=s.weight_decay) if s.weight_decay else g).mul_(local)
-            v.mul_(s.momentum).add_(g, alpha=lr)
+            v.mul_(s.momentum).add_(g.mul_(lr))
             p.sub_(v)
 
 
@@ -204,7 +212,7 @@ class LAMB(Masked):
                     r.add_(p, alpha=s.weight_decay)
                 (w_norm,), (r_norm,) = _layer_norms([p]), _layer_norms([r])
                 r.mul_(trust_ratio(w_norm, r_norm))
-            p.sub_(r, alpha=lr)
+            p.sub_(r.mul_(lr))
 
 
 def build_optimizer(params: list[torch.Tensor], s: Settings):

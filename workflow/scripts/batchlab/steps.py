@@ -34,7 +34,7 @@ DEFER = 8  # first-layer updates deferred and applied together, at batch 1 (see 
 
 
 class FirstLayerUpdates:
-    """The first layer's SGD updates W += c ga^T x, applied at once or, with `defer` > 0,
+    """The first layer's SGD updates W += ga^T x (ga = c dL/dh), applied at once or, with `defer` > 0,
     `defer` at a time as one rank-`defer` product; `correct` adds the effect of the deferred
     ones to a forward pre-activation h = W x + b, exactly: sum_j c_j ga_j (x_j . x)."""
 
@@ -49,13 +49,14 @@ class FirstLayerUpdates:
         if j:
             h.baddbmm_(torch.bmm(x, self.xs[:, :j].transpose(1, 2)), self.gas[:, :j])
 
-    def apply(self, ga: torch.Tensor, x: torch.Tensor, step_size: float) -> None:
+    def apply(self, ga: torch.Tensor, x: torch.Tensor) -> None:
+        """ga: c * dL/dh, the step size already in it."""
         if not self.defer:
-            self.w1.baddbmm_(ga.transpose(1, 2), x, alpha=step_size)
+            self.w1.baddbmm_(ga.transpose(1, 2), x)
             return
         j = self.pending
         self.xs[:, j : j + 1].copy_(x)
-        torch.mul(ga, step_size, out=self.gas[:, j : j + 1])
+        self.gas[:, j : j + 1].copy_(ga)
         self.pending = j + 1
         if self.pending == self.defer:
             self.flush()
@@ -71,7 +72,7 @@ class FirstLayerUpdates:
 
 
 def fused_mlp_sgd(
-    ens: Ensemble, alive: torch.Tensor, threshold: float, batch_size: int = 0, masked: bool = True
+    ens: Ensemble, alive: torch.Tensor, threshold: float, batch_size: int = 0, masked: bool = True, defer: bool = True
 ) -> Step:
     """Plain SGD on the stacked mlp, by hand.
 
@@ -82,7 +83,9 @@ def fused_mlp_sgd(
     is that of sequential SGD up to float rounding (tested); `step.flush()` applies what is
     deferred before anything reads the weights, and `step.settled()` says when nothing is: a
     window that ends on time ends only there, so where windows end never changes a result.
-    masked=False: as in autograd_step.
+    masked=False: as in autograd_step. defer=False: never defer (a step captured in a CUDA
+    graph holds no Python state: batchlab.graphs). lr: a float, or a 0-dim tensor on the device
+    (read by the captured step at each replay).
     """
     p = ens.params
     w1, b1, w2, b2 = p["0.weight"], p["0.bias"], p["2.weight"], p["2.bias"]
@@ -90,7 +93,7 @@ def fused_mlp_sgd(
     w1t, w2t, b1u, b2u = w1.transpose(1, 2), w2.transpose(1, 2), b1.unsqueeze(1), b2.unsqueeze(1)
     minus_one: dict[tuple, torch.Tensor] = {}
     relu_backward = torch.ops.aten.threshold_backward
-    first = FirstLayerUpdates(w1, ens.size, DEFER if batch_size == 1 and ens.size > 1 else 0)
+    first = FirstLayerUpdates(w1, ens.size, DEFER if defer and batch_size == 1 and ens.size > 1 else 0)
 
     @torch.no_grad()
     def step(x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
@@ -103,18 +106,20 @@ def fused_mlp_sgd(
         if y3.shape not in minus_one:
             minus_one[y3.shape] = torch.full(y3.shape, -1.0, device=x.device)
         g = logp.exp_().scatter_add_(2, y3, minus_one[y3.shape])  # b * dL/dlogits of the mean loss
+        step_size = -lr / x.shape[1]
         if masked:
             ok = _still_alive(alive, loss, threshold)
-            g.mul_(ok.view(-1, 1, 1)).nan_to_num_(0.0)  # frozen seeds: 0
-        ga = relu_backward(torch.bmm(g, w2), a, 0)  # b * dL/dh, before w2 moves
-        step_size = -lr / x.shape[1]
-        w2.baddbmm_(g.transpose(1, 2), a, alpha=step_size)
-        b2.add_(g.sum(1), alpha=step_size)
-        b1.add_(ga.sum(1), alpha=step_size)
-        first.apply(ga, x, step_size)
+            g.mul_(ok.view(-1, 1, 1) * step_size).nan_to_num_(0.0)  # frozen seeds: 0
+        else:
+            g.mul_(step_size)
+        ga = relu_backward(torch.bmm(g, w2), a, 0)  # -lr dL/dh, before w2 moves
+        w2.baddbmm_(g.transpose(1, 2), a)
+        b2.add_(g.sum(1))
+        b1.add_(ga.sum(1))
+        first.apply(ga, x)
         return loss
 
-    step.flush, step.settled, step.masked = first.flush, first.settled, masked
+    step.flush, step.settled, step.masked, step.graphable = first.flush, first.settled, masked, not first.defer
     return step
 
 
@@ -191,4 +196,5 @@ def autograd_step(
         return loss
 
     step.flush, step.settled, step.masked = _no_flush, _settled, masked
+    step.graphable = getattr(optimizer, "graphable", False)
     return step

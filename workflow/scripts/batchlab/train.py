@@ -9,7 +9,8 @@ depend on where a window ends: a seed's divergence is caught on the device at it
 batchlab.steps).
 
 A training job reads like the short script it is (`train_cell`): set up; for each epoch train its
-windows, evaluate, check each seed's fate, snapshot; finish.
+windows, evaluate, check each seed's fate, snapshot; finish. On CUDA the step is replayed from a
+CUDA graph where it can be (batchlab.graphs), in full fp32 (no TF32), like the CPU.
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ from batchlab.cell_config import (
     warmup_steps,
 )
 from batchlab.data import DeviceData
+from batchlab.devices import strict_fp32
 from batchlab.ensemble import Ensemble, evaluate
 from batchlab.fates import (
     collapse_reason,
     is_collapsed,
 )
+from batchlab.graphs import graphed, step_note
 from batchlab.optimizers import build_optimizer
 from batchlab.probes import Probes, early_probe_steps, probe_interval
 from batchlab.records import CellResult, SeedResult, TrainState
@@ -96,8 +99,10 @@ class Run:
         return np.concatenate([self.seeds[i].losses, *self.chunks[i]]).astype(np.float32)
 
 
-def setup(cfg, data, device, resume: TrainState | None, log) -> Run:
+def setup(cfg, data, device, resume: TrainState | None, log, cuda_graphs: bool = True) -> Run:
     check_cell(cfg)
+    if device.type == "cuda":
+        strict_fp32()
     seeds = list(cfg.seeds)
     ens = Ensemble.initialize(cfg.model, seeds, device)
     threshold = cfg.divergence_loss
@@ -105,11 +110,13 @@ def setup(cfg, data, device, resume: TrainState | None, log) -> Run:
     # a group of one seed rewinds a window in which it diverged (see train_epoch) instead of
     # masking every update: fewer ops per step, a pass less over the weights
     masked = len(seeds) > 1
+    graphs = device.type == "cuda" and cuda_graphs  # a captured step keeps no Python state
     if uses_fused_step(cfg):
-        optimizer, step_fn = None, fused_mlp_sgd(ens, alive, threshold, cfg.batch_size, masked)
+        optimizer, step_fn = None, fused_mlp_sgd(ens, alive, threshold, cfg.batch_size, masked, defer=not graphs)
     else:
         optimizer = build_optimizer(ens.tensors(), optimizer_settings(cfg))
         step_fn = autograd_step(ens, optimizer, alive, threshold, cfg.splits, masked)
+    step_fn = graphed(step_fn, device, cuda_graphs, log)
     iters = iterations_per_epoch(data.n_train, cfg.batch_size)
     run = Run(
         cfg=cfg,
@@ -233,15 +240,20 @@ def train_cell(
     on_epoch_end: Callable[[list[TrainState]], None] | None = None,
     log: Callable[[str], None] = print,
     window_seconds: float = 10.0,
+    cuda_graphs: bool = True,
 ) -> CellResult:
     """Train every seed of a cell; a seed that diverges or collapses is frozen at its step while
     the others train on, and the cell ends early when none is left. The checkpoint after each
-    epoch (on_epoch_end) holds every group of seeds."""
+    epoch (on_epoch_end) holds every group of seeds. cuda_graphs: replay the step from a CUDA
+    graph on CUDA where it can be (ignored on the CPU)."""
     groups = seed_groups(cfg)
     if resume is not None and [tuple(s["seed"] for s in state.seeds) for state in resume] != groups:
         raise ValueError("the checkpoint's seed groups are not this cell's")
     states = resume or [None] * len(groups)
-    runs = [setup(replace(cfg, seeds=g), data, device, st, log) for g, st in zip(groups, states, strict=True)]
+    runs = [
+        setup(replace(cfg, seeds=g), data, device, st, log, cuda_graphs)
+        for g, st in zip(groups, states, strict=True)
+    ]
     for epoch in range(min(run.epoch for run in runs) + 1, cfg.epochs + 1):
         for run in runs:
             if run.training() and run.epoch < epoch:
@@ -262,11 +274,13 @@ def train_cell(
         measure["noise_and_sharpness_share"] = (probe_s["noise"] + sharp_s) / train_s
         # what measuring costs beside training: the probes and the sharpness (the epoch-end
         # evaluations, which every cell's record needs, are timed apart as epoch_eval)
-        measure["measure_share"] = (probe_s["val_eval"] + probe_s["noise"] + probe_s["track"] + sharp_s) / train_s
+        measure["measure_share"] = (
+            probe_s["val_eval"] + probe_s["noise"] + probe_s["track"] + sharp_s
+        ) / train_s
     return CellResult(
         config=cfg,
         seeds=seeds,
-        step_implementation=step_implementation(cfg),
+        step_implementation=step_implementation(cfg) + step_note(runs[0].step_fn),
         measure_seconds=measure,
         first_step_seconds=runs[0].first_step_seconds,
         resumed_from_epoch=min(state.epoch for state in resume) if resume is not None else None,

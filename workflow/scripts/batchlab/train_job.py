@@ -23,7 +23,14 @@ from batchlab.checkpoint import load_checkpoint, save_checkpoint
 from batchlab.cli import process_age_s, run_step
 from batchlab.closure import module_paths, source_hash
 from batchlab.data import load_prepared, to_device
-from batchlab.devices import claim_gpu, cuda_available, jobs_per_gpu, pinned_by_scheduler, resolve_device
+from batchlab.devices import (
+    claim_gpu,
+    cuda_available,
+    cuda_graphs,
+    jobs_per_gpu,
+    pinned_by_scheduler,
+    resolve_device,
+)
 from batchlab.io import write_json, write_parquet
 from batchlab.models import input_shape
 from batchlab.probes import PROBE_COLUMNS
@@ -93,6 +100,7 @@ def main(job: Job, log) -> None:
     t0, started = time.monotonic(), process_age_s()
     cfg = cell_config(job)
     check_cell(cfg)  # before the data are loaded: a bad cell fails at once
+    graphs = cuda_graphs(os.environ)  # and so does a bad BATCHLAB_CUDA_GRAPHS
     device, _gpu_lock = pick_device(job.train["device"])
     torch.set_num_threads(job.threads)
     data = to_device(load_prepared(job.data_path), input_shape(cfg.model), device, cfg.validation_size)
@@ -122,7 +130,7 @@ def main(job: Job, log) -> None:
     todo = tuple(s for s in cfg.seeds if s not in kept)
     fresh, extra = {}, {}
     if todo:
-        fresh, extra = train_seeds(replace(cfg, seeds=todo), data, device, job, log)
+        fresh, extra = train_seeds(replace(cfg, seeds=todo), data, device, job, log, graphs)
         for seed in fresh.values():
             store.put(seed, seed_key(cfg.of_seed(seed.seed), context), extra)
     results = {**{s: r for s, (r, _) in kept.items()}, **fresh}
@@ -134,11 +142,17 @@ def main(job: Job, log) -> None:
     Path(job.checkpoint).unlink(missing_ok=True)  # finished: the outputs are the record
 
 
-def train_seeds(cfg: CellConfig, data, device, job: Job, log) -> tuple[dict, dict]:
+def train_seeds(cfg: CellConfig, data, device, job: Job, log, graphs: bool = True) -> tuple[dict, dict]:
     resume = load_checkpoint(job.checkpoint, cfg, log)
     t0 = time.monotonic()
     result = train_cell(
-        cfg, data, device, resume=resume, on_epoch_end=lambda s: save_checkpoint(job.checkpoint, cfg, s), log=log
+        cfg,
+        data,
+        device,
+        resume=resume,
+        on_epoch_end=lambda s: save_checkpoint(job.checkpoint, cfg, s),
+        log=log,
+        cuda_graphs=graphs,
     )
     if result.first_step_seconds is not None:
         log(f"first step {result.first_step_seconds:.3f} s (the steps after it: see the epoch lines)")
