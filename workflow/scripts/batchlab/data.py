@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from batchlab.idx import MNIST_FILES, check_mnist_arrays, decompress, parse_idx
+from batchlab.idx import MNIST_FILES, IdxError, check_mnist_arrays, decompress, parse_idx
 
 # Mean and standard deviation of the MNIST training pixels (scaled to [0, 1]).
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -27,6 +27,17 @@ def decode_mnist(blobs: dict[str, bytes]) -> dict[str, torch.Tensor]:
         key: torch.from_numpy(np.array(a, dtype=np.int64 if key.endswith("labels") else np.uint8))
         for key, a in arrays.items()
     }
+
+
+def read_mnist_folder(folder: str | Path) -> dict[str, torch.Tensor]:
+    """decode_mnist of the four files in a folder, each gzipped (name.gz) or not (name)."""
+    folder, blobs = Path(folder), {}
+    for key, (name, _) in MNIST_FILES.items():
+        found = [f for f in (folder / f"{name}.gz", folder / name) if f.is_file()]
+        if not found:
+            raise IdxError(f"MNIST file {name}.gz (or {name}) is not in {folder}")
+        blobs[key] = found[0].read_bytes()
+    return decode_mnist(blobs)
 
 
 def load_prepared(path: str | Path) -> dict[str, torch.Tensor]:

@@ -97,6 +97,17 @@ def decide_same(diff: Paired, margin: float) -> tuple[str, str]:
     return "inconclusive", f"the 95% interval reaches beyond ±{margin:g} but does not exclude a difference of that size"
 
 
+def seed_interval(values) -> tuple[float, float]:
+    """Where one more seed's value is expected (95% prediction interval of the seeds):
+    mean +- t_{n-1} s sqrt(1 + 1/n). A single seed, or seeds that all agree, give the value."""
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    if n < 2:
+        return float(x.mean()), float(x.mean())
+    half = t_quantile(n - 1) * x.std(ddof=1) * math.sqrt(1 + 1 / n)
+    return float(x.mean() - half), float(x.mean() + half)
+
+
 def bootstrap_interval(samples, statistic, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
     """95% interval of statistic(samples) from resampling the rows of `samples` (the seeds; each
     resample draws len(samples) rows with replacement): the estimate ± t(n-1) · sqrt(n/(n-1)) ·
