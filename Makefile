@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests use: a headless browser for the report, a one-node Slurm cluster.
 DEBIAN_TEST_PACKAGES := chromium slurm-wlm munge
 
-.PHONY: setup test-setup system-deps study optimizers status peek test lint bench repro pull clean
+.PHONY: setup test-setup system-deps study optimizers status peek test lint bench gpu-check repro pull clean
 
 setup: $(VENV)/.batchlab-setup
 
@@ -76,6 +76,14 @@ lint: test-setup
 bench: setup
 	$(BIN)/snakemake --cores 1 data/mnist/mnist.pt
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+# The prepared GPU check (benchmarks/gpu_check.py): on a machine with one GPU, with the Python it
+# finds there (PyTorch 2.11 or newer, numpy, pandas, pyarrow, pyyaml, pytest); installs nothing,
+# needs no network or Snakemake; MNIST from data/mnist/raw (GPU_CHECK_ARGS="--mnist DIR").
+# At most 8 minutes; writes benchmarks/gpu_check.json.
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro

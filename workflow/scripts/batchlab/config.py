@@ -142,6 +142,12 @@ def validate_config(config: dict, schema: dict) -> dict:
     return config
 
 
+def fill_defaults(config: dict, schema: dict) -> dict:
+    """The config with numeric strings read as numbers and the schema's defaults filled, not
+    validated (for a GPU machine's stock environment, which has no jsonschema)."""
+    return _coerce(copy.deepcopy(config), schema, [])
+
+
 def _cross_checks(config: dict) -> list[str]:
     """Rules that tie two keys together, which the JSON schema cannot say."""
     out = []
