@@ -80,8 +80,8 @@ def graphed(step: Callable, device: torch.device, enabled: bool, log: Callable[[
     if device.type != "cuda":
         return step
     if not enabled:
-        step.note = "eager on CUDA (BATCHLAB_CUDA_GRAPHS=0)"
-        log("CUDA graph: off (BATCHLAB_CUDA_GRAPHS=0); this cell trains eagerly")
+        step.note = "eager on CUDA (graphs turned off: BATCHLAB_CUDA_GRAPHS=0)"
+        log("CUDA graph: off (turned off: BATCHLAB_CUDA_GRAPHS=0 in a job); this cell trains eagerly")
         return step
     if not getattr(step, "graphable", False):
         step.note = "eager on CUDA (torch.optim's step takes the lr as a host number)"
