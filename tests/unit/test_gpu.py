@@ -6,8 +6,6 @@ and accuracies lie within the seed-to-seed interval of the CPU's seeds; a replay
 steps never synchronizes with the host; a step that cannot be captured trains eagerly and says so.
 """
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,22 +26,10 @@ pytestmark = [
 N_TRAIN, SEEDS = 6000, (0, 1, 2, 3, 4)
 
 
-def mnist_folder() -> Path:
-    """The four MNIST files: $BATCHLAB_TEST_MNIST, ../shared/mnist or the project's data/raw."""
-    root = Path(__file__).resolve().parents[2]
-    for path in (
-        os.environ.get("BATCHLAB_TEST_MNIST"),
-        root.parent / "shared" / "mnist",
-        root / "data" / "raw",
-    ):
-        if path and (Path(path) / "train-images-idx3-ubyte.gz").exists():
-            return Path(path)
-    pytest.fail("no MNIST folder: set BATCHLAB_TEST_MNIST to a folder holding the four .gz files")
-
-
 @pytest.fixture(scope="module")
-def mnist():
-    tensors = read_mnist_folder(mnist_folder())
+def mnist(mnist_mirror):
+    """6,000 training images of the local MNIST mirror (conftest; $BATCHLAB_TEST_MNIST)."""
+    tensors = read_mnist_folder(mnist_mirror)
     tensors["train_images"], tensors["train_labels"] = (
         tensors["train_images"][:N_TRAIN],
         tensors["train_labels"][:N_TRAIN],

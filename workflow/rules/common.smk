@@ -9,7 +9,7 @@ import yaml
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
-from batchlab import study
+from batchlab import study, train_params
 from batchlab.aggregate_params import design_config
 from batchlab.closure import script_closure
 from batchlab.config import validate_config

@@ -21,19 +21,14 @@ rule train:
         f"results/benchmarks/train/{CELL}.tsv"
     conda:
         "../../envs/batchlab.yaml"
-    # train.threads is a runtime knob: it sets the job's threads, not its params, so changing
-    # it retrains nothing
+    # train.threads is a runtime knob: not in the job's params (batchlab.train_params)
     threads: config["train"]["threads"]
     resources:
         gpu=TRAIN_GPUS,
     params:
         seeds=study.seeds(config),
-        train={k: v for k, v in config["train"].items() if k != "threads"},
-        # the noise scale is measured too where a seed first reaches the report's target
-        measure={
-            **config["measure"],
-            "noise_at_val_acc": config["report"]["target_val_acc"],
-        },
+        train=train_params.train(config),
+        measure=train_params.measure(config),
         # the cell's optimizer's own settings: changing another optimizer's retrains nothing here
         optimizer=lambda wc: study.optimizer_settings(
             config, study.Recipe.parse(wc.recipe).optimizer

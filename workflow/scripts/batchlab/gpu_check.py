@@ -9,7 +9,7 @@ import copy
 import math
 from dataclasses import dataclass
 
-from batchlab import study
+from batchlab import study, train_params
 from batchlab.cell_config import iterations_per_epoch
 from batchlab.config import MNIST_TRAIN, fill_defaults, validate_config
 from batchlab.stats import seed_interval
@@ -44,8 +44,8 @@ def job_settings(config: dict, cell: study.Cell) -> dict:
     return {
         "cell": cell.name(),
         "seeds": tuple(study.seeds(config)),
-        "train": {k: v for k, v in config["train"].items() if k != "threads"},
-        "measure": {**config["measure"], "noise_at_val_acc": config["report"]["target_val_acc"]},
+        "train": train_params.train(config),
+        "measure": train_params.measure(config),
         "optimizer": study.optimizer_settings(config, cell.recipe.optimizer),
     }
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from batchlab.analysis import is_finite, t_quantile
+from batchlab.analysis import is_finite, mean_ci, t_quantile
 
 # below this many shared seeds every seed-based verdict is inconclusive: an interval from two
 # seeds has t = 12.7 and from identical seeds zero width
@@ -98,14 +98,14 @@ def decide_same(diff: Paired, margin: float) -> tuple[str, str]:
 
 
 def seed_interval(values) -> tuple[float, float]:
-    """Where one more seed's value is expected (95% prediction interval of the seeds):
-    mean +- t_{n-1} s sqrt(1 + 1/n). A single seed, or seeds that all agree, give the value."""
-    x = np.asarray(values, dtype=float)
-    n = len(x)
-    if n < 2:
-        return float(x.mean()), float(x.mean())
-    half = t_quantile(n - 1) * x.std(ddof=1) * math.sqrt(1 + 1 / n)
-    return float(x.mean() - half), float(x.mean() + half)
+    """Where one more seed's value is expected (95% prediction interval of the seeds): the
+    t-interval of their mean (analysis.mean_ci) widened by sqrt(n + 1), i.e. mean +- t s
+    sqrt(1 + 1/n). A single seed gives its value."""
+    ci = mean_ci(values)
+    if ci["n"] < 2:
+        return ci["mean"], ci["mean"]
+    half = (ci["hi"] - ci["mean"]) * math.sqrt(ci["n"] + 1)
+    return ci["mean"] - half, ci["mean"] + half
 
 
 def bootstrap_interval(samples, statistic, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
