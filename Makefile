@@ -73,6 +73,8 @@ lint: test-setup
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint
 
+# benchmarks/bench.py (see the README's Speed). BENCH_ARGS=--quick rehearses every part on a few steps
+# (under a minute, figures meaningless: what the tests run); BENCH_ARGS="--skip tutorial,costs" skips parts
 bench: setup
 	$(BIN)/snakemake --cores 1 data/mnist/mnist.pt
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)

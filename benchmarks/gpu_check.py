@@ -53,15 +53,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow/scripts"))
 
-from batchlab import gpu_check as check  # noqa: E402
-from batchlab import study  # noqa: E402
-from batchlab.batches import Batches  # noqa: E402
-from batchlab.data import read_mnist_folder, to_device  # noqa: E402
-from batchlab.devices import strict_fp32  # noqa: E402
-from batchlab.ensemble import Ensemble  # noqa: E402
-from batchlab.graphs import graphed  # noqa: E402
-from batchlab.optimizers import Settings, build_optimizer  # noqa: E402
-from batchlab.steps import autograd_step, fused_mlp_sgd  # noqa: E402
+from batchlab import study
+from batchlab.bench import gpu_check as check
+from batchlab.data.tensors import read_mnist_folder, to_device
+from batchlab.train.batches import Batches
+from batchlab.train.devices import strict_fp32
+from batchlab.train.ensemble import Ensemble
+from batchlab.train.graphs import graphed
+from batchlab.train.optimizers import build_optimizer
+from batchlab.train.settings import OptimizerSettings as Settings
+from batchlab.train.steps import autograd_step, fused_mlp_sgd
 
 REFERENCE = ROOT / "benchmarks/cpu_reference.csv"
 MLP_BATCHES, MLP_STEPS = (1, 8, 64, 512, 4096), {1: 3000, 8: 2000, 64: 1000, 512: 300, 4096: 100}
@@ -163,7 +164,7 @@ def _worker_init(per_gpu: int, lock_dir: str) -> None:
 def run_cell(spec: dict) -> dict:
     """One training job, as the train rule runs it; its seeds' final rows and wall time."""
     from batchlab.cli import Log
-    from batchlab.train_job import Job, main
+    from batchlab.train.job import Job, main
 
     out = Path(spec.pop("out"))
     names = ("losses", "epochs", "probes", "metrics")

@@ -1,7 +1,7 @@
 """The ensemble's optimizer step over stacked seeds against the same optimizer looped seed by seed.
 
 For each optimizer: one update of the mlp's parameters (784-256-10) for S seeds, (a) as the
-trainer does it, one step over the stacked tensors [S, ...] (batchlab.optimizers), and (b) as S
+trainer does it, one step over the stacked tensors [S, ...] (batchlab.train.optimizers), and (b) as S
 separate optimizers, one per seed (torch.optim with foreach where it has the optimizer, else
 batchlab's own with S = 1). Rounds alternate a b a b; the ratio is the median of the per-round
 ratios, so a noisy machine slows both sides alike. Prints a table; --json writes the rows.
@@ -23,7 +23,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow/scripts"))
 
-from batchlab.optimizers import OPTIMIZERS, Settings, build_optimizer  # noqa: E402
+from batchlab.train.optimizers import build_optimizer
+from batchlab.train.settings import OPTIMIZERS
+from batchlab.train.settings import OptimizerSettings as Settings
 
 SHAPES = [(256, 784), (256,), (10, 256), (10,)]
 SETTINGS = {name: Settings(name, momentum=0.9) for name in OPTIMIZERS}

@@ -19,12 +19,27 @@ from dataclasses import fields
 import torch
 
 
+def trainer_api():
+    """(DeviceData, load_prepared, to_device, CellConfig, train_cell, input_shape) of the package
+    on sys.path: from its stage subpackages, or from the flat modules of a version from before
+    the split (the baseline)."""
+    try:
+        from batchlab.data.tensors import DeviceData, load_prepared, to_device
+        from batchlab.train.cell_config import CellConfig
+        from batchlab.train.loop import train_cell
+        from batchlab.train.models import input_shape
+    except ModuleNotFoundError:
+        from batchlab.models import input_shape
+
+        from batchlab.data import DeviceData, load_prepared, to_device
+        from batchlab.train import CellConfig, train_cell
+    return DeviceData, load_prepared, to_device, CellConfig, train_cell, input_shape
+
+
 def main() -> None:
     scripts, data_path, device_name, threads = sys.argv[1:5]
     sys.path.insert(0, scripts)
-    from batchlab.data import DeviceData, load_prepared, to_device
-    from batchlab.models import input_shape
-    from batchlab.train import CellConfig, train_cell
+    DeviceData, load_prepared, to_device, CellConfig, train_cell, input_shape = trainer_api()
 
     torch.set_num_threads(int(threads))
     device = torch.device(device_name)

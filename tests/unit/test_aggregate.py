@@ -4,15 +4,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchlab.aggregate import best_learning_rates, by_setting, cells_table, headline_metrics
-from batchlab.cell_summary import (
+from batchlab.analysis.aggregate import best_learning_rates, by_setting, cells_table, headline_metrics
+from batchlab.analysis.cell_summary import (
     first_crossing,
     loss_oscillation,
     smoothing_window,
     summarize_cell,
     trailing_mean,
 )
-from batchlab.curves import curve_points, downsample_curve
+from batchlab.analysis.curves import curve_points, downsample_curve
 
 
 def test_oscillation_is_mean_absolute_step_change_over_last_epoch():
@@ -120,7 +120,8 @@ def test_best_lr_per_batch_size_is_chosen_on_validation_and_flags_grid_edges():
 
 
 def test_steps_to_target_takes_the_fastest_lr_that_every_seed_reaches():
-    from batchlab.aggregate import critical_batch, steps_to_target_table
+    from batchlab.analysis.aggregate import steps_to_target_table
+    from batchlab.analysis.fits import critical_batch
 
     rows = []
     # (batch, lr) -> steps per seed; None = that seed never reached the target
@@ -168,7 +169,7 @@ def test_steps_to_target_takes_the_fastest_lr_that_every_seed_reaches():
 
 def test_a_truncated_output_of_a_finished_cell_is_named_with_what_to_do(tmp_path):
     from batchlab import BatchlabError
-    from batchlab.runs import read_cell
+    from batchlab.analysis.runs import read_cell
 
     cell = tmp_path / "results/runs/bs64_lr0.1"
     cell.mkdir(parents=True)
@@ -184,7 +185,7 @@ def test_a_truncated_output_of_a_finished_cell_is_named_with_what_to_do(tmp_path
 
 
 def test_model_oscillation_removes_the_trend_and_can_be_zero():
-    from batchlab.cell_summary import model_oscillation
+    from batchlab.analysis.cell_summary import model_oscillation
 
     steady = [[i, 2.0 - 0.1 * i] for i in range(10)]  # falls steadily: no oscillation at all
     assert model_oscillation(steady) == pytest.approx(0.0, abs=1e-12)
@@ -210,8 +211,8 @@ def test_a_seed_that_ends_far_below_the_others_failed_to_learn_and_is_never_best
 
 
 def test_b_crit_has_a_seed_bootstrap_interval_and_an_edge_flag():
-    from batchlab.aggregate import critical_batch, steps_to_target_table
-    from batchlab.analysis import fit_critical_batch
+    from batchlab.analysis.aggregate import steps_to_target_table
+    from batchlab.analysis.fits import critical_batch, fit_critical_batch
 
     # perfect scaling at every batch size: the best fit runs off the end of the search
     assert fit_critical_batch([1, 4, 16, 64], [1e5, 2.5e4, 6250, 1562.5])["at_search_edge"]
@@ -237,7 +238,7 @@ def test_b_crit_has_a_seed_bootstrap_interval_and_an_edge_flag():
 
 
 def test_b_simple_at_target_is_read_at_the_first_probe_that_reaches_it():
-    from batchlab.cell_summary import b_simple_at
+    from batchlab.analysis.cell_summary import b_simple_at
 
     # |G|^2 = 1 and tr(Sigma) = B at each probe (E|G_b|^2 = 1 + B / b), B = 100, 400, 900
     rows = [{"val_acc": acc, "b_small": 16, "b_big": 64, "g_small_sq": 1 + t / 16, "g_big_sq": 1 + t / 64}

@@ -5,18 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from batchlab.analysis import (
-    compare_intervals,
-    first_reach,
+from batchlab.analysis.cell_summary import first_reach
+from batchlab.analysis.fits import (
     fit_critical_batch,
     gradient_cosine_sq,
-    mean_ci,
     noise_components,
     noise_scale,
     scaling_regimes,
-    series_difference,
-    t_quantile,
 )
+from batchlab.analysis.stats import compare_intervals, mean_ci, series_difference, t_quantile
 
 
 def test_mean_ci_is_the_student_t_interval():

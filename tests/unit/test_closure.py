@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from batchlab.closure import closure, imported_modules, script_closure
+from batchlab.closure import closure, imported_modules, module_name, script_closure
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "workflow/scripts"
 
@@ -27,10 +27,10 @@ def test_a_scripts_code_inputs_are_every_package_module_it_imports(script):
 
 
 def test_the_closure_follows_imports_through_other_modules():
-    closure = {p.stem for p in script_closure(SCRIPTS / "train.py")}
-    # train.py imports train_job alone; the trainer, its steps and the study come through it
-    assert {"train_job", "train", "steps", "ensemble", "study", "config", "io"} <= closure
-    assert "report" not in closure and "aggregate" not in closure
+    closure = {module_name(p) for p in script_closure(SCRIPTS / "train.py")}
+    # train.py imports the job alone; the trainer, its steps and the data come through it
+    assert {"train.job", "train.loop", "train.steps", "train.ensemble", "data.tensors", "io"} <= closure
+    assert not {m for m in closure if m.split(".")[0] in ("report", "analysis", "follow")}
     # the report is a package: its __init__ and every section module it lists count
     report = {p.relative_to(SCRIPTS / "batchlab").as_posix() for p in script_closure(SCRIPTS / "report.py")}
     assert {"report/__init__.py", "report/page.py", "report/answers.py"} <= report
@@ -41,10 +41,9 @@ def test_the_closure_follows_imports_through_other_modules():
 
 def test_a_training_job_keys_its_stored_seeds_by_the_same_code_as_the_rule():
     # the train rule hands its code inputs to the job (no parsing at start-up); a job built
-    # without them (tests, other callers) reads the same closure itself, so both key the same
-    from batchlab.closure import module_paths, source_hash
+    # without them (tests, other callers) reads the same modules itself, so both key the same
+    from batchlab.closure import source_hash, trainer_code
 
-    rule_inputs = script_closure(SCRIPTS / "train.py")
-    assert sorted(p.name for p in rule_inputs) == sorted(p.name for p in module_paths("train_job"))
-    assert source_hash(rule_inputs) == source_hash(module_paths("train_job"))
-
+    rule_inputs = trainer_code(SCRIPTS / "train.py")
+    assert sorted(p.name for p in rule_inputs) == sorted(p.name for p in trainer_code())
+    assert source_hash(rule_inputs) == source_hash(trainer_code())

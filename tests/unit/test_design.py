@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from batchlab.config import ConfigError, format_lr, validate_config
-from batchlab.study import Cell, Recipe, Role, design, roles_table, solution2_pairs
+from batchlab.cells import Cell, Recipe, Role, format_lr
+from batchlab.config import ConfigError, validate_config
+from batchlab.study import design, roles_table, solution2_pairs
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/params.schema.yaml").read_text())

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from batchlab.devices import DeviceError, resolve_device
+from batchlab.train.devices import DeviceError, resolve_device
 
 
 def test_auto_uses_cuda_when_present():
@@ -21,7 +21,7 @@ def test_cuda_without_cuda_names_the_key():
 
 HOLDER = """
 import sys
-from batchlab.devices import claim_gpu
+from batchlab.train.devices import claim_gpu
 index, handle = claim_gpu(int(sys.argv[2]), sys.argv[1], int(sys.argv[3]) if len(sys.argv) > 3 else 1)
 print(index, flush=True)
 sys.stdin.read()  # hold the GPU until stdin closes
@@ -34,7 +34,7 @@ def test_concurrent_jobs_get_distinct_gpus_and_a_dead_job_frees_its_gpu(tmp_path
     import sys
     from pathlib import Path
 
-    from batchlab.devices import claim_gpu
+    from batchlab.train.devices import claim_gpu
 
     scripts = str(Path(__file__).resolve().parents[2] / "workflow/scripts")
     env = {**os.environ, "PYTHONPATH": scripts}
@@ -71,7 +71,7 @@ def test_jobs_share_a_gpu_slot_by_slot_spread_over_the_gpus(tmp_path):
     import subprocess
     import sys
 
-    from batchlab.devices import claim_gpu, jobs_per_gpu
+    from batchlab.train.devices import claim_gpu, jobs_per_gpu
 
     scripts = str(Path(__file__).resolve().parents[2] / "workflow/scripts")
     env = {**os.environ, "PYTHONPATH": scripts}
@@ -99,7 +99,7 @@ def test_jobs_share_a_gpu_slot_by_slot_spread_over_the_gpus(tmp_path):
 
 
 def test_slurm_pinned_jobs_are_left_alone():
-    from batchlab.devices import pinned_by_scheduler
+    from batchlab.train.devices import pinned_by_scheduler
 
     assert pinned_by_scheduler({"SLURM_JOB_ID": "7", "CUDA_VISIBLE_DEVICES": "2"})
     assert not pinned_by_scheduler({"CUDA_VISIBLE_DEVICES": "0,1"})
@@ -112,11 +112,11 @@ def test_resolving_auto_imports_no_pytorch_where_there_is_no_nvidia_device():
     import subprocess
     import sys
 
-    from batchlab.devices import nvidia_device_present
+    from batchlab.train.devices import nvidia_device_present
 
     if nvidia_device_present():
         pytest.skip("this machine has an NVIDIA device")
-    code = "import sys\nfrom batchlab.devices import cuda_available\nprint(cuda_available(), 'torch' in sys.modules)"
+    code = "import sys\nfrom batchlab.train.devices import cuda_available\nprint(cuda_available(), 'torch' in sys.modules)"
     scripts = Path(__file__).resolve().parents[2] / "workflow/scripts"
     done = subprocess.run([sys.executable, "-c", code], cwd=scripts, capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False"]

@@ -1,6 +1,6 @@
 """The end-of-run summary of failed jobs, read from a Snakemake log."""
 
-from batchlab.failures import failed_jobs, summary
+from batchlab.follow.failures import failed_jobs, summary
 
 LOG = """\
 Error in rule train:

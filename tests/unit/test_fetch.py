@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from batchlab.fetch import FetchError, checksums_json, fetch_all, fetch_one, sources_from, write_atomically
-from batchlab.idx import MNIST_FILES, decompress, md5
+from batchlab.data.fetch import (
+    FetchError,
+    checksums_json,
+    fetch_all,
+    fetch_one,
+    sources_from,
+    write_atomically,
+)
+from batchlab.data.idx import MNIST_FILES, decompress, md5
 
 TRAIN_LABELS = "train-labels-idx1-ubyte"
 
@@ -158,7 +165,7 @@ def tiny_disk(tmp_path):
 
 
 def test_full_disk_is_named_and_leaves_nothing(http_mirror, tiny_disk, monkeypatch):
-    import batchlab.fetch as fetch_module
+    import batchlab.data.fetch as fetch_module
 
     disk, fake_fdopen = tiny_disk
     if fake_fdopen:

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from batchlab.data import read_mnist_folder, to_device
-from batchlab.ensemble import Ensemble
-from batchlab.graphs import GraphedStep, graphed
-from batchlab.stats import seed_interval
-from batchlab.steps import fused_mlp_sgd
-from batchlab.train import CellConfig, train_cell
+from batchlab.analysis.stats import seed_interval
+from batchlab.data.tensors import read_mnist_folder, to_device
+from batchlab.train.cell_config import make_config
+from batchlab.train.ensemble import Ensemble
+from batchlab.train.graphs import GraphedStep, graphed
+from batchlab.train.loop import train_cell
+from batchlab.train.steps import fused_mlp_sgd
 
 pytestmark = [
     pytest.mark.gpu,
@@ -69,7 +70,7 @@ def cpu_runs(mnist):
 @pytest.mark.parametrize("graphs", [True, False], ids=["graphs", "eager"])
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_cuda_and_cpu_runs_of_a_cell_agree(mnist, cpu_runs, cell, graphs):
-    cfg = CellConfig(seeds=SEEDS, epochs=1, sharpness_iterations=0, **CELLS[cell])
+    cfg = make_config(seeds=SEEDS, epochs=1, sharpness_iterations=0, **CELLS[cell])
     logged = []
     cpu = cpu_runs(cfg)
     gpu = train_cell(cfg, mnist["cuda"], torch.device("cuda"), log=logged.append, cuda_graphs=graphs)

@@ -1,4 +1,4 @@
-"""The GPU check's arithmetic (batchlab.gpu_check), on synthetic inputs whose answers are known:
+"""The GPU check's arithmetic (batchlab.bench.gpu_check), on synthetic inputs whose answers are known:
 the config as the workflow sees it without Snakemake, each cell's job, the CUDA-against-CPU
 verdict both ways, the projection, the targets."""
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from batchlab import gpu_check as check
 from batchlab import study
+from batchlab.analysis.stats import seed_interval
+from batchlab.bench import gpu_check as check
 from batchlab.config import fill_defaults, validate_config
-from batchlab.stats import seed_interval
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/params.schema.yaml").read_text())

@@ -6,11 +6,13 @@ The capture itself runs only on CUDA (tests/unit/test_gpu.py)."""
 import pytest
 import torch
 
-from batchlab.devices import DeviceError, cuda_graphs
-from batchlab.ensemble import Ensemble
-from batchlab.graphs import graphed, step_note
-from batchlab.optimizers import OPTIMIZERS, Settings, build_optimizer
-from batchlab.steps import autograd_step, fused_mlp_sgd
+from batchlab.train.devices import DeviceError, cuda_graphs
+from batchlab.train.ensemble import Ensemble
+from batchlab.train.graphs import graphed, step_note
+from batchlab.train.optimizers import build_optimizer
+from batchlab.train.settings import OPTIMIZERS
+from batchlab.train.settings import OptimizerSettings as Settings
+from batchlab.train.steps import autograd_step, fused_mlp_sgd
 
 SEEDS, B, STEPS = 3, 16, 12
 GRAPHABLE = {"sgd", "lars", "lamb"}  # written out here; torch.optim's take the lr as a host number

@@ -3,8 +3,8 @@ import gzip
 import numpy as np
 import pytest
 
-from batchlab.data import decode_mnist
-from batchlab.idx import MNIST_FILES, IdxError, decompress, md5, parse_idx
+from batchlab.data.idx import MNIST_FILES, IdxError, decompress, md5, parse_idx
+from batchlab.data.tensors import decode_mnist
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from batchlab.measure import gradient_norms, hessian_top_eigenvalue
+from batchlab.train.measure import gradient_norms, hessian_top_eigenvalue
 
 
 def test_power_iteration_finds_the_top_eigenvalue_of_a_known_hessian():
@@ -51,7 +51,7 @@ def test_gradient_norms_match_per_micro_batch_gradients_computed_one_by_one():
 
 
 def test_power_iteration_says_how_far_from_converged_it_stopped():
-    from batchlab.measure import power_iteration
+    from batchlab.train.measure import power_iteration
 
     a = torch.diag(torch.tensor([5.0, 4.9, 1.0]))  # close top eigenvalues: slow convergence
     w = torch.zeros(3, requires_grad=True)
@@ -66,7 +66,7 @@ def test_power_iteration_says_how_far_from_converged_it_stopped():
 
 
 def test_the_gradient_cosine_is_one_for_equal_batches_and_lower_for_different_ones():
-    from batchlab.measure import gradient_cosine
+    from batchlab.train.measure import gradient_cosine
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))

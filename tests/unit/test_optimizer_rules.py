@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchlab.claims_optimizers import compare_optimizers, optimizer_verdicts
-from batchlab.study import Cell, Recipe
+from batchlab.analysis.claims_optimizers import compare_optimizers, optimizer_verdicts
+from batchlab.cells import Cell, Recipe
 
 BATCH_SIZES = [16, 64, 256]
 SEEDS = list(range(6))

@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
-from batchlab.cell_config import CellConfig, lr_schedule, optimizer_settings
-from batchlab.optimizers import OPTIMIZERS, Settings, build_optimizer
+from batchlab.train.cell_config import CellConfig, lr_schedule, make_config
+from batchlab.train.optimizers import build_optimizer
+from batchlab.train.settings import OPTIMIZERS
+from batchlab.train.settings import OptimizerSettings as Settings
 
 SHAPES = [(6, 5), (6,), (3, 6), (3,)]  # a seed's weight, bias, weight, bias
 SEEDS, STEPS = 3, 6
@@ -132,9 +134,9 @@ def test_state_saved_and_loaded_continues_the_same_steps(name):
 
 
 def test_the_cell_config_gives_each_optimizer_only_its_own_settings():
-    cfg = CellConfig(batch_size=4, lr=0.1, optimizer="adam", momentum=0.9, beta1=0.8, weight_decay=0.1)
-    assert optimizer_settings(cfg) == Settings("adam", beta1=0.8, weight_decay=0.1)  # momentum unread
-    assert optimizer_settings(CellConfig(batch_size=4, lr=0.1, momentum=0.9)) == Settings("sgd")
+    cfg = make_config(batch_size=4, lr=0.1, optimizer="adam", momentum=0.9, beta1=0.8, weight_decay=0.1)
+    assert cfg.optimizer == Settings("adam", beta1=0.8, weight_decay=0.1)  # momentum unread
+    assert make_config(batch_size=4, lr=0.1, momentum=0.9).optimizer == Settings("sgd")
 
 
 def test_schedules_warm_up_then_hold_or_decay_to_zero():
@@ -156,8 +158,8 @@ def test_schedules_warm_up_then_hold_or_decay_to_zero():
 def test_the_trainer_follows_the_cells_schedule_over_all_its_steps(kind):
     """The trainer's lr at each step comes from train.schedule over the cell's whole run (epochs
     x ceil(N / b) steps), after the warm-up."""
-    import batchlab.train as train_module
-    from batchlab.data import DeviceData
+    import batchlab.train.loop as train_module
+    from batchlab.data.tensors import DeviceData
 
     g = torch.Generator().manual_seed(0)
     data = DeviceData(torch.randn(100, 784, generator=g), torch.randint(0, 10, (100,), generator=g),

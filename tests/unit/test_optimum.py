@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchlab.optimum import lr_exponent, lr_optima, vertex, window_optimum
+from batchlab.analysis.fits import lr_exponent, lr_optima, vertex, window_optimum
 
 SEEDS = range(6)
 
@@ -70,9 +70,9 @@ def test_an_optimum_at_a_window_edge_is_flagged_and_left_out_of_the_fit():
 def test_a_known_exponent_is_recovered_within_its_interval(exponent, monkeypatch):
     """Over 20 synthetic studies (6 seeds, noise on every point) the 95% interval holds the true
     exponent in most, and never admits the other scaling rule."""
-    import batchlab.optimum
+    import batchlab.analysis.fits
 
-    monkeypatch.setattr(batchlab.optimum, "N_BOOT", 300)
+    monkeypatch.setattr(batchlab.analysis.fits, "N_BOOT", 300)
     other = 0.5 if exponent == 1.0 else 1.0
     covered = 0
     for r in range(20):

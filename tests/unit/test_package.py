@@ -74,7 +74,7 @@ def test_versions_agree():
 
 
 def test_mlp_flop_count():
-    from batchlab.models import build_model, count_parameters, train_step_flops
+    from batchlab.train.models import build_model, count_parameters, train_step_flops
 
     assert count_parameters(build_model("mlp")) == 784 * 256 + 256 + 256 * 10 + 10
     # forward 2*b*203264, backward twice the big layer's and both weight gradients

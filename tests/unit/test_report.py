@@ -10,14 +10,15 @@ import pandas as pd
 import pytest
 import vl_convert as vlc
 
-from batchlab.aggregate import best_learning_rates, by_setting, cells_table
-from batchlab.analysis import nearest
-from batchlab.cell_summary import summarize_cell
-from batchlab.curves import downsample_curve, seed_bands
+from batchlab.analysis.aggregate import best_learning_rates, by_setting, cells_table
+from batchlab.analysis.cell_summary import summarize_cell
+from batchlab.analysis.curves import downsample_curve, seed_bands
+from batchlab.analysis.rows import nearest
+from batchlab.analysis.stats import spearman, trend
+from batchlab.analysis.summaries import all_summaries, failures, oscillation_trend
 from batchlab.report import Inputs, Section, build_sections, render_html, vega_bundle
 from batchlab.report import findings as report_findings
 from batchlab.report.fmt import ci_text, mark
-from batchlab.summaries import all_summaries, failures, oscillation_trend, spearman, trend
 
 BATCHES = [1, 4, 16, 64]
 LRS = [0.01, 0.04, 0.16]
@@ -124,7 +125,7 @@ def inputs(cells, settings, best, epochs, curves, config=None, **kw):
     targets = kw.pop("targets", pd.DataFrame({"batch_size": pd.Series(dtype=int)}))
     analysis = kw.pop("analysis", {})
     analysis = {**analysis, "summaries": all_summaries(cells, settings, best, targets, None, curves, config)}
-    return Inputs(cells=cells, settings=settings, best=best, epochs=epochs, curves=curves, config=config, analysis=analysis, targets=targets, **kw)
+    return Inputs(cells=cells, settings=settings, best_lr=best, epochs=epochs, curves=curves, config=config, analysis=analysis, targets=targets, **kw)
 
 
 def test_best_lr_and_edge_sentences():
@@ -132,7 +133,7 @@ def test_best_lr_and_edge_sentences():
     best = best.astype({"at_grid_edge": object}).where(best.notna(), float("nan"))  # as read from parquet
     exponent = {"exponent": 0.9, "lo": 0.4, "hi": 1.1, "batch_sizes": [4], "below_b_crit": 300.0}
     study_inputs = inputs(*study(best=lambda b: 0.01 * b), analysis={"lr_exponent": exponent})
-    study_inputs.best, study_inputs.settings = best, settings
+    study_inputs.best_lr, study_inputs.settings = best, settings
     text = " ".join(report_findings.best_lrs(study_inputs))
     assert "nan" not in text
     assert text.count("Window edge") == 3  # batch 1 at the lowest; batches 16 and 64 at the highest
@@ -213,8 +214,8 @@ def test_verdicts_follow_a_study_with_known_answers():
     inconclusive; no noise probes and no Solution 2 cells: those claims are left out rather
     than guessed."""
 
-    from batchlab.optimum import lr_exponent, lr_optima
-    from batchlab.verdicts import paired_verdicts
+    from batchlab.analysis.fits import lr_exponent, lr_optima
+    from batchlab.analysis.verdicts import paired_verdicts
 
     blow_lr = nearest(LRS, 0.02)
     config = {**CONFIG, "solution2": {"enabled": False}}
@@ -251,8 +252,8 @@ def test_verdicts_follow_a_study_with_known_answers():
 def test_the_first_screen_answers_before_any_list_of_findings():
     """With verdicts, the page opens with the answers: a table with a mark and a key number per
     claim, then the accuracy grid and steps to the target, before the findings."""
-    from batchlab.optimum import lr_exponent, lr_optima
-    from batchlab.verdicts import paired_verdicts
+    from batchlab.analysis.fits import lr_exponent, lr_optima
+    from batchlab.analysis.verdicts import paired_verdicts
 
     cells, settings, best, epochs, curves = study(best=lambda b: 0.01 * b, seeds=(0, 1, 2))
     best = best.merge(lr_optima(cells), on="batch_size")

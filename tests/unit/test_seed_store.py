@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from batchlab.cell_config import CellConfig
-from batchlab.records import SeedResult
-from batchlab.seed_store import SeedStore, seed_key
+from batchlab.train.cell_config import CellConfig
+from batchlab.train.records import SeedResult
+from batchlab.train.seed_store import SeedStore, seed_key
 
 
 def test_a_stored_seed_comes_back_only_under_its_own_key(tmp_path):

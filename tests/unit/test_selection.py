@@ -3,9 +3,9 @@
 import numpy as np
 from test_aggregate import _epochs, _metrics
 
-from batchlab.aggregate import best_learning_rates, by_setting, cells_table
-from batchlab.cell_summary import summarize_cell
-from batchlab.selection import best_lr, best_lr_of_cells, seed_failed
+from batchlab.analysis.aggregate import best_learning_rates, by_setting, cells_table
+from batchlab.analysis.cell_summary import summarize_cell
+from batchlab.analysis.selection import best_lr, best_lr_of_cells, seed_failed
 
 
 def test_the_best_lr_is_the_highest_mean_among_settings_where_no_seed_failed():

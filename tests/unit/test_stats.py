@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from batchlab.stats import MIN_SEEDS, bootstrap_interval, decide, paired_difference
+from batchlab.analysis.stats import MIN_SEEDS, bootstrap_interval, decide, paired_difference
 
 
 def test_the_paired_difference_uses_shared_finite_seeds_only():

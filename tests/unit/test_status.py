@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from batchlab.status import last_progress, render, study_status
+from batchlab.follow.status import last_progress, render, study_status
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "workflow/scripts"
 LINE = "epoch 2/3 step 41000/50000 | 5/5 seeds training | 21507 samples/s | recent loss 0.0841 | cell ETA 29 s"
@@ -155,7 +155,7 @@ def test_peek_waits_for_a_grid_cell(tmp_path):
 def test_lr_windows_come_back_keyed_by_batch_size(tmp_path):
     """JSON writes a window's batch sizes as strings; the grid's and each optimizer's come back
     as integers, so the study's design can be rebuilt from the manifest."""
-    from batchlab.manifest import read_manifest
+    from batchlab.follow.manifest import read_manifest
 
     manifest(tmp_path, [])
     path = tmp_path / "logs/manifest.json"

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from batchlab.summaries import remedies, solution2
+from batchlab.analysis.summaries import remedies, solution2
 
 CONFIG = {
     "grid": {"optimizers": ["sgd"]},

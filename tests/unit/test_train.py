@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-import batchlab.ensemble as ensemble_module
-import batchlab.train as train_module
-from batchlab.cell_config import CellConfig, CellError, iterations_per_epoch
-from batchlab.checkpoint import load_checkpoint, save_checkpoint
-from batchlab.data import DeviceData, to_device
-from batchlab.fates import first_bad_step, is_collapsed
-from batchlab.models import build_model, input_shape
-from batchlab.train import train_cell
+import batchlab.train.ensemble as ensemble_module
+import batchlab.train.loop as train_module
+from batchlab.data.tensors import DeviceData, to_device
+from batchlab.train.cell_config import CellConfig, CellError, iterations_per_epoch, make_config
+from batchlab.train.checkpoint import load_checkpoint, save_checkpoint
+from batchlab.train.fates import first_bad_step, is_collapsed
+from batchlab.train.loop import train_cell
+from batchlab.train.models import build_model, input_shape
 
 CPU = torch.device("cpu")
 QUIET = {"probe_every_samples": 0, "sharpness_iterations": 0}
@@ -72,7 +72,7 @@ def lone_reference(cfg: CellConfig, seed: int, data: DeviceData, steps: int) -> 
     F.cross_entropy, backward and torch.optim.SGD."""
     torch.manual_seed(seed)
     model = build_model(cfg.model)
-    opt = TEXTBOOK[cfg.optimizer](model.parameters(), cfg)
+    opt = TEXTBOOK[cfg.optimizer.name](model.parameters(), cfg.lr, cfg.optimizer)
     gen = torch.Generator().manual_seed(seed)
     out, b = [], cfg.batch_size
     while len(out) < steps:
@@ -90,10 +90,10 @@ def lone_reference(cfg: CellConfig, seed: int, data: DeviceData, steps: int) -> 
 
 
 TEXTBOOK = {  # torch.optim for the optimizers it has (LARS and LAMB: tests/unit/test_optimizers.py)
-    "sgd": lambda ps, c: torch.optim.SGD(ps, lr=c.lr, weight_decay=c.weight_decay),
-    "momentum": lambda ps, c: torch.optim.SGD(ps, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov),
-    "adam": lambda ps, c: torch.optim.Adam(ps, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps),
-    "adamw": lambda ps, c: torch.optim.AdamW(ps, lr=c.lr, weight_decay=c.weight_decay),
+    "sgd": lambda ps, lr, o: torch.optim.SGD(ps, lr=lr, weight_decay=o.weight_decay),
+    "momentum": lambda ps, lr, o: torch.optim.SGD(ps, lr=lr, momentum=o.momentum, nesterov=o.nesterov),
+    "adam": lambda ps, lr, o: torch.optim.Adam(ps, lr=lr, betas=(o.beta1, o.beta2), eps=o.eps),
+    "adamw": lambda ps, lr, o: torch.optim.AdamW(ps, lr=lr, weight_decay=o.weight_decay),
 }
 
 
@@ -145,7 +145,7 @@ def test_each_seed_of_an_ensemble_follows_its_lone_run(recipe, batch_size, stack
     model = recipe["model"]
     n = 300 * batch_size if model == "mlp" else 200 * batch_size
     data = synthetic(n_train=min(n, 6400), n_test=100, model=model)
-    cfg = CellConfig(batch_size=batch_size, lr=0.002, seeds=(0, 1, 2), epochs=1, **QUIET, **recipe)
+    cfg = make_config(batch_size=batch_size, lr=0.002, seeds=(0, 1, 2), epochs=1, **QUIET, **recipe)
     together = run(cfg, data)
     assert [s.status for s in together.seeds] == ["ok"] * 3
     steps = len(together.seeds[0].losses)
@@ -154,9 +154,9 @@ def test_each_seed_of_an_ensemble_follows_its_lone_run(recipe, batch_size, stack
     else:
         assert stacked_calls == [3] * steps and "3 seed(s) stacked" in together.step_implementation
     for seed in (0, 1, 2):
-        alone = run(CellConfig(**{**cfg.__dict__, "seeds": (seed,)}), data)
+        alone = run(replace(cfg, seeds=(seed,)), data)
         np.testing.assert_allclose(together.seeds[seed].losses, alone.seeds[0].losses, rtol=1e-4, atol=1e-5)
-    if model == "mlp" and cfg.splits == 1 and cfg.optimizer in TEXTBOOK:  # and the textbook run of that seed
+    if model == "mlp" and cfg.splits == 1 and cfg.optimizer.name in TEXTBOOK:  # and the textbook run of that seed
         reference = lone_reference(cfg, 1, data, min(steps, 200))
         np.testing.assert_allclose(together.seeds[1].losses[:200], reference, rtol=1e-4, atol=1e-5)
 
@@ -179,7 +179,7 @@ def test_windows_end_where_they_like_without_changing_any_result():
 
 
 def test_resume_from_checkpoint_is_bit_identical(tmp_path):
-    cfg = CellConfig(batch_size=16, lr=0.05, seeds=(1, 2), epochs=3, optimizer="momentum", momentum=0.9, probe_every_samples=200)
+    cfg = make_config(batch_size=16, lr=0.05, seeds=(1, 2), epochs=3, optimizer="momentum", momentum=0.9, probe_every_samples=200)
     full = run(cfg)
     ckpt = tmp_path / "cell.pt"
 
@@ -246,7 +246,7 @@ def poisoned_cross_entropy(monkeypatch, seed_index: int, call: int, seeds: int):
 
 
 def test_a_seed_that_diverges_late_is_frozen_at_its_step_while_the_others_train_on(monkeypatch):
-    cfg = CellConfig(batch_size=16, lr=0.01, seeds=(0, 1, 2), epochs=3, optimizer="momentum", momentum=0.5, noise_micro_batches=1)
+    cfg = make_config(batch_size=16, lr=0.01, seeds=(0, 1, 2), epochs=3, optimizer="momentum", momentum=0.5, noise_micro_batches=1)
     clean = run(cfg)
     poisoned_cross_entropy(monkeypatch, seed_index=1, call=50, seeds=3)
     result = run(cfg)
@@ -274,17 +274,17 @@ def test_fused_step_equals_eager_sgd_within_float_tolerance():
 
 
 def test_fused_step_only_where_it_is_plain_sgd():
-    from batchlab.cell_config import uses_fused_step
+    from batchlab.train.cell_config import uses_fused_step
 
     assert uses_fused_step(CellConfig(batch_size=1, lr=0.1))
-    assert not uses_fused_step(CellConfig(batch_size=1, lr=0.1, optimizer="momentum", momentum=0.9))
-    assert not uses_fused_step(CellConfig(batch_size=1, lr=0.1, weight_decay=1e-4))
+    assert not uses_fused_step(make_config(batch_size=1, lr=0.1, optimizer="momentum", momentum=0.9))
+    assert not uses_fused_step(make_config(batch_size=1, lr=0.1, weight_decay=1e-4))
     assert not uses_fused_step(CellConfig(batch_size=1, lr=0.1, model="cnn"))
 
 
 def test_weight_decay_and_momentum_follow_torch_optim():
     data = synthetic()
-    cfg = CellConfig(batch_size=10, lr=0.05, seeds=(0,), epochs=1, optimizer="momentum", momentum=0.9, weight_decay=0.01, **QUIET)
+    cfg = make_config(batch_size=10, lr=0.05, seeds=(0,), epochs=1, optimizer="momentum", momentum=0.9, weight_decay=0.01, **QUIET)
     ours = run(cfg, data).seeds[0].losses
     torch.manual_seed(0)
     model = build_model("mlp")
@@ -390,7 +390,7 @@ def test_mnist_normalisation_and_shapes():
 
 
 def test_stacked_forward_and_evaluation_equal_each_seed_alone():
-    from batchlab.ensemble import Ensemble, evaluate
+    from batchlab.train.ensemble import Ensemble, evaluate
 
     for model in ("mlp", "cnn"):
         data = synthetic(n_train=20, n_test=450, model=model)
@@ -425,8 +425,8 @@ def test_solution2_equals_one_step_at_k_times_the_lr_for_plain_sgd():
 
 def test_solution2_with_momentum_is_not_the_same_as_k_times_the_lr():
     data = synthetic(n_train=640)
-    split = run(CellConfig(batch_size=64, lr=0.01, seeds=(2,), epochs=2, splits=4, optimizer="momentum", momentum=0.9), data)
-    plain_k = run(CellConfig(batch_size=64, lr=0.04, seeds=(2,), epochs=2, optimizer="momentum", momentum=0.9), data)
+    split = run(make_config(batch_size=64, lr=0.01, seeds=(2,), epochs=2, splits=4, optimizer="momentum", momentum=0.9), data)
+    plain_k = run(make_config(batch_size=64, lr=0.04, seeds=(2,), epochs=2, optimizer="momentum", momentum=0.9), data)
     a, b = split.seeds[0].losses, plain_k.seeds[0].losses
     assert a[0] == pytest.approx(b[0])  # same weights before any update
     assert np.abs(a[1:] - b[1:]).max() > 1e-3
@@ -447,7 +447,7 @@ def test_the_naive_solution2_fails_in_pytorch():
 
 
 def test_linear_warmup_schedule():
-    from batchlab.cell_config import lr_schedule, warmup_steps
+    from batchlab.train.cell_config import lr_schedule, warmup_steps
 
     lr_at = lr_schedule(0.8, 4)
     assert [lr_at(t) for t in range(6)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 0.8, 0.8])
@@ -514,7 +514,7 @@ def test_selection_reads_the_validation_set_and_the_test_set_is_only_reported():
 
 
 def test_the_validation_split_is_fixed_disjoint_and_holds_out_what_it_says():
-    from batchlab.data import validation_split
+    from batchlab.data.tensors import validation_split
 
     train, val = validation_split(1000, 200)
     again = validation_split(1000, 200)

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchlab.claims_lr import lr_follows_batch, solution2_helps
-from batchlab.claims_training import epoch_time, late_blowup
+from batchlab.analysis.claims_lr import lr_follows_batch, solution2_helps
+from batchlab.analysis.claims_training import epoch_time, late_blowup
 
 CONFIG = {
     "grid": {"optimizers": ["sgd"]},
@@ -81,7 +81,7 @@ def test_best_lr_grows_with_batch_every_way():
 
 
 def test_best_lr_grows_with_batch_from_a_synthetic_study():
-    from batchlab.optimum import lr_exponent, lr_optima
+    from batchlab.analysis.fits import lr_exponent, lr_optima
 
     rows = []
     rng = np.random.default_rng(4)
@@ -199,7 +199,7 @@ def oscillation_study(osc, noise=0.0):
 
 
 def test_oscillation_every_way():
-    from batchlab.claims_training import oscillation
+    from batchlab.analysis.claims_training import oscillation
 
     best = best_frame([(1, 0.004), (64, 0.256)])
     more = oscillation(oscillation_study(lambda b, lr: 0.02 / np.sqrt(b)), best)
@@ -237,7 +237,7 @@ def gradient_study(cos_of_b, spread=0.005):
 
 
 def test_gradient_direction_every_way():
-    from batchlab.claims_training import gradient_direction
+    from batchlab.analysis.claims_training import gradient_direction
 
     best = best_frame([(1, 0.1), (64, 0.1), (1024, 0.1)])
     v = gradient_direction(gradient_study(lambda b: b / (b + 100.0)), best)
@@ -267,7 +267,7 @@ def equal_updates_study(long_acc, noise=0.0):
 
 
 def test_local_minima_every_way():
-    from batchlab.claims_lr import equal_updates
+    from batchlab.analysis.claims_lr import equal_updates
 
     eq = {"enabled": True, "batch_sizes": [1024, 4096], "reference_batch_size": 64}
     config = {**CONFIG, "grid": {"batch_sizes": [64, 1024]}, "equal_updates": eq}

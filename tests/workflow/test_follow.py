@@ -80,7 +80,7 @@ def test_status_and_peek_follow_a_run_a_kill_and_the_end(tmp_path, mnist_mirror)
     assert re.search(rf"running +{SLOW} +epoch [123]/3 step [\d,]+/50,000", shown.stdout), shown.stdout
 
     # killed: once its log has been silent for three windows the cell is interrupted
-    from batchlab.status import render, study_status
+    from batchlab.follow.status import render, study_status
 
     later = study_status(work, now=time.time() + 31)
     assert {c.cell: c.state for c in later["cells"]} == {SLOW: "interrupted", QUICK: "done"}

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from batchlab import summary
 from conftest import GRID_ONLY, REPO, VENV_BIN, copy_workflow, snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
@@ -108,6 +109,9 @@ def test_a_seed_trained_alone_follows_the_same_seed_in_the_ensemble(tiny_study, 
 
 
 def test_summary_tables_and_metrics(tiny_study):
+    # aggregate writes every file of the summary registry, and nothing else beside the checkpoint's
+    written = {p.relative_to(tiny_study).as_posix() for p in (tiny_study / summary.FOLDER).iterdir()}
+    assert written - {f"{summary.FOLDER}/equal_updates.json", f"{summary.FOLDER}/.gitignore"} == {f.path for f in summary.FILES}
     cells = pd.read_parquet(tiny_study / "results/summary/cells.parquet")
     # grid 2 x 2 x 2 seeds; remedies: batch 4000 at lr 0.1 and 0.1 * 4000/128, with and without
     # warm-up; Solution 2: k = 4 at lr 0.1 and plain training at 0.4 (plain at 0.1 is in the grid);

@@ -9,11 +9,11 @@ import yaml
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
-from batchlab import study, train_params
-from batchlab.aggregate_params import design_config
-from batchlab.closure import script_closure
+from batchlab import cells, study, summary
+
+from batchlab.closure import script_closure, trainer_code
 from batchlab.config import validate_config
-from batchlab.devices import cuda_available, resolve_device
+from batchlab.train.devices import cuda_available, resolve_device
 
 # relative to the working directory, so params stay the same wherever the project lies
 SCHEMA_PATH = os.path.relpath(
@@ -32,6 +32,12 @@ def code(script):
     return [os.path.relpath(p) for p in script_closure(SCRIPTS / script)]
 
 
+def train_code():
+    """A training job's code inputs, which also key its stored seeds: the train/ and data/
+    modules it imports, so rewording the design or a config message retrains nothing."""
+    return [os.path.relpath(p) for p in trainer_code(SCRIPTS / "train.py")]
+
+
 # 1 when training jobs use a GPU (PyTorch is asked only where an NVIDIA device exists)
 TRAIN_GPUS = (
     1 if resolve_device(config["train"]["device"], cuda_available()) == "cuda" else 0
@@ -40,13 +46,19 @@ TRAIN_GPUS = (
 
 # a cell: batch size, learning rate and its recipe (empty for plain training); seeds are
 # replicates trained together inside the cell's job
-CELL = "bs{bs}_lr{lr}{recipe}"
+CELL = cells.TEMPLATE
 
 
 wildcard_constraints:
-    bs=study.WILDCARDS["bs"],
-    lr=study.WILDCARDS["lr"],
-    recipe=study.WILDCARDS["recipe"],
+    bs=cells.WILDCARDS["bs"],
+    lr=cells.WILDCARDS["lr"],
+    recipe=cells.WILDCARDS["recipe"],
+
+
+def cell_optimizer_settings(wildcards):
+    """The settings of a cell's own optimizer: changing another optimizer's retrains nothing."""
+    optimizer = cells.Recipe.parse(wildcards.recipe).optimizer
+    return study.optimizer_settings(config, optimizer)
 
 
 def cell_outputs(name):
@@ -57,6 +69,17 @@ def cell_outputs(name):
         )
         for c in study.design(config)
     ]
+
+
+def every_cell(name):
+    """One training output of every cell: the design's, and the equal-updates runs' once the
+    checkpoint has chosen their lr (equal_updates.smk)."""
+    later = equal_updates_outputs(name)
+
+    def outputs(wildcards):
+        return cell_outputs(name) + later(wildcards)
+
+    return outputs
 
 
 def report_targets():
@@ -70,10 +93,27 @@ def report_targets():
     ]
 
 
+def summary_outputs():
+    """The aggregate rule's outputs: every file of the summary registry (batchlab.summary),
+    the cells' table also shown in Snakemake's own report."""
+    out = summary.outputs()
+    out["cells_csv"] = report(
+        out["cells_csv"], caption="../report/cells.rst", category="Summary"
+    )
+    return out
+
+
+def summary_inputs():
+    """The report rule's inputs: the summary files the report reads, by name."""
+    return {
+        name: getattr(rules.aggregate.output, name) for name in summary.REPORT_INPUTS
+    }
+
+
 def write_study_manifest():
     """logs/manifest.json: the cells this run was started with, and those it (re)trains, for
-    `make status` and `make peek` (batchlab.manifest)."""
-    from batchlab.manifest import write_manifest
+    `make status` and `make peek` (batchlab.follow.manifest)."""
+    from batchlab.follow.manifest import write_manifest
 
     from snakemake.exceptions import WorkflowError
 
@@ -86,7 +126,7 @@ def write_study_manifest():
     try:
         jobs = list(workflow.dag.needrun_jobs())
         to_run = sorted(
-            "bs{bs}_lr{lr}{recipe}".format(**job.wildcards_dict)
+            CELL.format(**job.wildcards_dict)
             for job in jobs
             if job.rule.name == "train"
         )
@@ -106,7 +146,7 @@ def write_study_manifest():
 def name_failed_jobs(log):
     """At the end of a failed run, every failed job and its reason, together. Snakemake hands
     over its log file's path (a list of them in some versions)."""
-    from batchlab.failures import summary
+    from batchlab.follow.failures import summary
 
     paths = [Path(p) for p in (log if isinstance(log, (list, tuple)) else [log]) if p]
     text = "".join(p.read_text(errors="replace") for p in paths if p.is_file())

@@ -8,6 +8,8 @@ localrules:
 
 
 rule fetch:
+    input:
+        code=code("fetch.py"),
     output:
         train_images="data/mnist/raw/train-images-idx3-ubyte.gz",
         train_labels="data/mnist/raw/train-labels-idx1-ubyte.gz",
@@ -32,6 +34,7 @@ rule prepare:
         train_labels=rules.fetch.output.train_labels,
         test_images=rules.fetch.output.test_images,
         test_labels=rules.fetch.output.test_labels,
+        code=code("prepare.py"),
     output:
         tensors="data/mnist/mnist.pt",
     log:

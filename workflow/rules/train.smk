@@ -5,7 +5,7 @@
 rule train:
     input:
         data=rules.prepare.output.tensors,
-        code=code("train.py"),
+        code=train_code(),
     output:
         losses=f"results/runs/{CELL}/losses.parquet",
         epochs=f"results/runs/{CELL}/epochs.parquet",
@@ -21,18 +21,16 @@ rule train:
         f"results/benchmarks/train/{CELL}.tsv"
     conda:
         "../../envs/batchlab.yaml"
-    # train.threads is a runtime knob: not in the job's params (batchlab.train_params)
+    # train.threads is a runtime knob: not in the job's params (batchlab.study.train_params)
     threads: config["train"]["threads"]
     resources:
         gpu=TRAIN_GPUS,
     params:
         seeds=study.seeds(config),
-        train=train_params.train(config),
-        measure=train_params.measure(config),
+        train=study.train_params(config),
+        measure=study.measure_params(config),
         # the cell's optimizer's own settings: changing another optimizer's retrains nothing here
-        optimizer=lambda wc: study.optimizer_settings(
-            config, study.Recipe.parse(wc.recipe).optimizer
-        ),
+        optimizer=cell_optimizer_settings,
         checkpoint=f"results/checkpoints/{CELL}.pt",
         # finished seeds, kept across reruns of the cell (Snakemake deletes its outputs first)
         store=f"results/seeds/{CELL}",

@@ -1,10 +1,10 @@
-"""Snakemake adapter: fetch the four MNIST files (see batchlab.fetch)."""
+"""Snakemake adapter: fetch the four MNIST files (see batchlab.data.fetch)."""
 
 import os
 from pathlib import Path
 
 from batchlab.cli import run_step
-from batchlab.fetch import MIRROR_ENV, checksums_json, fetch_all, sources_from, write_atomically
+from batchlab.data.fetch import MIRROR_ENV, checksums_json, fetch_all, sources_from, write_atomically
 
 
 def main(log, params, output):

@@ -1,12 +1,12 @@
-"""Snakemake adapter: decode the IDX files into one tensor file (see batchlab.data)."""
+"""Snakemake adapter: decode the IDX files into one tensor file (see batchlab.data.tensors)."""
 
 from pathlib import Path
 
 import torch
 
 from batchlab.cli import run_step
-from batchlab.data import decode_mnist
-from batchlab.idx import MNIST_FILES
+from batchlab.data.idx import MNIST_FILES
+from batchlab.data.tensors import decode_mnist
 from batchlab.io import atomic_path
 
 

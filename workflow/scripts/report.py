@@ -4,10 +4,9 @@ import datetime as dt
 import json
 import os
 
-import pandas as pd
 import yaml
 
-from batchlab import BatchlabError
+from batchlab import BatchlabError, summary
 from batchlab.cli import run_step
 from batchlab.config import params_hash, validate_config
 from batchlab.io import write_text
@@ -39,25 +38,11 @@ def previous_version(workdir, commit, schema_path, metrics_path):
 def main(log, input, output, params):
     config = dict(params.config)
     git = git_state(os.getcwd())
-    with open(input.metrics) as handle:
-        metrics = json.load(handle)
-    cells = pd.read_parquet(input.cells)
-    with open(input.analysis) as handle:
-        analysis = json.load(handle)
     with open(input.checksums) as handle:
         checksums = json.load(handle)
     study = Inputs(
-        cells=cells,
-        settings=pd.read_parquet(input.settings),
-        best=pd.read_parquet(input.best_lr),
-        epochs=pd.read_parquet(input.epochs),
-        curves=pd.read_parquet(input.curves),
-        bands=pd.read_parquet(input.bands),
-        probes=pd.read_parquet(input.probes),
-        targets=pd.read_parquet(input.targets),
+        **summary.read(dict(input.items())),
         config=config,
-        analysis=analysis,
-        metrics=metrics,
         previous=previous_version(os.getcwd(), git["commit"], params.schema, input.metrics),
     )
     sections = build_sections(study)
@@ -65,7 +50,7 @@ def main(log, input, output, params):
         git=git,
         params_hash=params_hash(config),
         data_checksums=checksums,
-        devices=[d for d in cells["device"].dropna()],
+        devices=[d for d in study.cells["device"].dropna()],
         now=dt.datetime.now(dt.UTC),
     )
     write_text(output.html, render_html(config["report"]["title"], sections, stamp, vega_bundle()))

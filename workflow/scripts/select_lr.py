@@ -1,12 +1,12 @@
 """Snakemake adapter (a checkpoint): the lr the grid selects at each equal-updates batch size,
-from its grid cells' metrics.json (see batchlab.selection)."""
+from its grid cells' metrics.json (see batchlab.analysis.selection)."""
 
 import json
 from pathlib import Path
 
+from batchlab.analysis.selection import best_lr_of_cells
 from batchlab.cli import run_step
 from batchlab.io import write_json
-from batchlab.selection import best_lr_of_cells
 
 
 def main(log, input, output, params):

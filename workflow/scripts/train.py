@@ -1,11 +1,12 @@
-"""Snakemake adapter: train every seed of one cell (see batchlab.train_job)."""
+"""Snakemake adapter: train every seed of one cell (see batchlab.train.job)."""
 
+from batchlab.cells import TEMPLATE
 from batchlab.cli import exit_at_once
-from batchlab.train_job import Job, run
+from batchlab.train.job import Job, run
 
 run(
     Job(
-        cell=f"bs{snakemake.wildcards.bs}_lr{snakemake.wildcards.lr}{snakemake.wildcards.recipe}",
+        cell=TEMPLATE.format(**dict(snakemake.wildcards.items())),
         seeds=tuple(snakemake.params.seeds),
         train=snakemake.params.train,
         measure=snakemake.params.measure,

@@ -9,3 +9,7 @@ __version__ = "0.1.0"
 
 class BatchlabError(Exception):
     """An error a user can act on; the command-line edge prints it as one line."""
+
+
+class ConfigError(BatchlabError):
+    """A config, a cell name or a recipe that is not understood: the message names the key."""

@@ -1,5 +1,5 @@
 """python -m batchlab status [--watch [SECONDS]] [DIR] | peek [DIR]: follow a study while it
-runs (see batchlab.status and batchlab.peek). Run with workflow/scripts on PYTHONPATH
+runs (see batchlab.follow.status and batchlab.follow.peek). Run with workflow/scripts on PYTHONPATH
 (`make status`, `make peek`)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from batchlab import BatchlabError
 
 
 def show_status(root: Path, watch: float | None) -> None:
-    from batchlab.status import render, study_status
+    from batchlab.follow.status import render, study_status
 
     tty = sys.stdout.isatty()
     while True:
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             show_status(Path(args.root), args.watch)
         else:
-            from batchlab.peek import peek as write_partial
+            from batchlab.follow.peek import peek as write_partial
 
             path, line = write_partial(Path(args.root))
             print(f"{line} Wrote {path}")

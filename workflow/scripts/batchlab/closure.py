@@ -10,7 +10,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def module_file(name: str) -> Path:
-    """The source of a package module named relative to the package ('train_job',
+    """The source of a package module named relative to the package ('train.job',
     'report.page'; a subpackage by its __init__)."""
     path = PACKAGE_DIR.joinpath(*name.split("."))
     return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
@@ -48,7 +48,7 @@ def imported_modules(source: str) -> set[str]:
 
 
 def closure(*entries: str) -> list[str]:
-    """The package modules that the entry modules (names like 'train_job') need, sorted."""
+    """The package modules that the entry modules (names like 'train.job') need, sorted."""
     seen: set[str] = set()
     todo = list(entries)
     while todo:
@@ -67,6 +67,29 @@ def module_paths(*entries: str) -> list[Path]:
 def script_closure(script: str | Path) -> list[Path]:
     """The package modules a workflow script (an adapter outside the package) needs."""
     return module_paths(*sorted(imported_modules(Path(script).read_text())))
+
+
+# what a training job's results depend on: the trainer and the data it reads, nothing of the
+# design, the config's messages, the shared edges (io, cli) or the stages after it
+TRAINER_STAGES = ("train", "data")
+
+
+def module_name(path: Path) -> str:
+    """A module's name relative to the package: 'train.job', 'report' (its __init__)."""
+    parts = Path(path).resolve().relative_to(PACKAGE_DIR).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts) or "__init__"
+
+
+def in_stages(paths: list[Path], stages: tuple[str, ...]) -> list[Path]:
+    """The modules of these subpackages (their __init__ included) among paths."""
+    return [p for p in paths if module_name(p).split(".")[0] in stages]
+
+
+def trainer_code(script: str | Path | None = None) -> list[Path]:
+    """A training job's code key: the train/ and data/ modules it imports (from the train
+    rule's script, or from batchlab.train.job itself)."""
+    paths = script_closure(script) if script is not None else module_paths("train.job")
+    return in_stages(paths, TRAINER_STAGES)
 
 
 def source_hash(paths: list[Path]) -> str:

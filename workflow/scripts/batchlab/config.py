@@ -13,14 +13,11 @@ import json
 import math
 from typing import Any
 
-from batchlab import BatchlabError
+from batchlab import BatchlabError, ConfigError  # noqa: F401 (ConfigError: config's error)
 
 # images in the MNIST training set: the training split is what train.validation_size leaves
 MNIST_TRAIN = 60000
 
-
-class ConfigError(BatchlabError):
-    pass
 
 
 def _key(path: list) -> str:
@@ -219,14 +216,6 @@ def params_hash(config: dict) -> str:
     """A short, stable hash of the validated config (the report's version stamp)."""
     blob = json.dumps(config, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def format_lr(lr: float) -> str:
-    """The canonical spelling of a learning rate in cell names: positional, no trailing zeros."""
-    text = f"{float(lr):.10f}".rstrip("0").rstrip(".")
-    if float(text) != float(lr):
-        text = repr(float(lr))
-    return text
 
 
 def scaled_lr(reference_lr: float, reference_batch: int, batch_size: int, rule: str) -> float:

@@ -1,10 +1,6 @@
-"""The study's design, written down once: which cells it trains, what each is called, and the
-role each plays in the study's comparisons.
-
-A *cell* is a (batch size, learning rate) pair plus its *recipe* (how its training deviates from
-the plain training of `train`: its optimizer, a warm-up, Solution 2's slices). Its folder and its
-Snakemake job are named by `Cell.name()`; `Cell.parse()` reads a name back. Seeds are replicates
-trained together inside the cell's job, never part of a cell's name.
+"""The study's design, written down once: which cells it trains (their names and recipes are
+batchlab.cells), the role each plays in the study's comparisons, and what each stage's rule
+hands its code from the validated config.
 
 A cell's *roles* say which comparison (`group`: grid, optimizers, remedies, solution2,
 equal_updates) it belongs to and as
@@ -16,98 +12,11 @@ aggregated, so adding a comparison never retrains a cell that is already done.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
-from batchlab.config import MNIST_TRAIN, ConfigError, format_lr, round_lr, scaled_lr
-from batchlab.optimizers import OPTIMIZERS, SETTINGS
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How a cell's training deviates from `train`: _<optimizer> an optimizer other than plain
-    SGD (its settings from the config group `optimizers`: one way to say "momentum 0.9" is
-    _momentum with optimizers.momentum.momentum = 0.9), _w{E} a linear lr warm-up over E
-    epochs, _k{K} Solution 2 with K slices per batch, _e{E} E epochs instead of train.epochs
-    (the equal-updates runs)."""
-
-    optimizer: str = "sgd"
-    warmup_epochs: float = 0.0
-    splits: int = 1
-    epochs: int | None = None  # None: train.epochs
-
-    def suffix(self) -> str:
-        out = f"_{self.optimizer}" if self.optimizer != "sgd" else ""
-        if self.warmup_epochs:
-            out += f"_w{format_lr(self.warmup_epochs)}"
-        if self.splits > 1:
-            out += f"_k{int(self.splits)}"
-        if self.epochs is not None:
-            out += f"_e{int(self.epochs)}"
-        return out
-
-    @classmethod
-    def parse(cls, text: str) -> Recipe:
-        match = RECIPE_PATTERN.fullmatch(text or "")
-        if match is None:
-            raise ConfigError(
-                f"cell recipe {text!r} is not understood; it is made of _<optimizer> ({', '.join(OPTIMIZERS[1:])}),"
-                " _w<epochs>, _k<slices>, _e<epochs>"
-            )
-        return cls(
-            optimizer=match["o"] or "sgd",
-            warmup_epochs=float(match["w"]) if match["w"] else 0.0,
-            splits=int(match["k"]) if match["k"] else 1,
-            epochs=int(match["e"]) if match["e"] else None,
-        )
-
-
-NUMBER = r"[0-9]+(?:\.[0-9]+)?"
-# every optimizer but plain SGD (the unnamed default), the longer names first
-NAMED = "|".join(sorted(OPTIMIZERS[1:], key=len, reverse=True))
-RECIPE_PATTERN = re.compile(rf"(?:_(?P<o>{NAMED}))?(?:_w(?P<w>{NUMBER}))?(?:_k(?P<k>[0-9]+))?(?:_e(?P<e>[1-9][0-9]*))?")
-NAME_PATTERN = re.compile(rf"bs(?P<bs>[1-9][0-9]*)_lr(?P<lr>{NUMBER})(?P<recipe>.*)")
-# Snakemake's wildcard constraints, from the same patterns
-WILDCARDS = {"bs": "[1-9][0-9]*", "lr": NUMBER, "recipe": re.sub(r"\?P<\w+>", "?:", RECIPE_PATTERN.pattern)}
-
-
-@dataclass(frozen=True)
-class Role:
-    group: str
-    variant: str
-
-
-@dataclass(frozen=True)
-class Cell:
-    batch_size: int
-    lr: float
-    recipe: Recipe = Recipe()
-    roles: tuple[Role, ...] = field(default=(), compare=False)
-
-    def name(self) -> str:
-        return f"bs{int(self.batch_size)}_lr{format_lr(self.lr)}{self.recipe.suffix()}"
-
-    @classmethod
-    def parse(cls, name: str) -> Cell:
-        match = NAME_PATTERN.fullmatch(name)
-        if match is None:
-            raise ConfigError(f"{name!r} is not a cell name (bs<batch size>_lr<learning rate><recipe>)")
-        return cls(int(match["bs"]), float(match["lr"]), Recipe.parse(match["recipe"]))
-
-    @property
-    def lr_text(self) -> str:
-        return format_lr(self.lr)
-
-    @property
-    def group(self) -> str:
-        return self.roles[0].group if self.roles else "none"
-
-    @property
-    def variant(self) -> str:
-        return self.roles[0].variant if self.roles else ""
-
-    def in_group(self, group: str) -> bool:
-        return any(r.group == group for r in self.roles)
+from batchlab.cells import Cell, Recipe, Role
+from batchlab.config import MNIST_TRAIN, round_lr, scaled_lr
+from batchlab.train.settings import LABELS, SETTINGS
 
 
 def remedy_cells(config: dict) -> list[Cell]:
@@ -127,9 +36,6 @@ def remedy_cells(config: dict) -> list[Cell]:
             for lr in optimizer_lrs(config, name, b):
                 out.append(Cell(b, lr, Recipe(optimizer=name), (Role("remedies", f"{LABELS[name]}, lr {lr:g}"),)))
     return out
-
-
-LABELS = {"sgd": "SGD", "momentum": "momentum", "adam": "Adam", "adamw": "AdamW", "lars": "LARS", "lamb": "LAMB"}
 
 
 def momentum_of(config: dict, optimizer: str) -> float:
@@ -299,3 +205,31 @@ def solution2_pairs(config: dict) -> list[tuple[str, str, float]]:
         plain = Cell(b, round_lr(k * sol["lr"]), Recipe(optimizer=name))
         out.append((split.name(), plain.name(), momentum_of(config, name)))
     return out
+
+
+def train_params(config: dict) -> dict:
+    """What a training job gets of the group `train`: all but `threads`, a runtime knob (it sets
+    the job's threads, not its params), so changing it retrains nothing. The train rule and the
+    GPU check (batchlab.bench.gpu_check) both read it."""
+    return {k: v for k, v in config["train"].items() if k != "threads"}
+
+
+def measure_params(config: dict) -> dict:
+    """The group `measure`; the noise scale is measured too where a seed first reaches the
+    report's target accuracy."""
+    return {**config["measure"], "noise_at_val_acc": config["report"]["target_val_acc"]}
+
+
+def design_config(config: dict) -> dict:
+    """The part of a validated config that aggregate reads: which cell plays which role, without
+    the runtime knobs (the aggregate rule, `batchlab peek` and the manifest share it)."""
+    train, report = config["train"], config["report"]
+    return {
+        "grid": config["grid"],
+        "remedies": config["remedies"],
+        "solution2": config["solution2"],
+        "equal_updates": config["equal_updates"],
+        "optimizers": config["optimizers"],
+        "train": {"epochs": train["epochs"], "validation_size": train["validation_size"]},
+        "report": {"reference_lr": report["reference_lr"]},
+    }

@@ -1,7 +1,7 @@
 """The study report: one module per section, each a function of the study's inputs
 (batchlab.report.inputs) that returns its Section or None when the study has nothing for it.
 
-Numbers are computed upstream (aggregate: batchlab.summaries, batchlab.verdicts, the fits);
+Numbers are computed upstream (aggregate: batchlab.analysis.summaries, batchlab.analysis.verdicts, the fits);
 a section formats them (batchlab.report.fmt) and draws charts with the shared encodings
 (batchlab.report.encodings, batchlab.report.charts). The page is a template
 (batchlab.report.page). A section is added by writing its module and listing it in SECTIONS.

@@ -6,7 +6,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis import is_finite
+from batchlab.analysis.stats import is_finite
 from batchlab.report.encodings import (
     HEIGHT,
     LOSS_CLIP,

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
+from batchlab.analysis.rows import rows_of
 from batchlab.report import charts
 from batchlab.report.fmt import ci_text, fmt_pct, fmt_points, html_table
 from batchlab.report.inputs import Inputs
@@ -20,7 +20,7 @@ def section(study: Inputs) -> Section | None:
     verdict = next((v for v in study.verdicts if v["key"] == "local_minima"), {})
     compared = {(r["batch_size"], r["lr"]): r for r in verdict.get("runs", [])}
     ref = int(eq["reference_batch_size"])
-    ref_row = study.best[study.best["batch_size"] == ref]
+    ref_row = study.best_lr[study.best_lr["batch_size"] == ref]
     rows, frames = [], []
     if len(ref_row):
         ref_lr = float(ref_row["best_lr"].iloc[0])
@@ -38,7 +38,7 @@ def section(study: Inputs) -> Section | None:
             "failed seeds": f"{r['failed']}/{r['seeds']}",
         })  # fmt: skip
         p = study.probes
-        mine = p[(p["batch_size"] == r["batch_size"]) & np.isclose(p["lr"], r["lr"]) & (p["recipe"].fillna("") == r["recipe"])]
+        mine = rows_of(p, r["batch_size"], r["lr"], r["recipe"])
         frames.append(mine.assign(variant=f"batch {r['batch_size']} at lr {r['lr']:g}, {r['updates']:,} updates"))
     data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     figures = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from batchlab.analysis import is_finite
+from batchlab.analysis.stats import is_finite
 from batchlab.report.fmt import cell_label, fmt_int, fmt_num, fmt_pct, grid_edge
 from batchlab.report.inputs import Inputs
 from batchlab.report.page import Section
@@ -80,7 +80,7 @@ def optimum_text(r) -> str:
 
 
 def best_lrs(study: Inputs) -> list[str]:
-    best, exponent = study.best, study.analysis.get("lr_exponent") or {}
+    best, exponent = study.best_lr, study.analysis.get("lr_exponent") or {}
     out = [
         "The best learning rate (highest mean final validation accuracy; interpolated: the vertex of"
         " a quadratic in log lr through it and its neighbours, with a 95% bootstrap interval over"

@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from batchlab.analysis import is_finite
+from batchlab.analysis.stats import is_finite
 
 # a verdict's mark in the tables: at a glance, before its words
 MARKS = {"supported": "✔", "not supported": "✘", "mixed": "◐", "inconclusive": "?", "waiting": "…"}
@@ -26,7 +26,7 @@ def fmt_pct(x) -> str:
 
 
 def fmt_points(d: dict) -> str:
-    """A paired difference of accuracies (batchlab.stats.Paired.as_dict) in points."""
+    """A paired difference of accuracies (batchlab.analysis.stats.Paired.as_dict) in points."""
     if not is_finite(d.get("mean")):
         return "n/a"
     if not (is_finite(d.get("lo")) and is_finite(d.get("hi"))):

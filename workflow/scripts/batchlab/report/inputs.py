@@ -8,8 +8,7 @@ from functools import cached_property
 
 import pandas as pd
 
-from batchlab.aggregate import grid_cells
-from batchlab.summaries import at_best_lr
+from batchlab.analysis.rows import at_best_lr, grid_cells
 
 
 def _empty() -> pd.DataFrame:
@@ -20,7 +19,7 @@ def _empty() -> pd.DataFrame:
 class Inputs:
     cells: pd.DataFrame
     settings: pd.DataFrame
-    best: pd.DataFrame
+    best_lr: pd.DataFrame
     epochs: pd.DataFrame
     curves: pd.DataFrame
     config: dict
@@ -60,4 +59,4 @@ class Inputs:
 
     def at_best(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The rows of a grid frame at each batch size's best lr."""
-        return at_best_lr(grid_cells(frame), self.best)
+        return at_best_lr(grid_cells(frame), self.best_lr)

@@ -74,7 +74,7 @@ def batch_size_table(study: Inputs) -> pd.DataFrame:
     ref_lr = s.get("reference_lr")
     osc = study.settings[study.settings["lr"] == ref_lr].set_index("batch_size")["oscillation"]
     rows = []
-    for r in study.best.itertuples():
+    for r in study.best_lr.itertuples():
         sp, cv, edge = speed.get(r.batch_size, {}), conv.get(r.batch_size, {}), grid_edge(r.at_grid_edge)
         rows.append({
             "batch size": r.batch_size,
@@ -114,7 +114,7 @@ def section(study: Inputs) -> Section:
         " the validation set at its end).",
         charts=[
             ("accuracy-heatmap", charts.heatmap(study.settings), ""),
-            ("best-lr-vs-batch-size", best_lr(study.best), ""),
+            ("best-lr-vs-batch-size", best_lr(study.best_lr), ""),
             (
                 "accuracy-vs-lr-over-b",
                 lr_over_b(study.settings),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 import numpy as np
 
-from batchlab.analysis import is_finite
+from batchlab.analysis.stats import is_finite
 from batchlab.report.encodings import HEIGHT, WIDTH, batch_color, log_scale, spec
 from batchlab.report.fmt import ci_text, fmt_num, fmt_pct
 from batchlab.report.inputs import Inputs

@@ -1,7 +1,7 @@
 """Does my optimizer change the batch-size rule? Each optimizer of the grid's optimizer axis: its
 best lr against batch size with the fitted exponent beside the linear and square-root rules,
 its steps to the target and critical batch size, and the literature's expectation (numbers
-from batchlab.claims_optimizers)."""
+from batchlab.analysis.claims_optimizers)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import math
 import altair as alt
 import pandas as pd
 
-from batchlab.analysis import is_finite
+from batchlab.analysis.stats import is_finite
 from batchlab.report.encodings import HEIGHT, WIDTH, batch_x, log_scale, spec
 from batchlab.report.fmt import fmt_int, html_table
 from batchlab.report.inputs import Inputs

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
+from batchlab.analysis.rows import rows_of
 from batchlab.report import charts
 from batchlab.report.encodings import thin
 from batchlab.report.fmt import ci_text, fmt_num, fmt_pct, fmt_points, html_table
 from batchlab.report.inputs import Inputs
 from batchlab.report.page import Section
-
-
-def select(frame: pd.DataFrame, b: int, lr: float, recipe: str) -> pd.DataFrame:
-    return frame[(frame["batch_size"] == b) & np.isclose(frame["lr"], lr) & (frame["recipe"].fillna("") == recipe)]
 
 
 def findings(s: dict, planned: int, best: pd.DataFrame | None = None) -> list[str]:
@@ -64,16 +60,16 @@ def figures(study: Inputs, s: dict) -> list:
     rem = study.config["remedies"]
     ref_b, ref_lr = rem["reference_batch_size"], rem["reference_lr"]
     ref_label = f"reference: batch {ref_b}, lr {ref_lr:g}"
-    ref_acc = select(study.probes, ref_b, ref_lr, "").assign(variant=ref_label)
-    ref_curves = select(study.curves, ref_b, ref_lr, "").assign(variant=ref_label)
+    ref_acc = rows_of(study.probes, ref_b, ref_lr, "").assign(variant=ref_label)
+    ref_curves = rows_of(study.curves, ref_b, ref_lr, "").assign(variant=ref_label)
     out = []
     for b in sorted(rem["batch_sizes"]):
         mine = charted([r for r in s["rows"] if r["batch_size"] == b])
         if not mine:
             continue
         label = {r["recipe"] + str(r["lr"]): r["variant"] if ", lr " in r["variant"] else f"{r['variant']} (lr {r['lr']:g})" for r in mine}
-        acc = [select(study.probes, b, r["lr"], r["recipe"]).assign(variant=label[r["recipe"] + str(r["lr"])]) for r in mine]
-        loss = [select(study.curves, b, r["lr"], r["recipe"]).assign(variant=label[r["recipe"] + str(r["lr"])]) for r in mine]
+        acc = [rows_of(study.probes, b, r["lr"], r["recipe"]).assign(variant=label[r["recipe"] + str(r["lr"])]) for r in mine]
+        loss = [rows_of(study.curves, b, r["lr"], r["recipe"]).assign(variant=label[r["recipe"] + str(r["lr"])]) for r in mine]
         out.append((
             f"remedies-accuracy-bs{b}",
             charts.variants(pd.concat([ref_acc, *acc], ignore_index=True), "epoch", "val_acc", f"Batch {b}: validation accuracy against epoch (equal epochs)", "validation accuracy"),
@@ -118,5 +114,5 @@ def section(study: Inputs) -> Section | None:
         " last step). The best remedy is chosen on validation and compared with no remedy on the test set, paired by seed.",
         charts=figures(study, s),
         tables=[html_table(table(s))] if s["rows"] else [],
-        findings=findings(s, planned, study.best),
+        findings=findings(s, planned, study.best_lr),
     )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
-from batchlab.analysis import AGREE_REL
+from batchlab.analysis.rows import rows_of
+from batchlab.analysis.stats import AGREE_REL
 from batchlab.config import round_lr
 from batchlab.report import charts
 from batchlab.report.encodings import thin
@@ -59,7 +59,7 @@ def section(study: Inputs) -> Section | None:
     for m in momenta:
         c = study.curves
         frames = [
-            c[(c["batch_size"] == b) & np.isclose(c["lr"], r["lr"]) & (c["recipe"].fillna("") == r["recipe"])].assign(variant=r["training"])
+            rows_of(c, b, r["lr"], r["recipe"]).assign(variant=r["training"])
             for r in rows
             if r["momentum"] == m
         ]

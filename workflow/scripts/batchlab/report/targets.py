@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from batchlab.analysis import is_finite
+from batchlab.analysis.stats import is_finite
 from batchlab.report import charts
 from batchlab.report.fmt import ci_text, fmt_int, fmt_num, fmt_pct, html_table
 from batchlab.report.inputs import Inputs

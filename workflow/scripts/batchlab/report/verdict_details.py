@@ -1,5 +1,5 @@
 """Each claim with its verdict, the numbers behind it and what its test can and cannot show
-(the verdicts are computed in aggregate, batchlab.verdicts)."""
+(the verdicts are computed in aggregate, batchlab.analysis.verdicts)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,208 @@
+"""Does the optimizer change the batch-size rule? Per optimizer of the grid's optimizer axis:
+its best lr against batch size (the interpolated optima and the fitted exponent, as for the
+grid, batchlab.analysis.fits), set beside the linear and square-root rules; its steps to the target
+and critical batch size; and, against the study's first optimizer, the paired difference of
+the exponents with a verdict on the literature's expectation.
+
+Seed s of every optimizer starts from the same weights and sees the same data order, so the
+exponents of two optimizers are compared by resampling seeds jointly (a paired bootstrap).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from batchlab.analysis.aggregate import steps_to_target_table
+from batchlab.analysis.fits import N_BOOT, critical_batch, log_b_crit, lr_exponent, lr_optima, peak_slope
+from batchlab.analysis.rows import shared_seeds, steps_by_seed
+from batchlab.analysis.stats import Paired, bootstrap_interval, decide, decide_same
+from batchlab.study import design, optimizers
+from batchlab.train.settings import LABELS
+
+RULES = {"linear": 1.0, "square root": 0.5}
+# the literature's best-lr exponent below the critical batch size, and who found it
+EXPECTED = {
+    "sgd": (1.0, "linear scaling, lr ∝ b (Goyal et al. 2017; Shallue et al. 2018)"),
+    "momentum": (1.0, "linear, as plain SGD, with perfect scaling up to larger batches (Shallue et al. 2018; Zhang et al. 2019)"),
+    "adam": (0.5, "square-root scaling, lr ∝ √b (Malladi et al. 2022)"),
+    "adamw": (0.5, "square-root scaling, lr ∝ √b (Malladi et al. 2022)"),
+    "lars": (1.0, "linear scaling of the global lr (You et al. 2017)"),
+    "lamb": (0.5, "square-root scaling (You et al. 2019)"),
+}
+SAME_MARGIN = 0.15  # exponents closer than this follow the same rule (a x2 lr window resolves about that)
+B_CRIT_MARGIN = math.log(1.25)  # critical batch sizes within 25% of each other are alike
+SCALING = "perfect scaling up to larger batches (Shallue et al. 2018; Zhang et al. 2019)"
+
+
+def optimizer_grid(cells: pd.DataFrame, config: dict, name: str) -> pd.DataFrame:
+    """The grid cells of one optimizer (every seed of grid.seeds), marked in_grid for the
+    shared fits."""
+    group = "optimizers" if len(optimizers(config)) > 1 else "grid"
+    names = {c.name() for c in design(config) if c.in_group(group) and c.recipe.optimizer == name}
+    sub = cells[cells["cell"].isin(names) & cells["seed"].isin(config["grid"]["seeds"])]
+    return sub.assign(in_grid=True)
+
+
+def optimizer_rule(name: str, sub: pd.DataFrame, targets: pd.DataFrame) -> dict:
+    """One optimizer's best lr against batch size, its exponent and critical batch size;
+    `targets`: its steps to the target (batchlab.analysis.aggregate.steps_to_target_table)."""
+    optima = lr_optima(sub)
+    critical = critical_batch(targets, sub) if len(targets) else {}
+    exponent = lr_exponent(sub, optima, critical.get("b_crit")) if len(optima) else {"exponent": math.nan}
+    lo, hi = exponent.get("lo", math.nan), exponent.get("hi", math.nan)
+    expected, source = EXPECTED[name]
+    agrees = bool(lo <= expected <= hi) if math.isfinite(lo) and math.isfinite(hi) else None
+    return {
+        "optimizer": name,
+        "label": LABELS[name],
+        "optima": optima.to_dict("records"),
+        "exponent": exponent,
+        "consistent_with": [r for r, e in RULES.items() if lo <= e <= hi] if math.isfinite(lo) else [],
+        "expected_exponent": expected,
+        "literature": source,
+        "agrees_with_literature": agrees,  # its expected exponent inside the interval (None: no interval)
+        "b_crit": {k: critical.get(k, math.nan) for k in ("b_crit", "b_crit_lo", "b_crit_hi", "s_min")},
+        "targets": targets.to_dict("records"),
+    }
+
+
+def paired_bootstrap(shared: list, statistic, n_boot: int, seed: int) -> Paired:
+    """statistic over the seeds both sides have, with its 95% bootstrap interval (the seeds
+    resampled jointly: the statistic is a difference between two optimizers)."""
+    if len(shared) < 2:
+        return Paired(math.nan, math.nan, math.nan, len(shared), tuple(shared))
+    lo, hi = bootstrap_interval(np.asarray(shared), statistic, n_boot, seed)
+    return Paired(statistic(np.asarray(shared)), lo, hi, len(shared), tuple(shared))
+
+
+def exponent_gap(a: pd.DataFrame, b: pd.DataFrame, used: list[int], seed: int = 0) -> Paired:
+    """exponent(a) - exponent(b) over the batch sizes `used` (the fit of batchlab.analysis.fits)."""
+    if len(used) < 2:
+        return Paired(math.nan, math.nan, math.nan, 0, ())
+    (seeds_a, slope_a), (seeds_b, slope_b) = peak_slope(a, used), peak_slope(b, used)
+    shared = sorted(set(seeds_a) & set(seeds_b))
+    return paired_bootstrap(shared, lambda pick: slope_a(pick) - slope_b(pick), N_BOOT, seed)
+
+
+def b_crit_gap(a: dict[int, pd.Series], b: dict[int, pd.Series], n_boot: int = 300, seed: int = 0) -> Paired:
+    """log B_crit(a) - log B_crit(b) from their steps by seed (batchlab.analysis.rows.steps_by_seed;
+    as many resamples as B_crit's own interval)."""
+    if len(a) < 3 or len(b) < 3:
+        return Paired(math.nan, math.nan, math.nan, 0, ())
+    shared = shared_seeds([*a.values(), *b.values()])
+    return paired_bootstrap(shared, lambda pick: log_b_crit(a, pick) - log_b_crit(b, pick), n_boot, seed)
+
+
+def compare_optimizers(cells: pd.DataFrame, config: dict) -> dict | None:
+    """Every optimizer's rule, and each against the first; None for a one-optimizer study."""
+    names = optimizers(config)
+    if len(names) < 2 or "cell" not in cells:
+        return None
+    subs = {n: optimizer_grid(cells, config, n) for n in names}
+    subs = {n: sub for n, sub in subs.items() if len(sub)}
+    targets = {n: steps_to_target_table(sub) for n, sub in subs.items()}
+    steps = {n: steps_by_seed(targets[n], sub) for n, sub in subs.items()}
+    rules = {n: optimizer_rule(n, sub, targets[n]) for n, sub in subs.items()}
+    ref, gaps = names[0], []
+    for name, rule in rules.items():
+        if name == ref or ref not in rules:
+            continue
+        used = sorted(set(rule["exponent"].get("batch_sizes") or []) & set(rules[ref]["exponent"].get("batch_sizes") or []))
+        gaps.append({"optimizer": name, "reference": ref, "batch_sizes": used,
+                     "gap": exponent_gap(subs[name], subs[ref], used).as_dict(),
+                     "log_b_crit_gap": b_crit_gap(steps[name], steps[ref]).as_dict()})  # fmt: skip
+    return {"reference": ref, "rules": list(rules.values()), "gaps": gaps}
+
+
+def optimizer_verdicts(comparison: dict | None) -> list[dict]:
+    """Per optimizer against the first: the literature's expectation for the two exponents and
+    for the two critical batch sizes, each decided on a paired difference."""
+    if not comparison:
+        return []
+    rules = {r["optimizer"]: r for r in comparison["rules"]}
+    out = []
+    for g in comparison["gaps"]:
+        mine, theirs = rules[g["optimizer"]], rules[g["reference"]]
+        out.append(exponent_verdict(g, mine, theirs))
+        if "log_b_crit_gap" in g and g["optimizer"] != "sgd":
+            out.append(b_crit_verdict(g, mine, theirs))
+    return out
+
+
+def _paired(record: dict) -> Paired:
+    return Paired(**{**record, "seeds": tuple(record["seeds"])})
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def exponent_verdict(g: dict, mine: dict, theirs: dict) -> dict:
+    d = _paired(g["gap"])
+    if mine["expected_exponent"] < theirs["expected_exponent"]:
+        claim = f"{_capital(mine['label'])}'s best lr grows more slowly with batch size than {theirs['label']}'s."
+        verdict, why = decide(d, -1, SAME_MARGIN) if math.isfinite(d.lo) else decide_same(d, SAME_MARGIN)
+    else:
+        claim = f"{_capital(mine['label'])}'s best lr follows the same batch-size rule as {theirs['label']}'s."
+        verdict, why = decide_same(d, SAME_MARGIN)
+    text = f"{d.mean:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}]" if math.isfinite(d.lo) else "not fitted"
+    return {
+        "key": f"optimizer_rule:{mine['optimizer']}",
+        "claim": claim,
+        "verdict": verdict,
+        "headline": f"exponent {mine['label']} − {theirs['label']}: {text}",
+        "difference": g["gap"],
+        "evidence": f"Exponent of the best lr against batch size, each fitted below its own critical batch size:"
+        f" {_exponent_text(mine)} for {mine['label']} (batch sizes {_used(mine)}), {_exponent_text(theirs)} for"
+        f" {theirs['label']} ({_used(theirs)}); over the batch sizes both fit, {g['batch_sizes']}, the paired"
+        f" difference is {text} over {d.n} seeds ({why}). The literature: {mine['label']}, {mine['literature']};"
+        f" {theirs['label']}, {theirs['literature']}.",
+        "test": "A paired bootstrap over seeds of the difference of the two fitted exponents (seed s of each"
+        f" optimizer starts from the same weights); exponents within ±{SAME_MARGIN:g} count as one rule.",
+    }
+
+
+def b_crit_verdict(g: dict, mine: dict, theirs: dict) -> dict:
+    """Momentum and adaptive methods extend perfect scaling (Shallue et al. 2018; Zhang et al.
+    2019): a larger critical batch size, decided on the paired log ratio."""
+    d = _paired(g["log_b_crit_gap"])
+    if math.isfinite(d.lo):
+        verdict, why = decide(d, +1, B_CRIT_MARGIN)
+        text = f"×{math.exp(d.mean):.2f} [{math.exp(d.lo):.2f}, {math.exp(d.hi):.2f}]"
+    else:
+        verdict, why, text = "inconclusive", "a critical batch size could not be fitted for both (fewer than three batch sizes reached the target)", "not fitted"
+    return {
+        "key": f"optimizer_b_crit:{mine['optimizer']}",
+        "claim": f"{_capital(mine['label'])} keeps perfect scaling to larger batches than {theirs['label']}: a larger critical batch size.",
+        "verdict": verdict,
+        "headline": f"B_crit {mine['label']} / {theirs['label']}: {text}",
+        "difference": g["log_b_crit_gap"],
+        "evidence": f"Critical batch size (S = S_min (1 + B_crit / B) fitted to the steps to the target): {_b_crit_text(mine)}"
+        f" for {mine['label']}, {_b_crit_text(theirs)} for {theirs['label']}; their ratio, paired over {d.n} seeds:"
+        f" {text} ({why}; ratios within ×{math.exp(B_CRIT_MARGIN):g} count as alike). The literature: {SCALING}.",
+        "test": "A paired bootstrap over seeds of the log ratio of the two fitted critical batch sizes, each optimizer"
+        " at the lr that reaches the target in the fewest steps at each batch size.",
+    }
+
+
+def _used(rule: dict) -> str:
+    return ", ".join(str(b) for b in rule["exponent"].get("batch_sizes") or []) or "none"
+
+
+def _b_crit_text(rule: dict) -> str:
+    bc = rule["b_crit"]
+    if not math.isfinite(bc.get("b_crit", math.nan)):
+        return "not fitted"
+    if not math.isfinite(bc.get("b_crit_lo", math.nan)):
+        return f"{bc['b_crit']:.0f}"
+    return f"{bc['b_crit']:.0f} [{bc['b_crit_lo']:.0f}, {bc['b_crit_hi']:.0f}]"
+
+
+def _exponent_text(rule: dict) -> str:
+    e = rule["exponent"]
+    if not math.isfinite(e.get("lo", math.nan)):
+        return "not fitted"
+    return f"{e['exponent']:.2f} [{e['lo']:.2f}, {e['hi']:.2f}]"

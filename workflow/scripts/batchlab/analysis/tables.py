@@ -1,0 +1,125 @@
+"""Every finished cell's outputs -> the study's tables and analysis, in memory: what the
+aggregate rule writes (the files batchlab.summary lists), and what `batchlab peek` renders a
+partial report from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from batchlab.analysis.aggregate import (
+    best_learning_rates,
+    by_setting,
+    cells_table,
+    headline_metrics,
+    roles_columns,
+    solution2_equivalence,
+    steps_to_target_table,
+)
+from batchlab.analysis.cell_summary import noise_table, summarize_cell
+from batchlab.analysis.claims_optimizers import compare_optimizers
+from batchlab.analysis.curves import downsample_curve, loss_curves_at_best, seed_bands
+from batchlab.analysis.fits import critical_batch, lr_exponent, lr_optima
+from batchlab.analysis.rows import CELL_KEYS, grid_cells
+from batchlab.analysis.runs import per_seed, read_cell
+from batchlab.analysis.summaries import all_summaries
+from batchlab.analysis.verdicts import paired_verdicts
+from batchlab.study import design_config, solution2_pairs
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The report group's knobs aggregate needs, and the study's design (batchlab.study)."""
+
+    study: dict
+    smooth_samples: int
+    loss_target: float
+    target_val_acc: float
+    noise_smoothing_probes: int
+    max_points_per_curve: int
+
+    @classmethod
+    def from_config(cls, config: dict) -> Settings:
+        rep = config["report"]
+        return cls(
+            study=design_config(config),
+            smooth_samples=rep["smooth_samples"],
+            loss_target=rep["loss_target"],
+            target_val_acc=rep["target_val_acc"],
+            noise_smoothing_probes=rep["noise_smoothing_probes"],
+            max_points_per_curve=rep["max_points_per_curve"],
+        )
+
+
+@dataclass
+class Tables:
+    """The study's summary in memory: one field per kind of summary file (batchlab.summary)."""
+
+    cells: pd.DataFrame
+    settings: pd.DataFrame
+    best_lr: pd.DataFrame
+    loss_curves: pd.DataFrame  # each batch size at its best lr, for DVC's plots
+    epochs: pd.DataFrame
+    curves: pd.DataFrame
+    bands: pd.DataFrame
+    probes: pd.DataFrame
+    targets: pd.DataFrame
+    analysis: dict
+    metrics: dict
+
+
+def collect(cell_paths, s: Settings):
+    """Every seed of every cell: its summary row, and its epochs, probes, curve and losses.
+    cell_paths: (metrics, epochs, losses, probes) paths of each cell."""
+    rows, epochs, probes, curves, losses = [], [], [], [], {}
+    for paths in cell_paths:
+        for metrics, seed_epochs, seed_losses, raw_probes in per_seed(*read_cell(*paths)):
+            seed_probes = noise_table(raw_probes, s.noise_smoothing_probes)
+            losses[metrics["cell"], metrics["seed"]] = seed_losses
+            rows.append(
+                summarize_cell(
+                    metrics, seed_epochs, seed_losses, s.smooth_samples, s.loss_target,
+                    probes=seed_probes, target_acc=s.target_val_acc, noise_window=s.noise_smoothing_probes,
+                )
+            )  # fmt: skip
+            keys = {k: metrics.get(k, "") for k in CELL_KEYS}
+            epochs.append(seed_epochs.assign(**keys))
+            probes.append(seed_probes.assign(**keys))
+            b, ipe = metrics["batch_size"], metrics["iterations_per_epoch"]
+            curves.append(downsample_curve(seed_losses, b, ipe, s.smooth_samples, s.max_points_per_curve).assign(**keys))
+    return rows, epochs, probes, curves, losses
+
+
+def study_tables(cell_paths, chosen: dict, s: Settings) -> Tables:
+    """The tables of the cells given; `chosen`: the lrs the equal-updates checkpoint picked."""
+    rows, epoch_tables, probe_tables, curve_tables, losses = collect(cell_paths, s)
+    cells = cells_table(rows)
+    cells = pd.concat([cells, roles_columns(cells, s.study, chosen)], axis=1)
+    in_grid = cells.set_index(CELL_KEYS)["in_grid"]
+
+    def with_roles(tables):
+        return pd.concat(tables, ignore_index=True).join(in_grid, on=CELL_KEYS)
+
+    curves, probes, epochs = with_roles(curve_tables), with_roles(probe_tables), with_roles(epoch_tables)
+    targets = steps_to_target_table(cells)
+    critical = critical_batch(targets, cells)
+    settings = by_setting(cells)
+    optima = lr_optima(grid_cells(cells))
+    best = best_learning_rates(settings).merge(optima, on="batch_size", how="left")
+    exponent = lr_exponent(grid_cells(cells), optima, critical.get("b_crit"))
+    compared = compare_optimizers(cells, s.study)
+    analysis = {
+        "target_val_acc": s.target_val_acc,
+        "critical_batch": critical,
+        "solution2_equivalence": solution2_equivalence(losses, solution2_pairs(s.study)),
+        "verdicts": paired_verdicts(cells, epochs, probes, best, s.study, exponent, compared),
+        "lr_exponent": exponent,
+        "optimizers": compared,
+        "summaries": all_summaries(cells, settings, best, targets, probes, curves, s.study),
+    }
+    bands = seed_bands(curves[curves["in_grid"].astype(bool)])
+    return Tables(
+        cells, settings, best, loss_curves_at_best(curves, best), epochs, curves, bands, probes, targets,
+        analysis, headline_metrics(cells, best, critical),
+    )  # fmt: skip

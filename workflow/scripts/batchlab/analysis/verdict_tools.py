@@ -1,0 +1,72 @@
+"""What the verdict rules share: the margins below which an effect is too small to matter, and
+each setting's values seed by seed (batchlab.analysis.verdicts lists the rules)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from batchlab.analysis.rows import failed_seeds, failed_settings, rows_of
+from batchlab.analysis.stats import Paired
+
+# effects smaller than these are too small to matter: a tight interval inside them says "no"
+ACC_MARGIN = 0.002  # accuracy: 0.2 points
+
+
+TIME_MARGIN = 0.05  # epoch time: 5% of the faster batch size's
+
+
+DROP_MARGIN = 0.005  # a late fall of validation accuracy: 0.5 points
+
+
+OSC_MARGIN = math.log(1.1)  # oscillation, compared as a log ratio: 10%
+
+
+def per_seed(cells: pd.DataFrame, b: int, lr: float, col: str, recipe: str | None = None) -> dict:
+    """{seed: value} of one setting: grid cells (recipe None), or the cells of one recipe."""
+    return _values(rows_of(cells, b, lr, recipe), col)
+
+
+def pct(d: Paired) -> str:
+    return f"{100 * d.mean:+.2f} points [{100 * d.lo:+.2f}, {100 * d.hi:+.2f}] over {d.n} paired seeds"
+
+
+def best_lr(best: pd.DataFrame, b: int) -> float | None:
+    row = best[best["batch_size"] == b]
+    return float(row["best_lr"].iloc[0]) if len(row) else None
+
+
+def finished_per_seed(cells: pd.DataFrame, b: int, lr: float, col: str, recipe: str | None = None) -> dict:
+    """per_seed, without the seeds that diverged, collapsed or failed to learn."""
+    at = rows_of(cells, b, lr, recipe)
+    return _values(at[~failed_seeds(at)], col)
+
+
+def _values(at: pd.DataFrame, col: str) -> dict:
+    return {int(s): float(v) for s, v in zip(at["seed"], pd.to_numeric(at[col], errors="coerce"), strict=True)}
+
+
+def log_per_seed(cells: pd.DataFrame, b: int, lr: float, col: str, recipe: str | None = None) -> dict:
+    return {s: math.log(v) for s, v in per_seed(cells, b, lr, col, recipe).items() if math.isfinite(v) and v > 0}
+
+
+def equal_noise_pair(cells: pd.DataFrame, small: int, large: int, near: float) -> tuple[float, float] | None:
+    """(lr at the small batch, lr at the large) with equal lr / b in both windows, among settings
+    in which every seed trained (a diverged run's loss says nothing about oscillation), the one
+    whose small-batch lr is nearest `near`; None when there is no such pair."""
+    bad = failed_settings(cells)
+
+    def trained(b):
+        return {lr for lr in cells.loc[cells["batch_size"] == b, "lr"].unique() if (b, lr) not in bad}
+
+    lrs_s, lrs_l = sorted(trained(small)), trained(large)
+    pairs = [(a, c) for a in lrs_s for c in lrs_l if math.isclose(a / small, c / large, rel_tol=1e-6)]
+    return min(pairs, key=lambda p: abs(math.log(p[0] / near))) if pairs else None
+
+
+def ratio_words(decided: tuple[str, str]) -> tuple[str, str]:
+    """decide()'s reason for a log ratio, in words about the ratio."""
+    verdict, why = decided
+    why = why.replace(f"within ±{OSC_MARGIN:g}", "within a factor 1.1 of 1").replace(f"beyond ±{OSC_MARGIN:g}", "beyond a factor 1.1")
+    return verdict, why.replace("excludes 0", "excludes 1").replace("holds 0", "holds 1")

@@ -1,0 +1,148 @@
+"""What defines the training of a cell's seeds (CellConfig), checked, and the choices that
+follow from it: the step, the lr schedule, which seeds train together."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+
+from batchlab import BatchlabError
+from batchlab.train.ensemble import PER_SEED
+from batchlab.train.settings import BY_NAME, OPTIMIZERS, OptimizerSettings
+
+SETTING_FIELDS = tuple(f.name for f in fields(OptimizerSettings) if f.name != "name")
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    """Everything that defines the training of one cell's seeds; saved beside its results."""
+
+    batch_size: int
+    lr: float
+    seeds: tuple[int, ...] = (0,)
+    epochs: int = 3
+    model: str = "mlp"
+    optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)  # batchlab.train.settings
+    schedule: str = "constant"  # after the warm-up: constant, linear (decay to 0) or cosine
+    divergence_loss: float = 1000.0
+    check_every: int = 1000
+    fused: bool = True  # the fused plain-SGD step for the mlp, where it applies
+    warmup_epochs: float = 0.0  # linear warm-up of the lr from lr/steps to lr over these epochs
+    splits: int = 1  # "Solution 2": k updates per forward pass, each from 1/k of the batch
+    validation_size: int = 0  # training images held out for selection (0: select on the test set)
+    probe_every_samples: int = 20000  # validation accuracy + gradient noise every this many samples
+    probe_val_size: int = 2000  # validation images of the probes between epoch ends (0: all)
+    noise_batch: int = 512  # B_big of the noise-scale measurement
+    noise_micro_batches: int = 4  # B_small = noise_batch / noise_micro_batches
+    noise_draws: int = 1  # independent draws of B_big per probe, averaged
+    noise_every_probes: int = 1  # the noise (and gradient cosine) at every n-th regular probe; 0: epoch ends only
+    train_eval_size: int = 10000  # training loss/accuracy at epoch ends: the first n images
+    sharpness_subset: int = 512  # Hessian of the training loss on the first n images
+    track_subset: int = 1024  # the model's loss on the first n training images, tracked ...
+    track_every_samples: int = 1024  # ... every this many samples through the last epoch (0: off)
+    fate_every_samples: int = 5000  # the tracked subset checked for collapse every this many samples (0: epoch ends)
+    noise_at_val_acc: float = 0.0  # the noise measured too at the first probe reaching this accuracy (0: off)
+    sharpness_iterations: int = 12  # power-iteration steps (0: no sharpness)
+
+    def of_seed(self, seed: int) -> dict:
+        """What defines one seed's run, flat: this config with that seed alone, the optimizer by
+        its name beside its settings (the records' and the seed store's keys)."""
+        record = asdict(self)
+        del record["seeds"]
+        settings = record.pop("optimizer")
+        return {**record, "optimizer": settings.pop("name"), **settings, "seed": int(seed)}
+
+
+def make_config(optimizer: str = "sgd", **given) -> CellConfig:
+    """A CellConfig from flat fields, the optimizer's settings among them: those the optimizer
+    does not read are dropped, so they keep their defaults."""
+    settings = {k: given.pop(k) for k in SETTING_FIELDS if k in given}
+    return CellConfig(optimizer=OptimizerSettings.of(optimizer, settings), **given)
+
+
+def iterations_per_epoch(n_train: int, batch_size: int) -> int:
+    """ceil(N / b): every image is seen once per epoch, the last batch may be smaller."""
+    return -(-n_train // batch_size)
+
+
+class CellError(BatchlabError):
+    pass
+
+
+def check_cell(cfg: CellConfig) -> None:
+    """A cell asked for by path (results/runs/bs{B}_lr{LR}/...) bypasses the config schema, so
+    the trainer checks its own inputs."""
+    if cfg.batch_size < 1:
+        raise CellError(f"batch size must be at least 1, got {cfg.batch_size}")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise CellError(f"learning rate must be a positive number, got {cfg.lr:g}")
+    if cfg.epochs < 1:
+        raise CellError(f"epochs must be at least 1, got {cfg.epochs}")
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise CellError(f"a cell needs one or more distinct seeds, got {list(cfg.seeds)}")
+    if cfg.splits < 1:
+        raise CellError(f"Solution 2 needs at least 1 split, got {cfg.splits}")
+    if cfg.splits > cfg.batch_size:
+        raise CellError(f"Solution 2 cannot split a batch of {cfg.batch_size} into {cfg.splits} parts")
+    if not (0 <= cfg.warmup_epochs <= cfg.epochs):
+        raise CellError(f"warm-up must last 0 to {cfg.epochs} epochs, got {cfg.warmup_epochs:g}")
+    opt = cfg.optimizer
+    if opt.name not in OPTIMIZERS:
+        raise CellError(f"unknown optimizer {opt.name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if not (0 <= opt.momentum < 1):
+        raise CellError(f"momentum must be in [0, 1), got {opt.momentum:g}")
+    if not (0 <= opt.beta1 < 1 and 0 <= opt.beta2 < 1):
+        raise CellError(f"betas must be in [0, 1), got ({opt.beta1:g}, {opt.beta2:g})")
+    if not (opt.eps > 0 and opt.weight_decay >= 0 and opt.trust_coefficient > 0):
+        raise CellError("eps and the trust coefficient must be positive, the weight decay at least 0")
+    if cfg.schedule not in SCHEDULES:
+        raise CellError(f"unknown lr schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+def uses_fused_step(cfg: CellConfig) -> bool:
+    """The fused step computes exactly plain SGD on the mlp: no momentum, no weight decay."""
+    return cfg.fused and cfg.model == "mlp" and cfg.optimizer.name == "sgd" and cfg.optimizer.weight_decay == 0 and cfg.splits == 1
+
+
+def step_implementation(cfg: CellConfig) -> str:
+    if cfg.splits > 1:
+        how = f"Solution 2: one forward pass, {cfg.splits} {BY_NAME[cfg.optimizer.name].description} updates"
+    else:
+        how = "fused plain SGD" if uses_fused_step(cfg) else f"eager autograd + {BY_NAME[cfg.optimizer.name].description}"
+    together = "one after another" if cfg.model in PER_SEED else "stacked"
+    return f"{how}, {len(cfg.seeds)} seed(s) {together}"
+
+
+def warmup_steps(cfg: CellConfig, iters_per_epoch: int) -> int:
+    return round(cfg.warmup_epochs * iters_per_epoch)
+
+
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+def lr_schedule(lr: float, warmup: int, total: int = 0, kind: str = "constant") -> Callable[[int], float]:
+    """lr at 0-based iteration t of `total`: a linear warm-up lr*(t+1)/warmup over the first
+    `warmup` iterations, then lr held (constant), decayed linearly to zero at the end (linear,
+    as Shallue et al. 2018), or along half a cosine to zero (cosine)."""
+    if kind not in SCHEDULES:
+        raise CellError(f"unknown lr schedule {kind!r}; choose one of {', '.join(SCHEDULES)}")
+    decay = max(total - warmup, 1)
+
+    def at(t: int) -> float:
+        if t < warmup:
+            return lr * (t + 1) / warmup
+        if kind == "constant":
+            return lr
+        done = min((t - warmup) / decay, 1.0)
+        return lr * (1.0 - done if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * done)))
+
+    return at
+
+
+def seed_groups(cfg: CellConfig) -> list[tuple[int, ...]]:
+    """The seeds that train together: all of a cell's at once where stacking pays (the mlp), one
+    after another, epoch by epoch, where it does not (the cnn; see batchlab.train.ensemble)."""
+    if cfg.model in PER_SEED:
+        return [(s,) for s in cfg.seeds]
+    return [tuple(cfg.seeds)]
