@@ -184,3 +184,9 @@ def test_the_tables_and_the_reports_inputs_follow_the_summary_registry():
 
     assert tuple(f.name for f in fields(Tables)) == summary.FIELDS
     assert set(summary.REPORT_FIELDS) <= {f.name for f in fields(Inputs)}
+
+
+def test_what_the_analysis_knows_of_each_optimizer_covers_the_registrys():
+    from batchlab.analysis.claims_optimizers import EXPECTED
+
+    assert tuple(EXPECTED) == OPTIMIZERS

@@ -1,12 +1,12 @@
 """Snakemake adapter: train every seed of one cell (see batchlab.train.job)."""
 
-from batchlab.cells import TEMPLATE
+from batchlab.cells import TEMPLATE, job_fields
 from batchlab.cli import exit_at_once
 from batchlab.train.job import Job, run
 
 run(
     Job(
-        cell=TEMPLATE.format(**dict(snakemake.wildcards.items())),
+        **job_fields(TEMPLATE.format(**dict(snakemake.wildcards.items()))),
         seeds=tuple(snakemake.params.seeds),
         train=snakemake.params.train,
         measure=snakemake.params.measure,

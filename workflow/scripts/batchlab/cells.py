@@ -10,7 +10,7 @@ The roles a cell plays in the study's comparisons are the design's (batchlab.stu
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from batchlab import ConfigError
 from batchlab.train.settings import OPTIMIZERS
@@ -119,3 +119,16 @@ class Cell:
 
     def in_group(self, group: str) -> bool:
         return any(r.group == group for r in self.roles)
+
+
+def job_fields(name: str) -> dict:
+    """What a training job is told of its cell, parsed here so that the trainer never reads a
+    cell's name: batch size, lr, the recipe's suffix and its fields (batchlab.train.job.Job)."""
+    cell = Cell.parse(name)
+    return {
+        "cell": name,
+        "batch_size": cell.batch_size,
+        "lr": cell.lr,
+        "recipe": cell.recipe.suffix(),
+        "recipe_fields": asdict(cell.recipe),
+    }

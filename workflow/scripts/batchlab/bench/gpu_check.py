@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from batchlab import study
 from batchlab.analysis.stats import seed_interval
+from batchlab.cells import Cell, job_fields
 from batchlab.config import MNIST_TRAIN, fill_defaults, validate_config
 from batchlab.train.cell_config import iterations_per_epoch
 
@@ -39,10 +40,10 @@ def study_config(raw: dict, schema: dict) -> dict:
     return validate_config(raw, schema)
 
 
-def job_settings(config: dict, cell: study.Cell) -> dict:
+def job_settings(config: dict, cell: Cell) -> dict:
     """What the train rule hands the job of one cell (workflow/rules/train.smk's params)."""
     return {
-        "cell": cell.name(),
+        **job_fields(cell.name()),
         "seeds": tuple(study.seeds(config)),
         "train": study.train_params(config),
         "measure": study.measure_params(config),

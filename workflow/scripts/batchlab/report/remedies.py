@@ -10,6 +10,7 @@ from batchlab.report.encodings import thin
 from batchlab.report.fmt import ci_text, fmt_num, fmt_pct, fmt_points, html_table
 from batchlab.report.inputs import Inputs
 from batchlab.report.page import Section
+from batchlab.train.settings import LAYER_WISE
 
 
 def findings(s: dict, planned: int, best: pd.DataFrame | None = None) -> list[str]:
@@ -40,7 +41,8 @@ def findings(s: dict, planned: int, best: pd.DataFrame | None = None) -> list[st
     return out
 
 
-LAYER_WISE = ("_lars", "_lamb")
+# the recipes of the layer-wise optimizers (batchlab.train.settings): _lars, _lamb
+LAYER_WISE_RECIPES = tuple(f"_{name}" for name in LAYER_WISE)
 
 
 def charted(rows: list[dict]) -> list[dict]:
@@ -48,7 +50,7 @@ def charted(rows: list[dict]) -> list[dict]:
     LAMB, trained over a window) its best lr on validation alone, so the chart stays legible."""
     out, best = [], {}
     for r in rows:
-        kind = next((k for k in LAYER_WISE if r["recipe"].startswith(k)), None)
+        kind = next((k for k in LAYER_WISE_RECIPES if r["recipe"].startswith(k)), None)
         if kind is None:
             out.append(r)
         elif kind not in best or r["val_acc"]["mean"] > best[kind]["val_acc"]["mean"]:

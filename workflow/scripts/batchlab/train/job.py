@@ -18,7 +18,6 @@ import pandas as pd
 import torch
 
 from batchlab import __version__
-from batchlab.cells import Cell
 from batchlab.cli import process_age_s, run_step
 from batchlab.closure import source_hash, trainer_code
 from batchlab.data.tensors import load_prepared, to_device
@@ -45,6 +44,10 @@ class Job:
     """What Snakemake hands a training job."""
 
     cell: str  # the cell's name, e.g. bs64_lr0.02 or bs1024_lr0.08_momentum_k8
+    batch_size: int
+    lr: float
+    recipe: str  # its recipe's suffix, e.g. _momentum_k8 ("" for plain training)
+    recipe_fields: dict  # the recipe parsed (batchlab.cells.job_fields): optimizer, warmup_epochs, splits, epochs
     seeds: tuple[int, ...]
     train: dict  # the config group `train`
     measure: dict  # the config group `measure`
@@ -66,21 +69,20 @@ def run(job: Job) -> None:
 
 
 def cell_config(job: Job) -> CellConfig:
-    cell = Cell.parse(job.cell)
-    train = job.train
+    train, recipe = job.train, job.recipe_fields
     return make_config(
-        batch_size=cell.batch_size,
-        lr=cell.lr,
+        batch_size=job.batch_size,
+        lr=job.lr,
         seeds=tuple(sorted(job.seeds)),
-        epochs=cell.recipe.epochs or train["epochs"],
+        epochs=recipe["epochs"] or train["epochs"],
         model=train["model"],
-        optimizer=cell.recipe.optimizer,
+        optimizer=recipe["optimizer"],
         **job.optimizer,
         schedule=train.get("schedule", "constant"),
         divergence_loss=train["divergence_loss"],
         validation_size=train.get("validation_size", 0),
-        warmup_epochs=cell.recipe.warmup_epochs,
-        splits=cell.recipe.splits,
+        warmup_epochs=recipe["warmup_epochs"],
+        splits=recipe["splits"],
         **job.measure,
     )
 
@@ -184,13 +186,12 @@ def write_outputs(job, cfg, n_train, device, seeds: list[SeedResult], extras: di
     write_parquet(job.outputs["probes"], pd.DataFrame(probes, columns=PROBE_COLUMNS))
     record = cfg.of_seed(0)
     del record["seed"]
-    cell = Cell.parse(job.cell)
     write_json(
         job.outputs["metrics"],
         {
             **record,
             "cell": job.cell,
-            "recipe": cell.recipe.suffix(),
+            "recipe": job.recipe,
             "seeds": [{**s.summary(cfg.splits), **extras[s.seed]} for s in seeds],
             "iterations_per_epoch": ipe,
             "n_train": n_train,
