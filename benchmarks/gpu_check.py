@@ -163,22 +163,21 @@ def _worker_init(per_gpu: int, lock_dir: str) -> None:
 
 def run_cell(spec: dict) -> dict:
     """One training job, as the train rule runs it; its seeds' final rows and wall time."""
+    from batchlab.cells import FILES
     from batchlab.cli import Log
     from batchlab.train.job import Job, main
 
     out = Path(spec.pop("out"))
-    names = ("losses", "epochs", "probes", "metrics")
-    exts = {"metrics": "json"}
     job = Job(
         **spec,
-        outputs={k: str(out / f"{k}.{exts.get(k, 'parquet')}") for k in names},
+        outputs={name: str(out / file) for name, file in FILES.items()},
         checkpoint=str(out / "checkpoint.pt"),
         store=str(out / "seeds"),
         log_path=str(out / "train.log"),
     )
     t0 = time.perf_counter()
     main(job, Log(job.log_path))
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / FILES["metrics"]).read_text())
     return {
         "cell": job.cell,
         "wall_s": time.perf_counter() - t0,

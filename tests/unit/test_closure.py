@@ -28,7 +28,7 @@ def test_a_scripts_code_inputs_are_every_package_module_it_imports(script):
 
 def test_the_closure_follows_imports_through_other_modules():
     closure = {module_name(p) for p in script_closure(SCRIPTS / "train.py")}
-    # train.py imports the job alone; the trainer, its steps and the data come through it
+    # train.py imports the job (and the cells' names, cli); the trainer, its steps and the data come through it
     assert {"train.job", "train.loop", "train.steps", "train.ensemble", "data.tensors", "io"} <= closure
     assert not {m for m in closure if m.split(".")[0] in ("report", "analysis", "follow")}
     # the report is a package: its __init__ and every section module it lists count

@@ -12,7 +12,7 @@ import yaml
 
 from batchlab import summary
 from batchlab.closure import PACKAGE_DIR, module_name, script_closure, trainer_code
-from batchlab.train.settings import LAYER_WISE, OPTIMIZERS
+from batchlab.train.settings import LAYER_WISE, OPTIMIZERS, SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "workflow/scripts"
@@ -168,10 +168,12 @@ def test_dvc_yaml_tracks_every_summary_file_as_the_registry_says():
             assert outs[f.path].get("cache", True) is (f.dvc == "out"), f.path
 
 
-def test_the_schema_names_the_registrys_optimizers():
+def test_the_schema_names_the_registrys_optimizers_and_their_settings():
     schema = yaml.safe_load((ROOT / "workflow/schemas/params.schema.yaml").read_text())
     props = schema["properties"]
     assert tuple(props["optimizers"]["properties"]) == OPTIMIZERS
+    for name, group in props["optimizers"]["properties"].items():
+        assert set(group["properties"]) - {"learning_rates"} == set(SETTINGS[name]), name
     assert tuple(props["grid"]["properties"]["optimizers"]["items"]["enum"]) == OPTIMIZERS
     assert tuple(props["remedies"]["properties"]["optimizers"]["items"]["enum"]) == LAYER_WISE
 

@@ -61,14 +61,26 @@ def cell_optimizer_settings(wildcards):
     return study.optimizer_settings(config, optimizer)
 
 
+def cell_files():
+    """The train rule's outputs: a cell's files in results/runs/<cell>/ (batchlab.cells.FILES),
+    its metrics also shown in Snakemake's own report."""
+    out = {name: f"results/runs/{CELL}/{file}" for name, file in cells.FILES.items()}
+    out["metrics"] = report(
+        out["metrics"], caption="../report/cell.rst", category="Training cells"
+    )
+    return out
+
+
+def cell_output(name, cell):
+    """One training output (losses, epochs, probes or metrics) of one cell."""
+    return getattr(rules.train.output, name).format(
+        bs=cell.batch_size, lr=cell.lr_text, recipe=cell.recipe.suffix()
+    )
+
+
 def cell_outputs(name):
-    """One training output (losses, epochs, probes or metrics) for every cell of the study."""
-    return [
-        getattr(rules.train.output, name).format(
-            bs=c.batch_size, lr=c.lr_text, recipe=c.recipe.suffix()
-        )
-        for c in study.design(config)
-    ]
+    """One training output of every cell of the study's design."""
+    return [cell_output(name, c) for c in study.design(config)]
 
 
 def every_cell(name):
@@ -110,11 +122,9 @@ def summary_inputs():
     }
 
 
-def write_study_manifest():
-    """logs/manifest.json: the cells this run was started with, and those it (re)trains, for
-    `make status` and `make peek` (batchlab.follow.manifest)."""
-    from batchlab.follow.manifest import write_manifest
-
+def planned_jobs():
+    """(cores, cells to train, whether the checkpoint runs later): the one place that reads
+    Snakemake's internals (None and True where this Snakemake has none of them)."""
     from snakemake.exceptions import WorkflowError
 
     try:
@@ -125,14 +135,20 @@ def write_study_manifest():
         cores = None
     try:
         jobs = list(workflow.dag.needrun_jobs())
-        to_run = sorted(
-            CELL.format(**job.wildcards_dict)
-            for job in jobs
-            if job.rule.name == "train"
-        )
-        later_rerun = any(job.rule.name == "select_lr" for job in jobs)
     except AttributeError:  # another Snakemake: status reads the seeds each cell holds
-        to_run, later_rerun = None, True
+        return cores, None, True
+    to_run = sorted(
+        CELL.format(**job.wildcards_dict) for job in jobs if job.rule.name == "train"
+    )
+    return cores, to_run, any(job.rule.name == "select_lr" for job in jobs)
+
+
+def write_study_manifest():
+    """logs/manifest.json: the cells this run was started with, and those it (re)trains, for
+    `make status` and `make peek` (batchlab.follow.manifest)."""
+    from batchlab.follow.manifest import write_manifest
+
+    cores, to_run, later_rerun = planned_jobs()
     write_manifest(
         Path.cwd(),
         config,

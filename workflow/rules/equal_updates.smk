@@ -9,7 +9,7 @@ localrules:
 checkpoint select_lr:
     input:
         metrics=[
-            rules.train.output.metrics.format(bs=c.batch_size, lr=c.lr_text, recipe="")
+            cell_output("metrics", c)
             for run in study.equal_updates_plan(config)
             for c in study.grid_cells_at(config, run.batch_size)
         ],
@@ -41,11 +41,6 @@ def equal_updates_outputs(name):
             return []
         with open(paths[0]) as f:
             chosen = json.load(f)["chosen"]
-        return [
-            getattr(rules.train.output, name).format(
-                bs=c.batch_size, lr=c.lr_text, recipe=c.recipe.suffix()
-            )
-            for c in study.equal_updates_cells(config, chosen)
-        ]
+        return [cell_output(name, c) for c in study.equal_updates_cells(config, chosen)]
 
     return outputs

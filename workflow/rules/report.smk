@@ -21,13 +21,9 @@ rule aggregate:
     conda:
         "../../envs/batchlab.yaml"
     params:
-        # the study's design (which cell plays which role), not the runtime knobs
-        study=study.design_config(config),
-        smooth_samples=config["report"]["smooth_samples"],
-        loss_target=config["report"]["loss_target"],
-        target_val_acc=config["report"]["target_val_acc"],
-        noise_smoothing_probes=config["report"]["noise_smoothing_probes"],
-        max_points_per_curve=config["report"]["max_points_per_curve"],
+        # the study's design (which cell plays which role) and the report's knobs the tables
+        # need, not the runtime knobs
+        **study.aggregate_params(config),
     script:
         "../scripts/aggregate.py"
 

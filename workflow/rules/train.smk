@@ -7,14 +7,7 @@ rule train:
         data=rules.prepare.output.tensors,
         code=train_code(),
     output:
-        losses=f"results/runs/{CELL}/losses.parquet",
-        epochs=f"results/runs/{CELL}/epochs.parquet",
-        probes=f"results/runs/{CELL}/probes.parquet",
-        metrics=report(
-            f"results/runs/{CELL}/metrics.json",
-            caption="../report/cell.rst",
-            category="Training cells",
-        ),
+        **cell_files(),
     log:
         f"logs/train/{CELL}.log",
     benchmark:

@@ -17,6 +17,9 @@ from batchlab.train.settings import OPTIMIZERS
 
 # the one template of a cell's name: the rules' wildcards, the job, the follow tools
 TEMPLATE = "bs{bs}_lr{lr}{recipe}"
+# a cell's outputs in its folder results/runs/<cell>/, by the train rule's output names; aggregate
+# reads them in this order (batchlab.analysis.tables.study_tables)
+FILES = {"metrics": "metrics.json", "epochs": "epochs.parquet", "losses": "losses.parquet", "probes": "probes.parquet"}
 
 
 def format_lr(lr: float) -> str:

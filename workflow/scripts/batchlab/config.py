@@ -19,7 +19,6 @@ from batchlab import BatchlabError, ConfigError  # noqa: F401 (ConfigError: conf
 MNIST_TRAIN = 60000
 
 
-
 def _key(path: list) -> str:
     out = ""
     for part in path:

@@ -79,13 +79,17 @@ class EqualUpdates:
     reference_updates: int
     optimizer: str = "sgd"  # the grid's first optimizer
 
+    @property
+    def recipe(self) -> Recipe:
+        return Recipe(optimizer=self.optimizer, epochs=self.epochs)
+
     def cell(self, lr: float) -> Cell:
         role = Role(
             "equal_updates",
             f"batch {self.batch_size} for {self.epochs} epochs ({self.updates:,} updates;"
             f" batch {self.reference_batch_size} makes {self.reference_updates:,})",
         )
-        return Cell(self.batch_size, lr, Recipe(optimizer=self.optimizer, epochs=self.epochs), (role,))
+        return Cell(self.batch_size, lr, self.recipe, (role,))
 
 
 def equal_updates_plan(config: dict) -> list[EqualUpdates]:
@@ -160,7 +164,7 @@ def primary_optimizer(config: dict) -> str:
 
 
 def optimizer_settings(config: dict, name: str) -> dict:
-    """The settings of one optimizer that its training reads (batchlab.optimizers.SETTINGS)."""
+    """The settings of one optimizer that its training reads (batchlab.train.settings.SETTINGS)."""
     given = (config.get("optimizers") or {}).get(name) or {}
     return {k: given[k] for k in SETTINGS[name] if k in given}
 
@@ -218,6 +222,20 @@ def measure_params(config: dict) -> dict:
     """The group `measure`; the noise scale is measured too where a seed first reaches the
     report's target accuracy."""
     return {**config["measure"], "noise_at_val_acc": config["report"]["target_val_acc"]}
+
+
+def aggregate_params(config: dict) -> dict:
+    """What the aggregate rule hands its job (batchlab.analysis.tables.Settings): the design and
+    the report group's knobs the tables need."""
+    report = config["report"]
+    return {
+        "study": design_config(config),
+        "smooth_samples": report["smooth_samples"],
+        "loss_target": report["loss_target"],
+        "target_val_acc": report["target_val_acc"],
+        "noise_smoothing_probes": report["noise_smoothing_probes"],
+        "max_points_per_curve": report["max_points_per_curve"],
+    }
 
 
 def design_config(config: dict) -> dict:

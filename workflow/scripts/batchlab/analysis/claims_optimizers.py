@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
 from batchlab.analysis.aggregate import steps_to_target_table
 from batchlab.analysis.fits import N_BOOT, critical_batch, log_b_crit, lr_exponent, lr_optima, peak_slope
 from batchlab.analysis.rows import shared_seeds, steps_by_seed
-from batchlab.analysis.stats import Paired, bootstrap_interval, decide, decide_same
+from batchlab.analysis.stats import Paired, decide, decide_same, paired_bootstrap
 from batchlab.study import design, optimizers
 from batchlab.train.settings import LABELS
 
@@ -67,15 +66,6 @@ def optimizer_rule(name: str, sub: pd.DataFrame, targets: pd.DataFrame) -> dict:
         "b_crit": {k: critical.get(k, math.nan) for k in ("b_crit", "b_crit_lo", "b_crit_hi", "s_min")},
         "targets": targets.to_dict("records"),
     }
-
-
-def paired_bootstrap(shared: list, statistic, n_boot: int, seed: int) -> Paired:
-    """statistic over the seeds both sides have, with its 95% bootstrap interval (the seeds
-    resampled jointly: the statistic is a difference between two optimizers)."""
-    if len(shared) < 2:
-        return Paired(math.nan, math.nan, math.nan, len(shared), tuple(shared))
-    lo, hi = bootstrap_interval(np.asarray(shared), statistic, n_boot, seed)
-    return Paired(statistic(np.asarray(shared)), lo, hi, len(shared), tuple(shared))
 
 
 def exponent_gap(a: pd.DataFrame, b: pd.DataFrame, used: list[int], seed: int = 0) -> Paired:

@@ -245,3 +245,12 @@ def series_difference(a, b) -> dict:
         "first_update_rel": float(rel[1]) if n > 1 else float("nan"),
         "agree_steps": int(off[0]) if off.size else int(n),
     }
+
+
+def paired_bootstrap(shared: list, statistic, n_boot: int, seed: int) -> Paired:
+    """statistic over the seeds both sides have, with its 95% bootstrap interval (the seeds
+    resampled jointly: the statistic is a difference between two optimizers)."""
+    if len(shared) < 2:
+        return Paired(math.nan, math.nan, math.nan, len(shared), tuple(shared))
+    lo, hi = bootstrap_interval(np.asarray(shared), statistic, n_boot, seed)
+    return Paired(statistic(np.asarray(shared)), lo, hi, len(shared), tuple(shared))

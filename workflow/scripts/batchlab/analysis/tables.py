@@ -25,7 +25,7 @@ from batchlab.analysis.rows import CELL_KEYS, grid_cells
 from batchlab.analysis.runs import per_seed, read_cell
 from batchlab.analysis.summaries import all_summaries
 from batchlab.analysis.verdicts import paired_verdicts
-from batchlab.study import design_config, solution2_pairs
+from batchlab.study import aggregate_params, solution2_pairs
 
 
 @dataclass(frozen=True)
@@ -41,15 +41,7 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: dict) -> Settings:
-        rep = config["report"]
-        return cls(
-            study=design_config(config),
-            smooth_samples=rep["smooth_samples"],
-            loss_target=rep["loss_target"],
-            target_val_acc=rep["target_val_acc"],
-            noise_smoothing_probes=rep["noise_smoothing_probes"],
-            max_points_per_curve=rep["max_points_per_curve"],
-        )
+        return cls(**aggregate_params(config))
 
 
 @dataclass

@@ -38,7 +38,7 @@ def manifest(
         for c in design(config)
     ]
     later = [
-        {"group": "equal_updates", "batch_size": p.batch_size, "epochs": p.epochs, "suffix": f"_e{p.epochs}"}
+        {"group": "equal_updates", "batch_size": p.batch_size, "epochs": p.epochs, "suffix": p.recipe.suffix()}
         for p in equal_updates_plan(config)
     ]
     return {

@@ -12,6 +12,7 @@ from pathlib import Path
 from batchlab import BatchlabError
 from batchlab.analysis.tables import Settings, study_tables
 from batchlab.analysis.verdicts import waiting_for
+from batchlab.cells import FILES
 from batchlab.config import params_hash
 from batchlab.follow.status import current_choice, study_status
 from batchlab.io import write_text
@@ -42,7 +43,7 @@ def peek(root: Path) -> tuple[Path, str]:
     if not any("grid" in c.groups for c in done):
         raise BatchlabError("no cell of the grid has finished yet (the report is built on it); try again once `make status` shows one")
     runs = root / "results/runs"
-    paths = [tuple(runs / c.cell / f for f in ("metrics.json", "epochs.parquet", "losses.parquet", "probes.parquet")) for c in done]
+    paths = [tuple(runs / c.cell / f for f in FILES.values()) for c in done]
     chosen = current_choice(root, status["manifest"])
     t = study_tables(paths, chosen, Settings.from_config(config))
     missing = missing_by_group(status["cells"])

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchlab.analysis.selection import seed_failed
-from batchlab.cells import cell_name, format_lr
+from batchlab.cells import FILES, cell_name, format_lr
 from batchlab.follow.failures import failed_jobs
 from batchlab.follow.manifest import read_manifest
 
@@ -94,7 +94,7 @@ def current(path: Path, manifest: dict, cell: str) -> bool:
 def cell_status(root: Path, entry: dict, now: float, manifest: dict, failed: set[str]) -> CellStatus:
     c = CellStatus(entry["cell"], entry["groups"], int(entry["batch_size"]), int(entry["epochs"]))
     run, log = root / "results/runs" / c.cell, root / "logs/train" / f"{c.cell}.log"
-    metrics, outdated = run / "metrics.json", False
+    metrics, outdated = run / FILES["metrics"], False
     if metrics.exists() and current(metrics, manifest, c.cell):
         fates, seconds, why = done_fates(metrics, manifest.get("seeds"))
         if fates is not None:
