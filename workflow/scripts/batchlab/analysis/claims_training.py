@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from batchlab.analysis.rows import grid_cells, nearest
+from batchlab.analysis.rows import grid_cells, nearest, rows_of
 from batchlab.analysis.stats import MIN_SEEDS, decide, mean_ci, paired_difference
 from batchlab.analysis.verdict_tools import (
     DROP_MARGIN,
@@ -85,7 +85,7 @@ def gradient_direction(cells: pd.DataFrame, best: pd.DataFrame) -> dict | None:
         return None
     rows = []
     for b in sorted(int(v) for v in best["batch_size"]):
-        at = g[(g["batch_size"] == b) & (g["lr"] == best_lr(best, b))]
+        at = rows_of(g, b, best_lr(best, b), recipe=None)
         ci = mean_ci(at["grad_cos"], (-1.0, 1.0))
         noise = pd.to_numeric(at["b_simple_end"], errors="coerce").dropna() if "b_simple_end" in at else pd.Series(dtype=float)
         predicted = 1.0 / (1.0 + float(noise.mean()) / b) if len(noise) else math.nan
@@ -130,7 +130,7 @@ def epoch_time(epochs: pd.DataFrame, best: pd.DataFrame) -> dict | None:
     lr_s, lr_l = best_lr(best, small), best_lr(best, large)
 
     def by_epoch(b, lr):
-        at = ep[(ep["batch_size"] == b) & (ep["lr"] == lr)]
+        at = rows_of(ep, b, lr, recipe=None)
         return {int(e): float(s) for e, s in at.groupby("epoch")["seconds"].mean().items()}
 
     a, c = by_epoch(small, lr_s), by_epoch(large, lr_l)
@@ -161,7 +161,7 @@ def late_blowup(cells: pd.DataFrame, probes: pd.DataFrame, config: dict, lr_clai
         return None
     b = int(g["batch_size"].min())
     lr = nearest(sorted(g["lr"].unique()), lr_claim)
-    at = g[(g["batch_size"] == b) & (g["lr"] == lr)]
+    at = rows_of(g, b, lr, recipe=None)
     if at.empty:
         return None
     planned = config["train"]["epochs"] * int(at["iterations_per_epoch"].iloc[0])
@@ -171,7 +171,8 @@ def late_blowup(cells: pd.DataFrame, probes: pd.DataFrame, config: dict, lr_clai
     peak = {}
     if probes is not None and len(probes):
         pr = grid_cells(probes)
-        pr = pr[(pr["batch_size"] == b) & (pr["lr"] == lr) & (pr["step"] <= planned / 2)]
+        pr = rows_of(pr, b, lr, recipe=None)
+        pr = pr[pr["step"] <= planned / 2]
         peak = {int(s): float(v) for s, v in pr.groupby("seed")["val_acc"].max().items()}
     end = {int(s): float(v) for s, v in zip(ok["seed"], ok["final_val_acc"], strict=True)}
     d = paired_difference(end, peak)

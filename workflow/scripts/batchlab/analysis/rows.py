@@ -29,6 +29,11 @@ def rows_of(frame: pd.DataFrame, batch_size: int, lr: float, recipe: str | None 
     return at if recipe is None else at[at["recipe"].fillna("") == recipe]
 
 
+def at_lr(frame: pd.DataFrame, lr: float) -> pd.DataFrame:
+    """The rows of every batch size at one lr, compared with np.isclose."""
+    return frame[np.isclose(frame["lr"], lr)]
+
+
 def at_best_lr(frame: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
     """The rows of frame at each batch size's best learning rate."""
     keys = best[["batch_size", "best_lr"]].rename(columns={"best_lr": "lr"})

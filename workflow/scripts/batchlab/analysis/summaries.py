@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from batchlab.analysis.rows import at_best_lr, failed_seeds, grid_cells, nearest, rows_of
+from batchlab.analysis.rows import at_best_lr, at_lr, failed_seeds, grid_cells, nearest, rows_of
 from batchlab.analysis.stats import decide, mean_ci, paired_difference, spearman, trend
 from batchlab.analysis.verdict_tools import ACC_MARGIN
 from batchlab.study import momentum_of, remedy_cells, solution2_cells
@@ -36,7 +36,8 @@ def speed(cells: pd.DataFrame) -> dict:
 
 def oscillation_trend(settings: pd.DataFrame, lr: float) -> dict:
     """The post's per-iteration oscillation against batch size at one lr."""
-    at = settings[(settings["lr"] == lr) & settings["oscillation"].notna()].sort_values("batch_size")
+    at = at_lr(settings, lr)
+    at = at[at["oscillation"].notna()].sort_values("batch_size")
     falls = int((np.diff(at["oscillation"].to_numpy()) < 0).sum())
     return {
         "lr": lr,

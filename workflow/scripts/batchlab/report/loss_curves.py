@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from batchlab.analysis.rows import at_lr
 from batchlab.report import charts
 from batchlab.report.inputs import Inputs
 from batchlab.report.page import Section
@@ -11,8 +12,8 @@ def section(study: Inputs) -> Section:
     rep = study.config["report"]
     ref_lr = study.summaries.get("reference_lr", rep["reference_lr"])
     curves, bands = study.grid_curves, study.bands
-    at_ref = curves[curves["lr"] == ref_lr]
-    bands_ref = bands[bands["lr"] == ref_lr] if len(bands) else bands
+    at_ref = at_lr(curves, ref_lr)
+    bands_ref = at_lr(bands, ref_lr) if len(bands) else bands
     at_best = study.at_best(curves)
     bands_best = study.at_best(bands) if len(bands) else bands
     return Section(

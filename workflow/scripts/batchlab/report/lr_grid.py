@@ -7,6 +7,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from batchlab.analysis.rows import at_lr
 from batchlab.report import charts
 from batchlab.report.encodings import HEIGHT, WIDTH, batch_color, batch_x, log_scale, spec
 from batchlab.report.fmt import fmt_int, fmt_num, fmt_pct, grid_edge, html_table
@@ -72,7 +73,7 @@ def batch_size_table(study: Inputs) -> pd.DataFrame:
     speed = {r["batch_size"]: r for r in s.get("speed", {}).get("per_batch", [])}
     conv = {r["batch_size"]: r for r in s.get("convergence", [])}
     ref_lr = s.get("reference_lr")
-    osc = study.settings[study.settings["lr"] == ref_lr].set_index("batch_size")["oscillation"]
+    osc = at_lr(study.settings, ref_lr).set_index("batch_size")["oscillation"]
     rows = []
     for r in study.best_lr.itertuples():
         sp, cv, edge = speed.get(r.batch_size, {}), conv.get(r.batch_size, {}), grid_edge(r.at_grid_edge)
