@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# fields measured in seconds (or derived from them): they differ between any two runs
-TIMING = ("seconds", "per_s", "_s", "time", "speed", "wall", "measure_share")
+# fields measured in seconds (or derived from them): they differ between any two runs. A field
+# is a timing when its key ends with one of these, or sits under measure_share
+TIMING_ENDINGS = ("seconds", "_s")
 # verdicts decided on the clock (their `key`): every number in them is a timing
 TIMED_VERDICTS = ("epoch_time",)
 
@@ -55,7 +56,8 @@ def is_timing(path: str, analysis: dict) -> bool:
         index = int(path[len(".verdicts[") : path.index("]")])
         if analysis["verdicts"][index].get("key") in TIMED_VERDICTS:
             return True
-    return any(word in part for part in path.split(".")[-2:] for word in TIMING)
+    keys = [part.split("[")[0] for part in path.split(".")]
+    return keys[-1].endswith(TIMING_ENDINGS) or "measure_share" in keys
 
 
 def main(before: Path, after: Path) -> int:

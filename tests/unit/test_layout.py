@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from batchlab import summary
-from batchlab.closure import PACKAGE_DIR, module_name, script_closure, trainer_code
+from batchlab.closure import PACKAGE_DIR, imported_modules, module_name, script_closure, trainer_code
 from batchlab.train.settings import LAYER_WISE, OPTIMIZERS, SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,17 +33,8 @@ def modules() -> dict[str, Path]:
 
 
 def direct_imports(path: Path) -> set[str]:
-    """The package modules a file imports by name, anywhere in it (type-only imports too):
-    `from batchlab.report import charts` is report.charts, not the report package."""
-    known, out = modules(), set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "batchlab":
-            base = node.module.partition(".")[2]
-            subs = {f"{base}.{a.name}".lstrip(".") for a in node.names} & known.keys()
-            out |= subs or {base or "__init__"}
-        elif isinstance(node, ast.Import):
-            out |= {a.name.partition(".")[2] for a in node.names if a.name.startswith("batchlab.")}
-    return out
+    """The package modules a file imports by name, anywhere in it (type-only imports too)."""
+    return imported_modules(path.read_text(), with_packages=False)
 
 
 def stage(name: str) -> str:
@@ -185,7 +176,8 @@ def test_the_tables_and_the_reports_inputs_follow_the_summary_registry():
     from batchlab.report.inputs import Inputs
 
     assert tuple(f.name for f in fields(Tables)) == summary.FIELDS
-    assert set(summary.REPORT_FIELDS) <= {f.name for f in fields(Inputs)}
+    # the report reads each file into the field of its name, as Tables holds it
+    assert set(summary.REPORT_INPUTS) <= set(summary.FIELDS) & {f.name for f in fields(Inputs)}
 
 
 def test_what_the_analysis_knows_of_each_optimizer_covers_the_registrys():

@@ -27,23 +27,26 @@ def _with_parents(name: str) -> set[str]:
     return {".".join(parts[: i + 1]) for i in range(len(parts))}
 
 
-def imported_modules(source: str) -> set[str]:
+def imported_modules(source: str, with_packages: bool = True) -> set[str]:
     """Names of the batchlab modules imported by this source (`batchlab` itself as __init__),
-    relative to the package: 'aggregate', 'report', 'report.page'."""
+    relative to the package: 'aggregate', 'report', 'report.page'. with_packages: the
+    subpackages above each too, whose __init__ runs (what a rule's code is); without, only the
+    modules named (`from batchlab.report import charts` is report.charts: the import graph)."""
     out = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "batchlab":
             base = ".".join(node.module.split(".")[1:])
-            if not base:
-                out.add("__init__")
-            else:
-                out |= _with_parents(base)
             # from batchlab(.sub) import x: x may be a module or a name
-            out |= {f"{base}.{a.name}".lstrip(".") for a in node.names if _exists(f"{base}.{a.name}".lstrip("."))}
+            subs = {f"{base}.{a.name}".lstrip(".") for a in node.names if _exists(f"{base}.{a.name}".lstrip("."))}
+            if with_packages:
+                out |= (_with_parents(base) if base else {"__init__"}) | subs
+            else:
+                out |= subs or {base or "__init__"}
         elif isinstance(node, ast.Import):
             for a in node.names:
                 if a.name.startswith("batchlab."):
-                    out |= _with_parents(a.name.split(".", 1)[1])
+                    name = a.name.split(".", 1)[1]
+                    out |= _with_parents(name) if with_packages else {name}
     return out
 
 

@@ -44,12 +44,11 @@ FILES = (
     SummaryFile("metrics", "metrics.json", "metrics", dvc="metric"),
 )
 BY_NAME = {f.name: f for f in FILES}
-# what the report reads back: each table once, in its richest form (the csv files are exports)
+# what the report reads back, each into the Inputs field of its name: each table once, in its
+# richest form (the csv files are exports)
 REPORT_INPUTS = tuple(f.name for f in FILES if f.kind in ("parquet", "json"))
 # what Tables holds: every field a file is written from
 FIELDS = tuple(dict.fromkeys(f.holds for f in FILES))
-# the fields of the report's Inputs that come from the summary
-REPORT_FIELDS = tuple(BY_NAME[name].holds for name in REPORT_INPUTS)
 
 
 def outputs() -> dict[str, str]:
@@ -73,15 +72,14 @@ def write(tables, paths) -> None:
 
 
 def read(paths) -> dict:
-    """What the report reads, by Inputs field: {field: frame or record}, from the paths given by
-    name (the report rule's inputs)."""
+    """What the report reads, by name (its Inputs field): {name: frame or record}, from the paths
+    given by name (the report rule's inputs)."""
     import pandas as pd
 
     out = {}
     for name in REPORT_INPUTS:
-        f = BY_NAME[name]
-        if f.kind == "parquet":
-            out[f.holds] = pd.read_parquet(paths[name])
+        if BY_NAME[name].kind == "parquet":
+            out[name] = pd.read_parquet(paths[name])
         else:
-            out[f.holds] = json.loads(Path(paths[name]).read_text())
+            out[name] = json.loads(Path(paths[name]).read_text())
     return out

@@ -18,7 +18,7 @@ from batchlab.follow.status import current_choice, study_status
 from batchlab.io import write_text
 from batchlab.provenance import git_state, version_stamp
 from batchlab.report import Inputs, build_sections, render_html, vega_bundle
-from batchlab.summary import REPORT_FIELDS
+from batchlab.summary import REPORT_INPUTS
 
 PARTIAL = Path("results/report/partial.html")
 
@@ -48,8 +48,8 @@ def peek(root: Path) -> tuple[Path, str]:
     t = study_tables(paths, chosen, Settings.from_config(config))
     missing = missing_by_group(status["cells"])
     analysis = {**t.analysis, "verdicts": waiting_for(t.analysis["verdicts"], missing)}
-    summary = {name: getattr(t, name) for name in REPORT_FIELDS}
-    study = Inputs(**{**summary, "analysis": analysis}, config=config)
+    read = {name: getattr(t, name) for name in REPORT_INPUTS}  # what the full report reads back
+    study = Inputs(**{**read, "analysis": analysis}, config=config)
     checksums_path = root / "data/mnist/raw/checksums.json"
     checksums = json.loads(checksums_path.read_text()) if checksums_path.exists() else {}
     stamp = version_stamp(git_state(root), params_hash(config), checksums, list(t.cells["device"].dropna()), dt.datetime.now(dt.UTC))
