@@ -1,5 +1,5 @@
 """The verdicts on how training behaves with the batch size: the model's oscillation, the
-gradient direction, the time per epoch, the late blow-up (rules listed in batchlab.analysis.verdicts)."""
+gradient direction, the time to a target accuracy, the late blow-up (rules listed in batchlab.analysis.verdicts)."""
 
 from __future__ import annotations
 
@@ -7,69 +7,71 @@ import math
 
 import pandas as pd
 
+from batchlab.analysis.family import primary
 from batchlab.analysis.rows import grid_cells, nearest, rows_of
-from batchlab.analysis.stats import MIN_SEEDS, decide, mean_ci, paired_difference
+from batchlab.analysis.stats import MIN_SEEDS, mean_ci, paired_difference
 from batchlab.analysis.verdict_tools import (
-    DROP_MARGIN,
     OSC_MARGIN,
     TIME_MARGIN,
     best_lr,
     equal_noise_pair,
     log_per_seed,
-    pct,
-    ratio_words,
+    per_seed,
 )
 
 
 def oscillation(cells: pd.DataFrame, best: pd.DataFrame) -> dict | None:
     """Small batches make the loss oscillate more: the model's oscillation (its loss on a fixed
     training subset, evaluated every 1,024 samples through the last epoch, detrended) at the
-    smallest against the largest batch size, each at its best lr, as a paired log ratio; the same
-    at equal lr / b (the noise temperature of SGD, Smith & Le 2018) beside it."""
+    smallest against the largest batch size, each at its best lr, as a paired log ratio (decided
+    by batchlab.analysis.family); the same at equal lr / b (the noise temperature of SGD, Smith &
+    Le 2018) beside it."""
     g = grid_cells(cells)
     if len(best) < 2 or "model_oscillation" not in g:
         return None
     small, large = int(best["batch_size"].min()), int(best["batch_size"].max())
     lr_s, lr_l = best_lr(best, small), best_lr(best, large)
     at_best = paired_difference(log_per_seed(g, small, lr_s, "model_oscillation"), log_per_seed(g, large, lr_l, "model_oscillation"))
-    verdict, why = ratio_words(decide(at_best, +1, OSC_MARGIN))
     evidence = (
         f"Model oscillation (fixed 1,024-image training subset), batch {small} at lr {lr_s:g} over batch {large}"
-        f" at lr {lr_l:g}: x{math.exp(at_best.mean):.3g} [{math.exp(at_best.lo):.3g}, {math.exp(at_best.hi):.3g}]"
-        f" over {at_best.n} paired seeds ({why})."
+        f" at lr {lr_l:g}: {ratio_text(at_best)} over {at_best.n} paired seeds."
     )
     out = {"key": "oscillation", "claim": "Small batches make the loss oscillate more from one iteration to the next."}
     pair = equal_noise_pair(g, small, large, lr_s)
     if pair is not None:
         a, c = pair
         equal = paired_difference(log_per_seed(g, small, a, "model_oscillation"), log_per_seed(g, large, c, "model_oscillation"))
-        v_equal, why_equal = ratio_words(decide(equal, +1, OSC_MARGIN))
-        evidence += (
-            f" At equal lr / b = {a / small:.3g} (batch {small} at lr {a:g}, batch {large} at lr {c:g}):"
-            f" x{math.exp(equal.mean):.3g} [{math.exp(equal.lo):.3g}, {math.exp(equal.hi):.3g}] ({why_equal})."
-        )
+        evidence += f" At equal lr / b = {a / small:.3g} (batch {small} at lr {a:g}, batch {large} at lr {c:g}): {ratio_text(equal)}."
         out["at_equal_noise"] = equal.as_dict()
-        if {verdict, v_equal} == {"supported", "not supported"}:
-            verdict = "mixed"
     post = paired_difference(log_per_seed(g, small, lr_s, "oscillation"), log_per_seed(g, large, lr_l, "oscillation"))
     evidence += (
         f" The post's measure (each iteration's own mini-batch loss, whose sampling noise alone grows as"
         f" the batch shrinks): x{math.exp(post.mean):.3g} at the best lrs."
     )
-    headline = f"model oscillation ×{math.exp(at_best.mean):.2g} [{math.exp(at_best.lo):.2g}, {math.exp(at_best.hi):.2g}], batch {small} over {large} at their best lrs"
+    headline = f"model oscillation {ratio_text(at_best)}, batch {small} over {large} at their best lrs"
     if "at_equal_noise" in out:
-        e = out["at_equal_noise"]
-        headline += f"; ×{math.exp(e['mean']):.2g} at equal lr / b"
+        headline += f"; ×{math.exp(out['at_equal_noise']['mean']):.2g} at equal lr / b"
     return {
         **out,
-        "verdict": verdict,
+        "verdict": "inconclusive",
         "headline": headline,
         "at_best_lr": at_best.as_dict(),
+        "primary": primary(at_best, +1, OSC_MARGIN, "log ratio"),
         "evidence": evidence,
-        "test": "The model's loss on fixed images can jump more or less at either batch size, so this"
-        " can come out either way (the per-iteration mini-batch loss cannot: its sampling noise alone"
-        " falls as 1/√b). It measures the last epoch only.",
+        "test": "One-sided: batch-1 oscillation above the largest batch's (supported), or short of a factor"
+        " 1.1 (not supported). The model's loss on fixed images can jump more or less at either batch size,"
+        " so this can come out either way (the per-iteration mini-batch loss cannot: its sampling noise"
+        " alone falls as 1/√b). It measures the last epoch only.",
     }
+
+
+def ratio_text(d) -> str:
+    """A paired log ratio as a ratio with its 95% interval (or the reason it has none)."""
+    if not math.isfinite(d.mean):
+        return "no paired seeds"
+    if not (math.isfinite(d.lo) and math.isfinite(d.hi)):
+        return f"×{math.exp(d.mean):.3g} (no interval from {d.n} seed(s))"
+    return f"×{math.exp(d.mean):.3g} [{math.exp(d.lo):.3g}, {math.exp(d.hi):.3g}]"
 
 
 PARALLEL = 0.9  # consecutive gradients "nearly parallel": cosine at least 0.9 (under 26 degrees)
@@ -91,14 +93,8 @@ def gradient_direction(cells: pd.DataFrame, best: pd.DataFrame) -> dict | None:
         predicted = 1.0 / (1.0 + float(noise.mean()) / b) if len(noise) else math.nan
         rows.append((b, ci, predicted))
     b_large, ci_large, _ = rows[-1]
-    if ci_large["n"] < MIN_SEEDS:
-        verdict, why = "inconclusive", f"only {ci_large['n']} seed(s)"
-    elif ci_large["lo"] >= PARALLEL:
-        verdict, why = "supported", f"at batch {b_large} the interval lies above {PARALLEL}"
-    elif ci_large["hi"] < PARALLEL:
-        verdict, why = "not supported", f"at batch {b_large} the interval lies below {PARALLEL}"
-    else:
-        verdict, why = "inconclusive", f"at batch {b_large} the interval holds {PARALLEL}"
+    cos = per_seed(g, b_large, best_lr(best, b_large), "grad_cos")
+    above = paired_difference(cos, {s: PARALLEL for s in cos})
     first = next((b for b, ci, _ in rows if ci["n"] >= MIN_SEEDS and ci["lo"] >= PARALLEL), None)
     listing = "; ".join(
         f"batch {b}: {ci['mean']:.3f} [{ci['lo']:.3f}, {ci['hi']:.3f}]" + (f" (predicted {p:.3f})" if math.isfinite(p) else "")
@@ -108,102 +104,139 @@ def gradient_direction(cells: pd.DataFrame, best: pd.DataFrame) -> dict | None:
     return {
         "key": "gradient",
         "claim": "With a large batch the gradient direction barely changes from one iteration to the next.",
-        "verdict": verdict,
+        "verdict": "inconclusive",
         "headline": f"cosine {ci_large['mean']:.2f} [{ci_large['lo']:.2f}, {ci_large['hi']:.2f}] at batch {b_large}",
         "first_parallel_batch": first,
+        "primary": primary(above, +1, 0.0),
         "evidence": f"Cosine between the gradients of two independent mini-batches at the same weights, each batch"
         f" size at its best lr (mean over probes, 95% interval over seeds; predicted: 1 / (1 + B_simple / b)):"
-        f" {listing}. {where.capitalize()}; {why}.",
-        "test": "Measures the direction two consecutive mini-batches would take from the same weights; it does"
+        f" {listing}. {where.capitalize()}.",
+        "test": f"One-sided: the largest batch's cosine above {PARALLEL} (supported) or below it (not supported)."
+        " Measures the direction two consecutive mini-batches would take from the same weights; it does"
         " not follow the weights along a step, and averages over training.",
     }
 
 
-def epoch_time(epochs: pd.DataFrame, best: pd.DataFrame) -> dict | None:
-    """Small batches are slower per epoch: the smallest against the largest batch size, each at
-    its best lr, paired by epoch (the seeds of a cell share one ensemble's clock, so its epochs
-    are the replicates). An epoch's time hardly depends on the lr; the lrs are named."""
-    ep = grid_cells(epochs)
-    if ep.empty or len(best) < 2:
+def largest_reaching(cells: pd.DataFrame, best: pd.DataFrame) -> int | None:
+    """The largest batch size some of whose seeds reach the target accuracy at its best lr."""
+    g = grid_cells(cells)
+    if "seconds_to_acc" not in g:
         return None
-    small, large = int(best["batch_size"].min()), int(best["batch_size"].max())
-    lr_s, lr_l = best_lr(best, small), best_lr(best, large)
+    reached = [int(b) for b in best["batch_size"] if rows_of(g, int(b), best_lr(best, int(b)), None)["seconds_to_acc"].notna().any()]
+    return max(reached, default=None)
 
-    def by_epoch(b, lr):
-        at = rows_of(ep, b, lr, recipe=None)
-        return {int(e): float(s) for e, s in at.groupby("epoch")["seconds"].mean().items()}
 
-    a, c = by_epoch(small, lr_s), by_epoch(large, lr_l)
-    if not a or not c:
+def time_to_target(cells: pd.DataFrame, best: pd.DataFrame, target: float, large: int | None) -> dict | None:
+    """Small batches are slower: wall time to the target validation accuracy, the smallest batch
+    size against `large` (the largest that reaches it: largest_reaching), each at its best lr, a
+    paired log ratio. A seed that never reaches the target counts its whole run (a lower bound:
+    it favours that side)."""
+    g = grid_cells(cells)
+    if len(best) < 2 or large is None:
         return None
-    d = paired_difference(a, c)
-    margin = TIME_MARGIN * (sum(c.values()) / len(c))
-    verdict, why = decide(d, +1, margin)
+    small = int(best["batch_size"].min())
+    if large == small:
+        return None
+
+    def seconds(b):
+        at = rows_of(g, b, best_lr(best, b), None)
+        total = pd.to_numeric(at["epoch_seconds"], errors="coerce") * pd.to_numeric(at["epochs_completed"], errors="coerce")
+        took = pd.to_numeric(at["seconds_to_acc"], errors="coerce").fillna(total)
+        return {int(s): math.log(v) for s, v in zip(at["seed"], took, strict=True) if math.isfinite(v) and v > 0}
+
+    d = paired_difference(seconds(small), seconds(large))
+    never = [b for b in sorted(int(v) for v in best["batch_size"]) if b > large]
     return {
-        "key": "epoch_time",
-        "claim": "Small batches are slower per epoch.",
-        "verdict": verdict,
-        "headline": f"{d.mean:+.2f} s per epoch [{d.lo:+.2f}, {d.hi:+.2f}], batch {small} against {large}",
-        "difference": d.as_dict(),
-        "evidence": f"An epoch at batch {small} (lr {lr_s:g}) takes {d.mean:+.2f} s [{d.lo:+.2f}, {d.hi:+.2f}]"
-        f" longer than at batch {large} (lr {lr_l:g}), {d.n} epochs paired: {why}.",
-        "test": "Replicates are epochs of one ensemble; the machine's load moves between runs, so the"
-        " interval says how steady the clock was here, not on another machine.",
+        "key": "time_to_target",
+        "claim": "Small batches are slower to train.",
+        "verdict": "inconclusive",
+        "headline": f"time to {100 * target:.0f}% validation accuracy {ratio_text(d)}, batch {small} over {large}",
+        "primary": primary(d, +1, TIME_MARGIN, "log ratio"),
+        "evidence": f"Wall time to {100 * target:.0f}% validation accuracy, batch {small} (lr {best_lr(best, small):g}) over batch"
+        f" {large} (lr {best_lr(best, large):g}), the largest batch size that reaches it: {ratio_text(d)} over {d.n} paired seeds."
+        + (f" Never reached in the epochs trained: batch {', '.join(map(str, never))}." if never else ""),
+        "test": "One-sided: more time at the small batch (supported) or less than 1.1 times as much (not supported)."
+        " Can come out either way: a small batch makes more steps per second of data but each costs more"
+        " per sample; a large one may need more epochs. Times are this machine's.",
     }
 
 
-def late_blowup(cells: pd.DataFrame, probes: pd.DataFrame, config: dict, lr_claim: float = 0.02) -> dict | None:
-    """Batch 1 at lr 0.02 blows up late: each seed blew up (diverged or collapsed in the second
-    half), or its validation accuracy fell from its first-half peak to its end (degraded, by
-    more than seed noise), or neither (fine)."""
-    g = grid_cells(cells)
-    if g.empty:
+RISK = 1 / 3  # "can blow up late" claims a risk a practitioner would meet: one run in three
+DEGRADED = 0.01  # a seed's final validation accuracy this far below its first-half peak: about 2 seed SDs
+
+
+def late_blowup(cells: pd.DataFrame, epochs: pd.DataFrame, config: dict) -> dict | None:
+    """Batch 1 at lr 0.02 blows up late: the long runs (group late_blowup; else the grid's cell
+    nearest the lr), each seed blown up late (diverged or collapsed in the second half of its
+    run), degraded (its final validation accuracy below its first-half peak by more than
+    DEGRADED) or fine. One late event shows the risk is not 0 (supported); none in n seeds
+    shows it below RISK when (1 - RISK)^n is small (not supported): exact binomial p-values,
+    decided with the family (batchlab.analysis.family)."""
+    late = config.get("late_blowup") or {}
+    runs = cells[cells["group"] == "late_blowup"] if "group" in cells else cells.iloc[:0]
+    lr_claim = float((late.get("learning_rates") or [0.02])[0])
+    source = runs if len(runs) else grid_cells(cells)
+    if source.empty:
         return None
-    b = int(g["batch_size"].min())
-    lr = nearest(sorted(g["lr"].unique()), lr_claim)
-    at = rows_of(g, b, lr, recipe=None)
+    b = int(late.get("batch_size", source["batch_size"].min())) if len(runs) else int(source["batch_size"].min())
+    lr = nearest(sorted(source.loc[source["batch_size"] == b, "lr"].unique()), lr_claim)
+    survival = [survival_curve(rows_of(source, b, x, None), epochs) for x in sorted(source.loc[source["batch_size"] == b, "lr"].unique())] if len(runs) else []
+    at = rows_of(source, b, lr, None)
     if at.empty:
         return None
-    planned = config["train"]["epochs"] * int(at["iterations_per_epoch"].iloc[0])
-    failed = at[at["status"].isin(["diverged", "collapsed"])]
-    late = failed[pd.to_numeric(failed["stopped_step"], errors="coerce") > planned / 2]
-    ok = at[~at["status"].isin(["diverged", "collapsed"])]
-    peak = {}
-    if probes is not None and len(probes):
-        pr = grid_cells(probes)
-        pr = rows_of(pr, b, lr, recipe=None)
-        pr = pr[pr["step"] <= planned / 2]
-        peak = {int(s): float(v) for s, v in pr.groupby("seed")["val_acc"].max().items()}
-    end = {int(s): float(v) for s, v in zip(ok["seed"], ok["final_val_acc"], strict=True)}
-    d = paired_difference(end, peak)
-    fell, why = decide(d, -1, DROP_MARGIN)
-    n = len(at)
-    if len(late) == n:
-        verdict, outcome = "supported", "blew up"
-    elif len(late):
-        verdict, outcome = "mixed", "some seeds blew up"
-    elif fell == "supported":
-        verdict, outcome = "mixed", "degraded"
-    elif fell == "not supported" and len(failed) == 0:
-        verdict, outcome = "not supported", "fine"
-    else:
-        verdict, outcome = "inconclusive", "unclear"
-    stops = "; ".join(
-        f"seed {r.seed} {r.status} at iteration {int(r.stopped_step):,} of {planned:,}" for r in failed.itertuples()
-    )
+    planned = int(late["epochs"] if len(runs) else config["train"]["epochs"])
+    fates = seed_fates(at, epochs, planned)
+    n, events = len(fates), sum(f in ("blew up", "degraded") for f in fates.values())
+    p_for, p_against = (0.0 if events else 1.0), ((1 - RISK) ** n if not events else 1.0)
+    words = ", ".join(f"{sum(f == k for f in fates.values())} {k}" for k in ("blew up", "blew up early", "degraded", "fine"))
     return {
         "key": "late_blowup",
         "claim": f"Batch {b} with lr {lr:g} blows up late in training.",
-        "verdict": verdict,
-        "outcome": outcome,
-        "headline": f"{outcome}: {len(late)} of {n} seeds blew up late; accuracy from peak to end {100 * d.mean:+.2f} points",
-        "late_failures": int(len(late)),
+        "verdict": "inconclusive",
+        "headline": f"{events} of {n} seeds blew up or degraded late over {planned} epochs ({words})",
+        "late_events": int(events),
         "seeds": int(n),
-        "difference": d.as_dict(),
-        "evidence": f"{outcome.capitalize()}: {len(late)} of {n} seeds blew up in the second half"
-        + (f" ({stops})" if stops else "")
-        + f"; the others' validation accuracy from their first-half peak to the end: {pct(d)} ({why}).",
-        "test": "Tells blowing up (diverged or collapsed, caught at once) from degrading (a fall of"
-        " validation accuracy beyond seed noise) from neither; it cannot say whether a longer run"
-        " would blow up.",
+        "fates": {str(s): f for s, f in fates.items()},
+        "survival": [row for curve in survival for row in curve],
+        "primary": {"p": [p_for, p_against], "n": n, "mean": events / n if n else math.nan, "lo": math.nan, "hi": math.nan,
+                    "diffs": [], "seeds": sorted(fates), "expected": 1, "margin": RISK, "scale": "share"},  # fmt: skip
+        "evidence": f"Batch {b} at lr {lr:g}, {n} seeds, {planned} epochs: {words} (late: the second half of the run;"
+        f" degraded: the final validation accuracy below the first-half peak by more than {100 * DEGRADED:.0f} point)."
+        + ("" if len(runs) else " Read from the grid's cell: no long runs in this study (late_blowup.enabled)."),
+        "test": f"Exact: one late event shows the risk is not 0 (supported); none in n seeds shows a risk below"
+        f" {RISK:.2g} with p = {1 - RISK:.2g}^n (not supported; 10 seeds give 0.017). It cannot say what a longer run would do.",
     }
+
+
+def seed_fates(at: pd.DataFrame, epochs: pd.DataFrame, planned: int) -> dict[int, str]:
+    """{seed: 'blew up' | 'blew up early' | 'degraded' | 'fine'} of one setting's seeds over a
+    run of `planned` epochs (late: its second half)."""
+    out = {}
+    for r in at.itertuples():
+        ep = rows_of(epochs, r.batch_size, r.lr, (r.recipe or "") if "recipe" in epochs else None)
+        ep = ep[ep["seed"] == r.seed]
+        if r.status in ("diverged", "collapsed"):
+            stopped = float(r.stopped_epoch) if pd.notna(r.stopped_epoch) else 0.0
+            out[int(r.seed)] = "blew up" if stopped > planned / 2 else "blew up early"
+            continue
+        first = ep[ep["epoch"] <= planned / 2]["val_acc"]
+        end = float(r.final_val_acc)
+        out[int(r.seed)] = "degraded" if len(first) and end < float(first.max()) - DEGRADED else "fine"
+    return out
+
+
+def survival_curve(at: pd.DataFrame, epochs: pd.DataFrame) -> list[dict]:
+    """By epoch: the share of the setting's seeds that have blown up, and that sit below their
+    peak so far by more than DEGRADED."""
+    rows = []
+    keys = [k for k in ("batch_size", "lr", "seed", "recipe") if k in epochs and k in at]
+    ep = epochs.merge(at[keys], on=keys)
+    if ep.empty:
+        return rows
+    n = len(at)
+    for e in range(1, int(ep["epoch"].max()) + 1):
+        blown = int(((at["status"].isin(["diverged", "collapsed"])) & (pd.to_numeric(at["stopped_epoch"], errors="coerce") <= e)).sum())
+        upto = ep[ep["epoch"] <= e].sort_values("epoch")
+        low = int(sum(float(g["val_acc"].iloc[-1]) < float(g["val_acc"].max()) - DEGRADED for _, g in upto.groupby("seed") if int(g["epoch"].iloc[-1]) == e))
+        rows.append({"lr": float(at["lr"].iloc[0]), "epoch": e, "blown_up": blown / n, "below_peak": low / n})
+    return rows

@@ -123,6 +123,7 @@ class Paired:
     hi: float
     n: int
     seeds: tuple[int, ...]
+    diffs: tuple[float, ...] = ()  # a - b seed by seed, in the order of seeds
 
     def sign(self) -> int | None:
         """+1: a is higher (the interval lies above 0); -1: lower; 0: the interval holds 0;
@@ -149,9 +150,9 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float]) -> Paired:
         return Paired(math.nan, math.nan, math.nan, 0, shared)
     mean = float(d.mean())
     if n < 2:
-        return Paired(mean, math.nan, math.nan, n, shared)
+        return Paired(mean, math.nan, math.nan, n, shared, tuple(d.tolist()))
     half = t_quantile(n - 1) * float(d.std(ddof=1)) / math.sqrt(n)
-    return Paired(mean, mean - half, mean + half, n, shared)
+    return Paired(mean, mean - half, mean + half, n, shared, tuple(d.tolist()))
 
 
 def decide(diff: Paired, expected: int, margin: float) -> tuple[str, str]:

@@ -20,7 +20,10 @@ from batchlab.analysis.aggregate import (
 from batchlab.analysis.cell_summary import noise_table, summarize_cell
 from batchlab.analysis.claims_optimizers import compare_optimizers
 from batchlab.analysis.curves import downsample_curve, loss_curves_at_best, seed_bands
-from batchlab.analysis.fits import critical_batch, lr_exponent, lr_optima
+from batchlab.analysis.fits import critical_batch
+from batchlab.analysis.lr_law import lr_law
+from batchlab.analysis.lr_response import response_table, stability_map
+from batchlab.analysis.replication import compare, halves, of_seeds
 from batchlab.analysis.rows import CELL_KEYS, grid_cells
 from batchlab.analysis.runs import per_seed, read_cell
 from batchlab.analysis.summaries import all_summaries
@@ -97,21 +100,71 @@ def study_tables(cell_paths, chosen: dict, s: Settings) -> Tables:
     targets = steps_to_target_table(cells)
     critical = critical_batch(targets, cells)
     settings = by_setting(cells)
-    optima = lr_optima(grid_cells(cells))
-    best = best_learning_rates(settings).merge(optima, on="batch_size", how="left")
-    exponent = lr_exponent(grid_cells(cells), optima, critical.get("b_crit"))
+    verdicts, best, response, law = decided(cells, epochs, s)
     compared = compare_optimizers(cells, s.study)
+    summaries = all_summaries(cells, settings, best, targets, probes, curves, s.study)
     analysis = {
         "target_val_acc": s.target_val_acc,
         "critical_batch": critical,
         "solution2_equivalence": solution2_equivalence(losses, solution2_pairs(s.study)),
-        "verdicts": paired_verdicts(cells, epochs, probes, best, s.study, exponent, compared),
-        "lr_exponent": exponent,
+        "verdicts": verdicts,
+        "family": family_table(verdicts),
+        "replication": split_half(cells, epochs, s, verdicts),
+        "lr_response": [{"batch_size": int(r["batch_size"]), "curve": r["curve"]} for r in response.to_dict("records")],
+        "lr_law": law,
+        "stability": stability_map(response, grid_cells(cells)),
+        "noise_scales": noise_scales(law, critical, summaries),
         "optimizers": compared,
-        "summaries": all_summaries(cells, settings, best, targets, probes, curves, s.study),
+        "summaries": summaries,
     }
     bands = seed_bands(curves[curves["in_grid"].astype(bool)])
     return Tables(
         cells, settings, best, loss_curves_at_best(curves, best), epochs, curves, bands, probes, targets,
         analysis, headline_metrics(cells, best, critical),
     )  # fmt: skip
+
+
+def decided(cells: pd.DataFrame, epochs: pd.DataFrame, s: Settings, corrected: bool = True):
+    """(verdicts, best lr table, lr response table, lr law) of the cells given: the whole study,
+    or one half of its seeds (corrected=False: without the family's correction)."""
+    grid = grid_cells(cells)
+    response, reps = response_table(grid)
+    law = lr_law(response, reps)
+    best = best_learning_rates(by_setting(cells)).merge(response.drop(columns=["best_lr", "curve"]), on="batch_size", how="left")
+    compared = compare_optimizers(cells, s.study)
+    verdicts = paired_verdicts(cells, epochs, best, s.study, response, law, compared, s.target_val_acc, corrected)
+    return verdicts, best, response, law
+
+
+def split_half(cells: pd.DataFrame, epochs: pd.DataFrame, s: Settings, whole: list[dict]) -> dict | None:
+    """Every verdict on each half of the seeds, each hypothesis at 5% alone (five seeds cannot pass
+    the family's correction: batchlab.analysis.replication); None under 4 seeds."""
+    first, second = halves(cells["seed"].unique())
+    if len(first) < 2:
+        return None
+    found = [decided(of_seeds(cells, h), of_seeds(epochs, h), s, corrected=False)[0] for h in (first, second)]
+    return compare(whole, *found, (first, second))
+
+
+def family_table(verdicts: list[dict]) -> list[dict]:
+    """The family Holm's correction runs over: each decided verdict's two hypotheses, their
+    p-values, the level each was tested at and its adjusted p."""
+    rows = []
+    for v in verdicts:
+        d = v.get("decision")
+        if d:
+            for side in ("for", "against"):
+                rows.append({"key": v["key"], "hypothesis": side, "p": d[f"p_{side}"], "level": d[f"holm_{side}"], "adjusted_p": d[f"adjusted_{side}"]})
+    return rows
+
+
+def noise_scales(law: dict, critical: dict, summaries: dict) -> list[dict]:
+    """One quantity, three estimates: B_noise of the lr law, B_crit of the steps to the target,
+    B_simple of the gradient noise (at the end of training, each batch size at its best lr)."""
+    b_noise = law.get("b_noise") or {}
+    noise = (summaries.get("noise") or {}).get("b_simple_end") or {}
+    return [
+        {"estimate": "B_noise", "from": "the lr law lr_max · b / (b + B_noise)", "value": b_noise.get("value"), "lo": b_noise.get("lo"), "hi": b_noise.get("hi")},
+        {"estimate": "B_crit", "from": "steps to the target accuracy, S_min (1 + B_crit / b)", "value": critical.get("b_crit"), "lo": critical.get("b_crit_lo"), "hi": critical.get("b_crit_hi")},
+        {"estimate": "B_simple", "from": "the gradient noise tr(Σ) / |G|², end of training", "value": noise.get("mean"), "lo": noise.get("lo"), "hi": noise.get("hi")},
+    ]

@@ -14,10 +14,9 @@ from batchlab.analysis.stats import Paired
 ACC_MARGIN = 0.002  # accuracy: 0.2 points
 
 
-TIME_MARGIN = 0.05  # epoch time: 5% of the faster batch size's
+TIME_MARGIN = math.log(1.1)  # time to the target, compared as a log ratio: 10%
 
 
-DROP_MARGIN = 0.005  # a late fall of validation accuracy: 0.5 points
 
 
 OSC_MARGIN = math.log(1.1)  # oscillation, compared as a log ratio: 10%

@@ -12,31 +12,52 @@ from __future__ import annotations
 
 from batchlab.analysis.claims_lr import equal_updates, lr_follows_batch, solution2_helps
 from batchlab.analysis.claims_optimizers import optimizer_verdicts
-from batchlab.analysis.claims_training import epoch_time, gradient_direction, late_blowup, oscillation
+from batchlab.analysis.claims_training import (
+    gradient_direction,
+    largest_reaching,
+    late_blowup,
+    oscillation,
+    time_to_target,
+)
+from batchlab.analysis.family import decide_family, read_at_near_optimal
 
 
-def paired_verdicts(cells, epochs, probes, best, config, exponent: dict | None = None, optimizers: dict | None = None) -> list[dict]:
-    """The claims decided by paired comparisons over seeds, in the report's order; `optimizers`:
-    the optimizer comparison (batchlab.analysis.claims_optimizers), one claim per optimizer beside the first."""
+def paired_verdicts(cells, epochs, best, config, response, law, optimizers: dict | None = None, target_acc: float = 0.95, corrected: bool = True) -> list[dict]:
+    """The claims, in the report's order, each read at every near-optimal lr of the batch sizes
+    it compares (response: batchlab.analysis.lr_response.response_table) and decided together
+    (batchlab.analysis.family); `optimizers`: the optimizer comparison
+    (batchlab.analysis.claims_optimizers), one claim per optimizer beside the first; corrected:
+    with Holm's correction over the family (False: each hypothesis at 5% alone)."""
+    near = {int(r.batch_size): list(r.near_optimal) for r in response.itertuples()} if len(response) else {}
+    sizes = sorted(int(b) for b in best["batch_size"])
+    ends = [sizes[0], sizes[-1]] if sizes else []
+    eq = config.get("equal_updates") or {}
+    sol = config.get("solution2") or {}
+
+    reaching = largest_reaching(cells, best)
+
+    def at_near(verdict, reads):
+        return read_at_near_optimal(verdict, best, near, reads)
+
     found = [
-        oscillation(cells, best),
-        epoch_time(epochs, best),
-        gradient_direction(cells, best),
-        late_blowup(cells, probes, config),
-        lr_follows_batch(best, exponent),
-        equal_updates(cells, best, config),
-        solution2_helps(cells, best, config),
+        at_near(lambda b: oscillation(cells, b), ends),
+        at_near(lambda b: time_to_target(cells, b, target_acc, reaching), [sizes[0], reaching] if reaching else []),
+        at_near(lambda b: gradient_direction(cells, b), sizes[-1:]),
+        late_blowup(cells, epochs, config),
+        lr_follows_batch(cells, response, law),
+        at_near(lambda b: equal_updates(cells, b, config), [int(eq.get("reference_batch_size", 0))]),
+        at_near(lambda b: solution2_helps(cells, b, config), [int(sol.get("batch_size", 0))]),
         *optimizer_verdicts(optimizers),
     ]
-    return [v for v in found if v is not None]
+    return decide_family([v for v in found if v is not None], corrected=corrected)
 
 
 # the groups of cells each verdict reads: in a partial report a verdict waits until they are done
 NEEDS = {
     "oscillation": {"grid"},
-    "epoch_time": {"grid"},
+    "time_to_target": {"grid"},
     "gradient": {"grid"},
-    "late_blowup": {"grid"},
+    "late_blowup": {"grid", "late_blowup"},
     "lr_follows_batch": {"grid"},
     "local_minima": {"grid", "equal_updates"},
     "solution2": {"grid", "solution2"},
