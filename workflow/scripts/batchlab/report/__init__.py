@@ -17,6 +17,8 @@ from batchlab.report import (
     findings,
     loss_curves,
     lr_grid,
+    lr_response,
+    method,
     noise,
     optimizers,
     oscillation,
@@ -35,6 +37,7 @@ SECTIONS = [
     answers,
     verdict_details,
     findings,
+    lr_response,
     lr_grid,
     targets,
     optimizers,
@@ -47,6 +50,7 @@ SECTIONS = [
     remedies,
     solution2,
     sharpness,
+    method,
     changes,
 ]
 

@@ -31,7 +31,8 @@ def section(study: Inputs) -> Section | None:
         "answers",
         "The answers at a glance",
         f"Each claim of the original post, decided by a test on this study's numbers ({seeds} seeds"
-        f" per setting, paired; ✔ supported, ✘ not supported, ◐ mixed, ? inconclusive{waits}): {tally}."
+        f" per setting, paired, read at every near-optimal lr; ✔ supported, ✘ not supported, ≈ depends on the lr,"
+        f" ◐ mixed, ? inconclusive{waits}): {tally}."
         " The evidence and what each test can and cannot show follow below the two figures.",
         charts=figures,
         tables=[html_table(pd.DataFrame(rows), css_class="data answers")],

@@ -53,54 +53,36 @@ def oscillation(trend: dict) -> list[str]:
     ]
 
 
-def describe_exponent(fit: dict) -> str:
-    """The fitted exponent with its interval, and which scaling rules the interval admits."""
-    slope, lo, hi = fit.get("exponent"), fit.get("lo"), fit.get("hi")
-    if not is_finite(slope):
-        return "cannot be fitted (fewer than two batch sizes have their optimum inside their window)"
-    if not (is_finite(lo) and is_finite(hi)):
-        return f"exponent {slope:.2f} (no interval: too few seeds)"
-    admits = [name for name, v in (("linear (1)", 1.0), ("square-root (0.5)", 0.5), ("flat (0)", 0.0)) if lo <= v <= hi]
-    rule = "the interval admits " + " and ".join(admits) + " scaling" if admits else "the interval admits none of linear, square-root or flat scaling"
-    return f"exponent {slope:.2f} [{lo:.2f}, {hi:.2f}] on log-log axes: {rule}"
-
-
 def optimum_text(r) -> str:
     opt = getattr(r, "lr_opt", None)
     if not is_finite(opt):
         return f"{r.best_lr:g} at batch {r.batch_size}"
-    text = f"{r.best_lr:g} at batch {r.batch_size} (interpolated {opt:.3g}"
+    text = f"batch {r.batch_size}: best {r.best_lr:g}, fitted {opt:.3g}"
     if is_finite(getattr(r, "lr_opt_lo", None)):
         text += f" [{r.lr_opt_lo:.3g}, {r.lr_opt_hi:.3g}]"
-    tied = getattr(r, "tied_with", None)
-    tied = list(tied) if tied is not None else []
-    if tied:
-        text += "; tied with " + ", ".join(f"{v:g}" for v in tied)
-    return text + ")"
+    elif isinstance(getattr(r, "no_interval", None), str):
+        text += f" (no interval: {r.no_interval})"
+    near = getattr(r, "near_optimal", None)
+    near = [float(v) for v in near] if near is not None and not isinstance(near, str) else []
+    if len(near) > 1:
+        text += "; near-optimal " + ", ".join(f"{v:g}" for v in near)
+    return text
 
 
 def best_lrs(study: Inputs) -> list[str]:
-    best, exponent = study.best_lr, study.analysis.get("lr_exponent") or {}
+    best = study.best_lr
     out = [
-        "The best learning rate (highest mean final validation accuracy; interpolated: the vertex of"
-        " a quadratic in log lr through it and its neighbours, with a 95% bootstrap interval over"
-        f" seeds; tied: a neighbour the paired test cannot separate from it) is {'; '.join(optimum_text(r) for r in best.itertuples())}."
+        "Each batch size's lr response (validation error against log lr over its whole window, below the lr"
+        " where a seed first failed; optimum with a 95% interval from seeds resampled through the whole fit;"
+        f" near-optimal: the lrs the paired test cannot show 0.2 points worse than the best): {'; '.join(optimum_text(r) for r in best.itertuples())}."
     ]
-    used, limit = exponent.get("batch_sizes") or [], exponent.get("below_b_crit")
-    where = f" below the critical batch size ({limit:.0f})" if is_finite(limit) else ""
-    out.append(
-        f"Best lr against batch size, fitted over the {len(used)} batch sizes{where} whose optimum lies"
-        f" inside its window: {describe_exponent(exponent)}."
-    )
     for r in best.itertuples():
-        edge = grid_edge(r.at_grid_edge)
-        if edge:
-            window = sorted(study.settings.loc[study.settings["batch_size"] == r.batch_size, "lr"])
-            bound = window[0] if edge == "lowest" else window[-1]
+        edge = grid_edge(getattr(r, "window_edge", None))
+        if edge in ("lowest", "highest"):
             way = "lower" if edge == "lowest" else "higher"
             out.append(
-                f"Window edge: at batch {r.batch_size} the best lr is the {edge} lr of its window ({bound:g}),"
-                f" so the true optimum may be {way}; it is left out of the fit. Widen the window (grid.learning_rates)."
+                f"Window edge: at batch {r.batch_size} the fitted optimum lies at the {edge} stable lr of its window,"
+                f" so the true optimum may be {way}; it is left out of the law. Widen the window (grid.learning_rates)."
             )
     return out
 

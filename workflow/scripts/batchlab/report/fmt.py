@@ -10,7 +10,7 @@ import pandas as pd
 from batchlab.analysis.stats import is_finite
 
 # a verdict's mark in the tables: at a glance, before its words
-MARKS = {"supported": "✔", "not supported": "✘", "mixed": "◐", "inconclusive": "?", "waiting": "…"}
+MARKS = {"supported": "✔", "not supported": "✘", "depends on the lr": "≈", "mixed": "◐", "inconclusive": "?", "waiting": "…"}
 
 
 def fmt_int(n) -> str:

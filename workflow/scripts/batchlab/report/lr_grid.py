@@ -1,5 +1,5 @@
-"""Batch size x learning rate: the accuracy grid, each batch size's best lr with its
-interpolated optimum, and the lr / b picture."""
+"""Batch size x learning rate: the accuracy grid, each batch size's best lr with its fitted
+optimum and the lr law, and the lr / b picture."""
 
 from __future__ import annotations
 
@@ -30,9 +30,10 @@ def lr_over_b(settings: pd.DataFrame) -> dict:
     return spec((base.mark_line() + base.mark_point(filled=True)).properties(title=title, width=WIDTH, height=HEIGHT))
 
 
-def best_lr(best: pd.DataFrame) -> dict:
-    """Each batch size's best lr (shape: inside or at its window's edge), the interpolated optima
-    with their 95% intervals, and the linear and square-root rules through the first point."""
+def best_lr(best: pd.DataFrame, law: dict | None = None) -> dict:
+    """Each batch size's best lr (shape: inside or at its window's edge), the fitted optima with
+    their 95% intervals, the saturating lr law fitted to them, and the linear and square-root
+    rules through the first point."""
     data = best.copy()
     data["where"] = data["at_grid_edge"].fillna("inside its window").replace(
         {"lowest": "at its window's lowest lr", "highest": "at its window's highest lr"}
@@ -57,14 +58,18 @@ def best_lr(best: pd.DataFrame) -> dict:
     )
     layers = ref + line + pts
     if "lr_opt" in data and data["lr_opt_lo"].notna().any():
-        inside = data[data["at_grid_edge"].isna()]
+        inside = data[data["lr_opt_lo"].notna()]
         tooltip = ["batch_size:Q", "lr_opt:Q", "lr_opt_lo:Q", "lr_opt_hi:Q"]
         bars = alt.Chart(inside).mark_rule(color="black").encode(x=x, y=alt.Y("lr_opt_lo:Q", scale=y_scale), y2="lr_opt_hi:Q", tooltip=tooltip)
         opt = alt.Chart(inside).mark_point(shape="diamond", color="black", filled=True, size=60).encode(
             x=x, y=alt.Y("lr_opt:Q", scale=y_scale), tooltip=tooltip
         )
         layers = layers + bars + opt
-    title = "Best lr at each batch size (black: interpolated optimum, 95% bootstrap interval; dashed: linear and √ scaling)"
+    sat = ((law or {}).get("laws") or {}).get("saturating")
+    if sat:
+        curve = pd.DataFrame({"batch_size": bs, "lr": sat["lr_max"] * bs / (bs + sat["b_noise"])})
+        layers = layers + alt.Chart(curve).mark_line(color="black", opacity=0.6).encode(x=x, y=alt.Y("lr:Q", scale=y_scale))
+    title = "Best lr at each batch size (black: fitted optimum, 95% interval, and the saturating law; dashed: linear and √ scaling)"
     return spec(layers.properties(title=title, width=WIDTH, height=HEIGHT))
 
 
@@ -115,7 +120,7 @@ def section(study: Inputs) -> Section:
         " the validation set at its end).",
         charts=[
             ("accuracy-heatmap", charts.heatmap(study.settings), ""),
-            ("best-lr-vs-batch-size", best_lr(study.best_lr), ""),
+            ("best-lr-vs-batch-size", best_lr(study.best_lr, study.analysis.get("lr_law")), ""),
             (
                 "accuracy-vs-lr-over-b",
                 lr_over_b(study.settings),

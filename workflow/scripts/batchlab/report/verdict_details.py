@@ -18,12 +18,16 @@ def section(study: Inputs) -> Section | None:
     return Section(
         "verdicts",
         "Verdicts on the original claims",
-        f"Each claim of the original post, tested on this study's data over its {seeds} seed(s). Where two"
-        " settings are compared, the test is the paired difference over their shared seeds (95% t-interval;"
-        " seeds share initial weights and data order across cells): 'supported' when it excludes 0 on the"
-        " claim's side, 'not supported' when it excludes 0 on the other or lies within a margin too small to"
-        " matter, 'inconclusive' when it holds 0 and reaches beyond that margin or fewer than 3 seeds are"
-        " shared; 'mixed' when the data point both ways. Best lrs are chosen on the validation set and"
-        " compared on the test set.",
+        f"Each claim of the original post, tested on this study's data over its {seeds} seed(s) by a rule fixed"
+        " before the data (its 'what this test can and cannot show'). Two settings are compared seed by seed (seeds"
+        " share initial weights and data order across cells), by exact one-sided sign-flip tests that assume no"
+        " normal distribution: 'supported' when the difference lies on the claim's side of 0, 'not supported' when"
+        " it falls short of a margin too small to matter (or lies the other way). A claim read 'at the best lr' is"
+        " read at every near-optimal lr (every pair, where two batch sizes are compared: the lrs the paired test"
+        " cannot show worse than the best by 0.2 points of validation accuracy), and decided only where every"
+        " reading agrees; 'depends on the lr' where they disagree, with the range they found. Holm's correction"
+        " over the family of verdicts (both hypotheses of each; listed under Method) keeps the chance of any false"
+        " decision at 5%. Intervals shown are 95% t-intervals, for the size of an effect; the decision is the"
+        " sign-flip test's. Best lrs are chosen on the validation set and compared on the test set.",
         tables=[html_table(table.rename(columns={"test": "what this test can and cannot show"}), css_class="data verdicts")],
     )
