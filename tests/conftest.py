@@ -104,11 +104,14 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-# the grid only: params.yaml turns the remedy and Solution 2 cells on, these configs turn them off
+# the grid only: params.yaml turns the late blow-up runs on (a config of its own the remedy and
+# Solution 2 cells), these configs turn them all off
 GRID_ONLY = """\
 remedies:
   enabled: false
 solution2:
+  enabled: false
+late_blowup:
   enabled: false
 """
 
@@ -173,6 +176,8 @@ equal_updates:
   enabled: true
   batch_sizes: [1000]
   reference_batch_size: 128
+late_blowup:
+  enabled: false
 report:
   reference_lr: 0.1
   target_val_acc: 0.9

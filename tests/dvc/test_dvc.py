@@ -38,6 +38,8 @@ solution2:
   enabled: false
 equal_updates:
   enabled: false
+late_blowup:
+  enabled: false
 # DVC needs every params group dvc.yaml lists, even one left at its defaults
 optimizers:
   momentum: {momentum: 0.9}

@@ -24,14 +24,17 @@ def with_change(path: str, value):
 def test_repository_params_are_valid_and_the_real_study():
     config = validate_config(PARAMS, SCHEMA)
     grid = config["grid"]
-    assert min(grid["batch_sizes"]) == 1 and max(grid["batch_sizes"]) >= 1024
+    assert min(grid["batch_sizes"]) == 1 and max(grid["batch_sizes"]) >= 4096  # past the noise scale
     windows = grid["learning_rates"]
     assert set(windows) == set(grid["batch_sizes"])  # every batch size has its own window
     for window in windows.values():
         lrs = sorted(window)
         assert len(lrs) >= 5 and all(hi / lo == pytest.approx(2.0) for lo, hi in zip(lrs, lrs[1:], strict=False))
-    assert min(windows[1]) <= 0.000625 and 0.02 in windows[1]  # down to 0.000625; the blow-up claim's lr
-    assert config["train"]["epochs"] >= 3 and len(grid["seeds"]) >= 5
+    # batch 1 holds the blow-up claim's lr and reaches the reference run's failing lr 0.08
+    assert 0.02 in windows[1] and max(windows[1]) >= 0.08
+    assert config["late_blowup"]["enabled"] and config["late_blowup"]["learning_rates"][0] == 0.02 and config["late_blowup"]["epochs"] >= 10
+    # ten seeds: a sign-flip test reaches 1/1024, and each half of five is a replication
+    assert config["train"]["epochs"] >= 3 and len(grid["seeds"]) >= 10
 
 
 def test_learning_rates_per_batch_size_take_batch_sizes_as_keys_and_cover_every_batch_size():
@@ -87,11 +90,12 @@ def test_an_optimizer_needs_a_window_at_every_batch_size_it_trains_at():
     config["optimizers"]["adam"]["learning_rates"] = [1e-4, 1e-3]  # one list: every batch size
     assert validate_config(config, SCHEMA)["grid"]["optimizers"] == ["sgd", "adam"]
     config = with_change("remedies.optimizers", ["lars"])
+    config["remedies"].update(enabled=True, batch_sizes=[1024, 8192])
     config["optimizers"]["lars"]["learning_rates"] = {1024: [1.0]}
-    with pytest.raises(ConfigError, match=r"lars trains at batch size 4096 but has no window"):
+    with pytest.raises(ConfigError, match=r"lars trains at batch size 8192 but has no window"):
         validate_config(config, SCHEMA)
-    config["optimizers"]["lars"] = {}  # the grid's windows, which stop at 1024
-    with pytest.raises(ConfigError, match=r"grid\.learning_rates: lars trains at batch size 4096"):
+    config["optimizers"]["lars"] = {}  # the grid's windows, which stop at 4096
+    with pytest.raises(ConfigError, match=r"grid\.learning_rates: lars trains at batch size 8192"):
         validate_config(config, SCHEMA)
 
 

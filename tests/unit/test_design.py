@@ -124,7 +124,7 @@ def test_the_full_study_config_is_valid_and_as_documented():
     assert config["train"]["model"] == "cnn" and len(config["grid"]["seeds"]) == 5
     assert config["report"]["target_val_acc"] == 0.99
     assert len([c for c in design(config) if c.in_group("grid")]) == 14 * 14
-    assert {c.group for c in design(config)} == {"grid", "remedies", "solution2"}
+    assert {c.group for c in design(config)} == {"grid", "remedies", "solution2", "late_blowup"}
     assert {c.recipe.optimizer for c in design(config) if c.group == "remedies"} == {"sgd", "lars", "lamb"}
 
 

@@ -35,7 +35,9 @@ def test_an_overlay_merges_mapping_into_mapping_and_replaces_the_rest():
 
 
 def test_each_cell_gets_what_the_train_rule_hands_its_job():
-    config = validate_config(params(), SCHEMA)
+    raw = params()
+    raw["remedies"]["enabled"] = True  # the huge-batch study's cells (config/remedies-cpu.yaml)
+    config = validate_config(raw, SCHEMA)
     cells = {c.name(): c for c in study.design(config)}
     lars = check.job_settings(config, cells["bs1024_lr4_lars"])
     assert lars["seeds"] == tuple(config["grid"]["seeds"])

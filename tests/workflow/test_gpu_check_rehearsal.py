@@ -23,6 +23,7 @@ train:
 remedies: {enabled: false}
 solution2: {enabled: false}
 equal_updates: {enabled: false}
+late_blowup: {enabled: false}
 """
 
 

@@ -3,7 +3,7 @@ batchlab.cells), the role each plays in the study's comparisons, and what each s
 hands its code from the validated config.
 
 A cell's *roles* say which comparison (`group`: grid, optimizers, remedies, solution2,
-equal_updates) it belongs to and as
+equal_updates, late_blowup) it belongs to and as
 what (`variant`: "sqrt scaling + 1-epoch warm-up", "Solution 2, k = 8", ...). One cell can play
 several roles (the remedies' "none" scaling at a grid batch size is a grid cell too). Roles are a
 property of the study, not of the training run: they are attached when the results are
@@ -64,6 +64,16 @@ def solution2_cells(config: dict) -> list[Cell]:
             role = Role("solution2", f"momentum {m:g}: {label}")
             out.append(Cell(b, lr_i, Recipe(optimizer=name, splits=splits), (role,)))
     return out
+
+
+def late_blowup_cells(config: dict) -> list[Cell]:
+    """The late blow-up claim's long runs: its batch size at each of its lrs for its epochs."""
+    late = config.get("late_blowup") or {}
+    if not late.get("enabled"):
+        return []
+    b, e = late["batch_size"], late["epochs"]
+    recipe = Recipe(optimizer=primary_optimizer(config), epochs=e)
+    return [Cell(b, lr, recipe, (Role("late_blowup", f"batch {b}, lr {lr:g}, {e} epochs"),)) for lr in late["learning_rates"]]
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,7 @@ def equal_updates_cells(config: dict, chosen: dict) -> list[Cell]:
 
 def design(config: dict) -> list[Cell]:
     """Every cell of the study once, in a stable order (the grid, optimizer by optimizer, then
-    the remedies, then Solution 2), each with every role it plays. The grid's first optimizer
+    the remedies, then Solution 2, then the late blow-up runs), each with every role it plays. The grid's first optimizer
     is the study's own: its cells are the grid every claim is decided on; with more than one,
     every optimizer's grid cells are compared too (group optimizers)."""
     names = optimizers(config)
@@ -143,7 +153,7 @@ def design(config: dict) -> list[Cell]:
             for b in sorted(config["grid"]["batch_sizes"])
             for lr in optimizer_lrs(config, name, b)
         ]
-    planned += remedy_cells(config) + solution2_cells(config)
+    planned += remedy_cells(config) + solution2_cells(config) + late_blowup_cells(config)
     merged: dict[str, Cell] = {}
     for cell in planned:
         name = cell.name()
@@ -247,6 +257,7 @@ def design_config(config: dict) -> dict:
         "remedies": config["remedies"],
         "solution2": config["solution2"],
         "equal_updates": config["equal_updates"],
+        "late_blowup": config["late_blowup"],
         "optimizers": config["optimizers"],
         "train": {"epochs": train["epochs"], "validation_size": train["validation_size"]},
         "report": {"reference_lr": report["reference_lr"]},
