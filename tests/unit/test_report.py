@@ -246,6 +246,10 @@ def test_verdicts_follow_a_study_with_known_answers():
     osc = single["Small batches make the loss oscillate more from one iteration to the next."]
     assert osc["verdict"] == "inconclusive" and "only 1 paired seed" in osc["why"]
     assert single[f"Batch 1 with lr {blow_lr:g} blows up late in training."]["verdict"] == "supported"
+    # every interval printed is finite or replaced by the reason it is missing
+    for v in single.values():
+        assert "nan" not in v["headline"] + v["evidence"], v["key"]
+    assert "no interval from 1 seed(s)" in osc["headline"]
 
 
 def test_the_first_screen_answers_before_any_list_of_findings():

@@ -21,6 +21,7 @@ from batchlab.analysis.verdict_tools import (
     log_per_seed,
     pct,
     per_seed,
+    points,
 )
 from batchlab.cells import Recipe
 from batchlab.study import equal_updates_skipped, momentum_of, primary_optimizer
@@ -123,7 +124,7 @@ def solution2_helps(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> di
         "key": "solution2",
         "claim": f"Solution 2 (one forward pass, k updates from k slices) helps a big batch (momentum {momentum:g}).",
         "verdict": "inconclusive",
-        "headline": f"{100 * d.mean:+.2f} points [{100 * d.lo:+.2f}, {100 * d.hi:+.2f}] against tuned plain training (test)",
+        "headline": f"{points(d)} against tuned plain training (test)",
         "difference": d.as_dict(),
         "primary": primary(d, +1, ACC_MARGIN),
         "evidence": f"Batch {b}: Solution 2 (k = {k}) at its best lr {lr:g}{edge} of"
@@ -172,8 +173,7 @@ def equal_updates(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> dict
     if skipped:
         parts.append("Not run: " + "; ".join(skipped) + ".")
     headline = "; ".join(
-        f"batch {r['batch_size']} after {r['updates']:,} updates minus batch {ref}: {100 * r['test_acc_minus_reference']['mean']:+.2f}"
-        f" points [{100 * r['test_acc_minus_reference']['lo']:+.2f}, {100 * r['test_acc_minus_reference']['hi']:+.2f}] (test)"
+        f"batch {r['batch_size']} after {r['updates']:,} updates minus batch {ref}: {points(r['test_acc_minus_reference'])} (test)"
         for r in numbers
     )
     # the largest batch size's run decides; the others are reported beside it

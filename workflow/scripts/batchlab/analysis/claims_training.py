@@ -97,7 +97,7 @@ def gradient_direction(cells: pd.DataFrame, best: pd.DataFrame) -> dict | None:
     above = paired_difference(cos, {s: PARALLEL for s in cos})
     first = next((b for b, ci, _ in rows if ci["n"] >= MIN_SEEDS and ci["lo"] >= PARALLEL), None)
     listing = "; ".join(
-        f"batch {b}: {ci['mean']:.3f} [{ci['lo']:.3f}, {ci['hi']:.3f}]" + (f" (predicted {p:.3f})" if math.isfinite(p) else "")
+        f"batch {b}: {ci_words(ci)}" + (f" (predicted {p:.3f})" if math.isfinite(p) else "")
         for b, ci, p in rows
     )
     where = f"they are nearly parallel (cosine ≥ {PARALLEL}) from batch {first} up" if first else f"no batch size of the grid reaches cosine {PARALLEL}"
@@ -105,7 +105,7 @@ def gradient_direction(cells: pd.DataFrame, best: pd.DataFrame) -> dict | None:
         "key": "gradient",
         "claim": "With a large batch the gradient direction barely changes from one iteration to the next.",
         "verdict": "inconclusive",
-        "headline": f"cosine {ci_large['mean']:.2f} [{ci_large['lo']:.2f}, {ci_large['hi']:.2f}] at batch {b_large}",
+        "headline": f"cosine {ci_words(ci_large, '.2f')} at batch {b_large}",
         "first_parallel_batch": first,
         "primary": primary(above, +1, 0.0),
         "evidence": f"Cosine between the gradients of two independent mini-batches at the same weights, each batch"
@@ -124,6 +124,13 @@ def largest_reaching(cells: pd.DataFrame, best: pd.DataFrame) -> int | None:
         return None
     reached = [int(b) for b in best["batch_size"] if rows_of(g, int(b), best_lr(best, int(b)), None)["seconds_to_acc"].notna().any()]
     return max(reached, default=None)
+
+
+def ci_words(ci: dict, f: str = ".3f") -> str:
+    """A mean with its 95% interval, or the reason it has none."""
+    if not (math.isfinite(ci["lo"]) and math.isfinite(ci["hi"])):
+        return f"{ci['mean']:{f}} (no interval from {ci['n']} seed(s))"
+    return f"{ci['mean']:{f}} [{ci['lo']:{f}}, {ci['hi']:{f}}]"
 
 
 def time_to_target(cells: pd.DataFrame, best: pd.DataFrame, target: float, large: int | None) -> dict | None:

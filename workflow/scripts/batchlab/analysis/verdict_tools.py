@@ -27,8 +27,19 @@ def per_seed(cells: pd.DataFrame, b: int, lr: float, col: str, recipe: str | Non
     return _values(rows_of(cells, b, lr, recipe), col)
 
 
+def points(d) -> str:
+    """A paired accuracy difference (a Paired or its dict) in points with its 95% interval, or
+    the reason it has none."""
+    mean, lo, hi, n = (d[k] for k in ("mean", "lo", "hi", "n")) if isinstance(d, dict) else (d.mean, d.lo, d.hi, d.n)
+    if not math.isfinite(mean):
+        return "no paired seeds"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{100 * mean:+.2f} points (no interval from {n} seed(s))"
+    return f"{100 * mean:+.2f} points [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+
+
 def pct(d: Paired) -> str:
-    return f"{100 * d.mean:+.2f} points [{100 * d.lo:+.2f}, {100 * d.hi:+.2f}] over {d.n} paired seeds"
+    return f"{points(d)} over {d.n} paired seeds"
 
 
 def best_lr(best: pd.DataFrame, b: int) -> float | None:
