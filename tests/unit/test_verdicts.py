@@ -2,6 +2,7 @@
 inconclusive all come out (each decided as the study decides it, with the family:
 batchlab.analysis.family)."""
 
+import math
 
 import numpy as np
 import pandas as pd
@@ -178,13 +179,17 @@ def blowup_study(end_acc, peak_acc, fails=()):
 
 
 def test_late_blowup_tells_blew_up_degraded_and_fine_apart():
-    v = decided(late_blowup(*blowup_study(0.9, 0.9, fails={0: 8}), LATE))
-    assert v["verdict"] == "supported" and v["fates"]["0"] == "blew up" and "1 of 10 seeds" in v["headline"]
+    four = {0: 8, 1: 9, 2: 7, 3: 10}  # four of ten seeds diverge in the second half
+    v = decided(late_blowup(*blowup_study(0.9, 0.9, fails=four), LATE))
+    assert v["verdict"] == "supported" and v["fates"]["0"] == "blew up" and "4 of 10 seeds" in v["headline"]
+    assert v["decision"]["p_for"] == pytest.approx(sum(math.comb(10, i) * 0.05**i * 0.95 ** (10 - i) for i in range(4, 11)))
     v = decided(late_blowup(*blowup_study(0.85, 0.90), LATE))
     assert v["verdict"] == "supported" and set(v["fates"].values()) == {"degraded"}
     v = decided(late_blowup(*blowup_study(0.901, 0.90), LATE))
-    assert v["verdict"] == "not supported" and v["decision"]["p_against"] == pytest.approx((2 / 3) ** 10)
-    # an early failure is not a late blow-up; five seeds are too few to bound the risk below 1/3
+    assert v["verdict"] == "not supported" and v["decision"]["p_against"] == pytest.approx(0.5**10)
+    # one blown-up seed is not yet evidence either way; two neither
+    assert decided(late_blowup(*blowup_study(0.9, 0.9, fails={0: 8, 1: 9}), LATE))["verdict"] == "inconclusive"
+    # an early failure is not a late blow-up; two seeds are too few to bound the risk below one in two
     v = decided(late_blowup(*blowup_study(0.901, 0.90, fails={0: 2}), LATE))
     assert v["fates"]["0"] == "blew up early" and v["verdict"] == "not supported"
     few = blowup_study(0.901, 0.90)

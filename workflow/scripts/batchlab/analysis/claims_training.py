@@ -168,7 +168,10 @@ def time_to_target(cells: pd.DataFrame, best: pd.DataFrame, target: float, large
     }
 
 
-RISK = 1 / 3  # "can blow up late" claims a risk a practitioner would meet: one run in three
+# "blows up late" claims a risk a practitioner meets: shown above FLOOR it is supported, shown
+# below RISK (the claim read as "more often than not") it is not
+FLOOR = 0.05
+RISK = 0.5
 DEGRADED = 0.01  # a seed's final validation accuracy this far below its first-half peak: about 2 seed SDs
 
 
@@ -176,9 +179,9 @@ def late_blowup(cells: pd.DataFrame, epochs: pd.DataFrame, config: dict) -> dict
     """Batch 1 at lr 0.02 blows up late: the long runs (group late_blowup; else the grid's cell
     nearest the lr), each seed blown up late (diverged or collapsed in the second half of its
     run), degraded (its final validation accuracy below its first-half peak by more than
-    DEGRADED) or fine. One late event shows the risk is not 0 (supported); none in n seeds
-    shows it below RISK when (1 - RISK)^n is small (not supported): exact binomial p-values,
-    decided with the family (batchlab.analysis.family)."""
+    DEGRADED) or fine. The share of late events is tested by exact binomial tails: above FLOOR
+    (supported) or below RISK (not supported), decided with the family
+    (batchlab.analysis.family)."""
     late = config.get("late_blowup") or {}
     runs = cells[cells["group"] == "late_blowup"] if "group" in cells else cells.iloc[:0]
     lr_claim = float((late.get("learning_rates") or [0.02])[0])
@@ -194,7 +197,7 @@ def late_blowup(cells: pd.DataFrame, epochs: pd.DataFrame, config: dict) -> dict
     planned = int(late["epochs"] if len(runs) else config["train"]["epochs"])
     fates = seed_fates(at, epochs, planned)
     n, events = len(fates), sum(f in ("blew up", "degraded") for f in fates.values())
-    p_for, p_against = (0.0 if events else 1.0), ((1 - RISK) ** n if not events else 1.0)
+    p_for, p_against = binomial_at_least(events, n, FLOOR), binomial_at_most(events, n, RISK)
     words = ", ".join(f"{sum(f == k for f in fates.values())} {k}" for k in ("blew up", "blew up early", "degraded", "fine"))
     return {
         "key": "late_blowup",
@@ -210,9 +213,21 @@ def late_blowup(cells: pd.DataFrame, epochs: pd.DataFrame, config: dict) -> dict
         "evidence": f"Batch {b} at lr {lr:g}, {n} seeds, {planned} epochs: {words} (late: the second half of the run;"
         f" degraded: the final validation accuracy below the first-half peak by more than {100 * DEGRADED:.0f} point)."
         + ("" if len(runs) else " Read from the grid's cell: no long runs in this study (late_blowup.enabled)."),
-        "test": f"Exact: one late event shows the risk is not 0 (supported); none in n seeds shows a risk below"
-        f" {RISK:.2g} with p = {1 - RISK:.2g}^n (not supported; 10 seeds give 0.017). It cannot say what a longer run would do.",
+        "test": f"Exact binomial, one-sided: the share of seeds that blow up or degrade late shown above {FLOOR:.0%}"
+        f" (supported) or below {RISK:.0%} (not supported: the claim read as 'more often than not'); with 10 seeds,"
+        " none gives p = 0.001 against, four or more p <= 0.001 for. One blown-up seed is not yet evidence. It cannot"
+        " say what a longer run would do.",
     }
+
+
+def binomial_at_least(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p)."""
+    return float(sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1)))
+
+
+def binomial_at_most(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p)."""
+    return float(sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(0, k + 1)))
 
 
 def seed_fates(at: pd.DataFrame, epochs: pd.DataFrame, planned: int) -> dict[int, str]:
