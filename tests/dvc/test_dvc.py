@@ -258,7 +258,11 @@ def test_report_of_an_earlier_version_comes_back(project):
     page = out.read_text()
     assert "No earlier version of the study is recorded" in page  # v1 had no predecessor
     current = (repo.path / "results/report/index.html").read_text()
-    assert "grid.learning_rates: [0.1] → [0.1, 0.3]" in current and "grid.learning_rates" not in page
+
+    def changes(html_page):
+        return html_page.split('<section id="changes">')[1].split("</section>")[0]
+
+    assert "grid.learning_rates: [0.1] → [0.1, 0.3]" in changes(current) and "grid.learning_rates" not in changes(page)
 
 
 def test_dvc_plots_render_offline(project):

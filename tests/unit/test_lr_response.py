@@ -123,3 +123,11 @@ def test_a_cliff_is_a_boundary_not_data():
     row = response_table(cells, n_boot=100)[0].iloc[0]
     assert row["window_edge"] is None and row["lr_opt_lo"] <= 0.003 <= row["lr_opt_hi"]
     assert max(p["lr"] for p in row["curve"]) < cliff
+
+
+def test_a_window_with_one_stable_lr_fits_nothing():
+    cells = synthetic_cells({128: 0.1}, np.random.default_rng(7), fail_above=0.7)
+    stable = sorted(cells.loc[cells["status"] == "ok", "lr"].unique())
+    one = cells[cells["lr"] <= stable[0] * 1.01]
+    row = response_table(one, n_boot=20)[0].iloc[0]
+    assert row["window_edge"] == "single lr" and row["no_interval"] == "one lr of the window trains stably"

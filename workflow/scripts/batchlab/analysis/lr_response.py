@@ -106,7 +106,9 @@ def optimum(lrs: list[float], acc: np.ndarray, failed: np.ndarray) -> tuple[floa
     curve["lrs"] = (lrs[lo], lrs[hi - 1])
     step = (x[-1] - x[0]) / (GRID - 1) if x.size > 1 else 0.0
     edge = None
-    if lo == 0 and (x.size == 1 or curve["vertex"] <= x[0] + step / 2):
+    if x.size == 1:
+        edge = "single lr"
+    elif lo == 0 and curve["vertex"] <= x[0] + step / 2:
         edge = "lowest"
     elif hi == len(lrs) and curve["vertex"] >= x[-1] - step / 2:
         edge = "highest"
@@ -155,7 +157,7 @@ def _row(b: int, lrs, seeds, acc, failed, log_reps: np.ndarray) -> dict:
     n = len(seeds)
     why = None
     if edge is not None:
-        why = f"the optimum lies at the {edge} end of the window" if edge != "no stable lr" else "every lr had a failing seed"
+        why = {"no stable lr": "every lr had a failing seed", "single lr": "one lr of the window trains stably"}.get(edge, f"the optimum lies at the {edge} end of the window")
     elif n < 2:
         why = "one seed"
     elif finite.size < 0.8 * log_reps.size:

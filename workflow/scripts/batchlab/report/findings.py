@@ -78,6 +78,11 @@ def best_lrs(study: Inputs) -> list[str]:
     ]
     for r in best.itertuples():
         edge = grid_edge(getattr(r, "window_edge", None))
+        if edge == "single lr":
+            out.append(
+                f"Window: at batch {r.batch_size} only one lr trains stably ({r.best_lr:g}), so no optimum can be fitted;"
+                " it is left out of the law. Widen the window (grid.learning_rates)."
+            )
         if edge in ("lowest", "highest"):
             way = "lower" if edge == "lowest" else "higher"
             out.append(
