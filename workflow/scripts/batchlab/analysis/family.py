@@ -38,8 +38,7 @@ MAX_READINGS = 4  # near-optimal lrs read per batch size (the best and its neare
 def primary(d, expected: int, margin: float, scale: str = "difference") -> dict:
     """The test a verdict is decided by: a Paired difference (batchlab.analysis.stats), the sign
     the claim predicts, the margin; `scale` says how to print it ('difference', 'log ratio')."""
-    return {"diffs": list(d.diffs), "seeds": list(d.seeds), "mean": d.mean, "lo": d.lo, "hi": d.hi,
-            "n": d.n, "expected": int(expected), "margin": float(margin), "scale": scale}  # fmt: skip
+    return {**d.as_dict(), "diffs": list(d.diffs), "expected": int(expected), "margin": float(margin), "scale": scale}
 
 
 def readings(best: pd.DataFrame, near: dict[int, list[float]], sizes: list[int]) -> list[dict[int, float]]:

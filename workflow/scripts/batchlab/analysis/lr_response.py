@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from batchlab.analysis.rows import failed_seeds
+from batchlab.analysis.selection import best_lr as select_lr
 from batchlab.analysis.signflip import p_greater
 from batchlab.analysis.stats import t_quantile
 
@@ -38,7 +39,8 @@ BASIN = 3.0  # lrs whose error is within this factor of the lowest are fitted; b
 def matrices(cells: pd.DataFrame, b: int, col: str = "final_val_acc") -> tuple[list[float], list[int], np.ndarray, np.ndarray]:
     """(lrs, seeds, value[seed, lr], failed[seed, lr]) of one batch size's grid cells, over the
     seeds every lr has."""
-    at = cells[cells["batch_size"] == b].assign(_failed=failed_seeds(cells[cells["batch_size"] == b]))
+    at = cells[cells["batch_size"] == b]
+    at = at.assign(_failed=failed_seeds(at))
     acc = at.pivot_table(index="seed", columns="lr", values=col, aggfunc="first").sort_index(axis=1)
     bad = at.pivot_table(index="seed", columns="lr", values="_failed", aggfunc="max").sort_index(axis=1)
     keep = acc.index[acc.notna().all(axis=1) | bad.reindex(acc.index).any(axis=1)]
@@ -116,13 +118,13 @@ def optimum(lrs: list[float], acc: np.ndarray, failed: np.ndarray) -> tuple[floa
 
 
 def near_optimal(lrs: list[float], acc: np.ndarray, failed: np.ndarray, margin: float = NEAR_MARGIN, alpha: float = NEAR_ALPHA) -> tuple[float, list[float]]:
-    """(the best lr by mean validation accuracy among the lrs where no seed failed, the lrs the
-    paired one-sided sign-flip test cannot show worse than it by more than `margin`)."""
+    """(the best lr, by the study's one rule (batchlab.analysis.selection), the lrs the paired
+    one-sided sign-flip test cannot show worse than it by more than `margin`); none where every
+    lr had a failing seed."""
     ok = ~failed.any(axis=0)
     if not ok.any():
         return math.nan, []
-    means = np.where(ok, np.nanmean(acc, axis=0), -np.inf)
-    i = int(np.argmax(means))
+    i = lrs.index(select_lr(zip(lrs, np.nanmean(acc, axis=0), ~ok, strict=True)))
     near = [lrs[j] for j in range(len(lrs)) if ok[j] and (j == i or p_greater(acc[:, i] - acc[:, j], margin) > alpha)]
     return lrs[i], near
 

@@ -100,8 +100,7 @@ def study_tables(cell_paths, chosen: dict, s: Settings) -> Tables:
     targets = steps_to_target_table(cells)
     critical = critical_batch(targets, cells)
     settings = by_setting(cells)
-    verdicts, best, response, law = decided(cells, epochs, s)
-    compared = compare_optimizers(cells, s.study)
+    verdicts, best, response, law, compared = decided(cells, settings, epochs, s)
     summaries = all_summaries(cells, settings, best, targets, probes, curves, s.study)
     analysis = {
         "target_val_acc": s.target_val_acc,
@@ -124,16 +123,16 @@ def study_tables(cell_paths, chosen: dict, s: Settings) -> Tables:
     )  # fmt: skip
 
 
-def decided(cells: pd.DataFrame, epochs: pd.DataFrame, s: Settings, corrected: bool = True):
-    """(verdicts, best lr table, lr response table, lr law) of the cells given: the whole study,
-    or one half of its seeds (corrected=False: without the family's correction)."""
-    grid = grid_cells(cells)
-    response, reps = response_table(grid)
+def decided(cells: pd.DataFrame, settings: pd.DataFrame, epochs: pd.DataFrame, s: Settings, corrected: bool = True):
+    """(verdicts, best lr table, lr response table, lr law, optimizer comparison) of the cells
+    given (settings: their by_setting table): the whole study, or one half of its seeds
+    (corrected=False: without the family's correction)."""
+    response, reps = response_table(grid_cells(cells))
     law = lr_law(response, reps)
-    best = best_learning_rates(by_setting(cells)).merge(response.drop(columns=["best_lr", "curve"]), on="batch_size", how="left")
+    best = best_learning_rates(settings).merge(response.drop(columns=["best_lr", "curve"]), on="batch_size", how="left")
     compared = compare_optimizers(cells, s.study)
     verdicts = paired_verdicts(cells, epochs, best, s.study, response, law, compared, s.target_val_acc, corrected)
-    return verdicts, best, response, law
+    return verdicts, best, response, law, compared
 
 
 def split_half(cells: pd.DataFrame, epochs: pd.DataFrame, s: Settings, whole: list[dict]) -> dict | None:
@@ -142,7 +141,10 @@ def split_half(cells: pd.DataFrame, epochs: pd.DataFrame, s: Settings, whole: li
     first, second = halves(cells["seed"].unique())
     if len(first) < 2:
         return None
-    found = [decided(of_seeds(cells, h), of_seeds(epochs, h), s, corrected=False)[0] for h in (first, second)]
+    found = []
+    for h in (first, second):
+        half = of_seeds(cells, h)
+        found.append(decided(half, by_setting(half), of_seeds(epochs, h), s, corrected=False)[0])
     return compare(whole, *found, (first, second))
 
 

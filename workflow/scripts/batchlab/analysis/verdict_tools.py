@@ -73,10 +73,3 @@ def equal_noise_pair(cells: pd.DataFrame, small: int, large: int, near: float) -
     lrs_s, lrs_l = sorted(trained(small)), trained(large)
     pairs = [(a, c) for a in lrs_s for c in lrs_l if math.isclose(a / small, c / large, rel_tol=1e-6)]
     return min(pairs, key=lambda p: abs(math.log(p[0] / near))) if pairs else None
-
-
-def ratio_words(decided: tuple[str, str]) -> tuple[str, str]:
-    """decide()'s reason for a log ratio, in words about the ratio."""
-    verdict, why = decided
-    why = why.replace(f"within ±{OSC_MARGIN:g}", "within a factor 1.1 of 1").replace(f"beyond ±{OSC_MARGIN:g}", "beyond a factor 1.1")
-    return verdict, why.replace("excludes 0", "excludes 1").replace("holds 0", "holds 1")

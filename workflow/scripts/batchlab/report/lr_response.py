@@ -87,9 +87,8 @@ def section(study: Inputs) -> Section | None:
          "2 / λ_max": fmt_num(r["two_over_sharpness"])}
         for r in stability
     ])  # fmt: skip
-    charts = [("lr-response-curves", u_curves(study), "")]
-    if stability_chart(stability):
-        charts.append(("stability-map", stability_chart(stability), ""))
+    charts = [("lr-response-curves", u_curves(study), ""), ("stability-map", stability_chart(stability), "")]
+    charts = [c for c in charts if c[1]]
     preferred = law.get("preferred")
     return Section(
         "lr-response",
