@@ -192,6 +192,10 @@ def test_model_oscillation_removes_the_trend_and_can_be_zero():
     zigzag = [[i, 2.0 - 0.1 * i + 0.05 * (-1) ** i] for i in range(11)]
     assert model_oscillation(zigzag) == pytest.approx(0.1)  # every step jumps by 0.1 about the trend
     assert np.isnan(model_oscillation([[0, 1.0], [1, 0.9]])) and np.isnan(model_oscillation(None))
+    # the run is tracked throughout; the oscillation reads the steps after `after_step` only
+    wild_then_steady = [[i, 2.0 + (-1) ** i] for i in range(1, 11)] + [[10 + i, 1.0 - 0.01 * i] for i in range(1, 11)]
+    assert model_oscillation(wild_then_steady, after_step=10) == pytest.approx(0.0, abs=1e-12)
+    assert model_oscillation(wild_then_steady) > 0.5
 
 
 def test_a_seed_that_ends_far_below_the_others_failed_to_learn_and_is_never_best():

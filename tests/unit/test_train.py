@@ -12,7 +12,7 @@ import torch
 import batchlab.train.ensemble as ensemble_module
 import batchlab.train.loop as train_module
 from batchlab.data.tensors import DeviceData, to_device
-from batchlab.train.cell_config import CellConfig, CellError, iterations_per_epoch, make_config
+from batchlab.train.cell_config import CellConfig, CellError, iterations_per_epoch, make_config, seed_groups
 from batchlab.train.checkpoint import load_checkpoint, save_checkpoint
 from batchlab.train.fates import first_bad_step, is_collapsed
 from batchlab.train.loop import train_cell
@@ -159,6 +159,44 @@ def test_each_seed_of_an_ensemble_follows_its_lone_run(recipe, batch_size, stack
     if model == "mlp" and cfg.splits == 1 and cfg.optimizer.name in TEXTBOOK:  # and the textbook run of that seed
         reference = lone_reference(cfg, 1, data, min(steps, 200))
         np.testing.assert_allclose(together.seeds[1].losses[:200], reference, rtol=1e-4, atol=1e-5)
+
+
+def test_seeds_in_groups_train_to_the_same_bits_as_all_at_once():
+    """train.seeds_together is how fast, not what: each seed's run is bitwise that of the whole
+    stack, so the group size is left out of a seed's record and key."""
+    data = synthetic()
+    cfg = CellConfig(batch_size=4, lr=0.05, seeds=(0, 1, 2, 3, 4), epochs=2, track_subset=100, track_every_samples=200, **QUIET)
+    together, grouped = run(cfg, data), run(replace(cfg, group_size=2), data)  # groups of 2 and 3
+    assert seed_groups(replace(cfg, group_size=2)) == [(0, 1), (2, 3, 4)]
+    assert seed_groups(replace(cfg, group_size=4)) == [(0, 1, 2, 3, 4)]
+    assert "5 seed(s) stacked in 2 groups" in grouped.step_implementation
+    assert [s.seed for s in grouped.seeds] == [0, 1, 2, 3, 4]
+    for a, b in zip(together.seeds, grouped.seeds, strict=True):
+        assert np.array_equal(a.losses, b.losses) and a.track == b.track
+        np.testing.assert_equal(a.final, b.final)
+    assert cfg.of_seed(1) == replace(cfg, group_size=2).of_seed(1)
+    with pytest.raises(CellError, match="groups of 2 or more"):  # a stack of one: other kernels
+        run(replace(cfg, group_size=1), data)
+
+
+def test_init_jitter_changes_the_rounding_of_a_run_and_nothing_else():
+    """One part in 10^7 on the initial weights: the runs differ in their bits (another float
+    rounding), stay within float noise of each other early on, and each jittered run is itself
+    reproducible; the jitter is part of a seed's record."""
+    data = synthetic()
+    cfg = CellConfig(batch_size=10, lr=0.05, seeds=(0, 1), epochs=1, **QUIET)
+    plain, jittered = run(cfg, data), run(replace(cfg, init_jitter=1e-7), data)
+    again = run(replace(cfg, init_jitter=1e-7), data)
+    for p, j, a in zip(plain.seeds, jittered.seeds, again.seeds, strict=True):
+        assert not np.array_equal(p.losses, j.losses) and np.array_equal(j.losses, a.losses)
+        np.testing.assert_allclose(p.losses[:10], j.losses[:10], rtol=1e-5)
+    start = ensemble_module.Ensemble.initialize("mlp", [0], CPU, 1e-7).params["0.weight"]
+    base = ensemble_module.Ensemble.initialize("mlp", [0], CPU).params["0.weight"]
+    rel = ((start - base).abs() / base.abs().clamp_min(1e-30)).max()
+    assert 0 < rel < 1e-6
+    assert cfg.of_seed(0)["init_jitter"] == 0.0 and replace(cfg, init_jitter=1e-7).of_seed(0)["init_jitter"] == 1e-7
+    with pytest.raises(CellError, match="init_jitter"):
+        run(replace(cfg, init_jitter=0.5), data)
 
 
 def test_same_cell_twice_gives_identical_bits():
@@ -567,15 +605,15 @@ def test_a_lone_cnn_seed_that_diverges_mid_window_is_rewound_to_its_step(monkeyp
     assert math.isfinite(a.final["test_loss"])  # those before the bad step
 
 
-def test_the_fixed_subset_is_tracked_through_the_last_epoch_without_changing_the_trajectory():
+def test_the_fixed_subset_is_tracked_through_the_run_without_changing_the_trajectory():
     data = synthetic()
     cfg = CellConfig(batch_size=10, lr=0.05, seeds=(0, 1), epochs=2, track_subset=100, track_every_samples=150, **QUIET)
     tracked = run(cfg, data)
     off = run(replace(cfg, track_every_samples=0), data)
     for t, o in zip(tracked.seeds, off.seeds, strict=True):
         assert np.array_equal(t.losses, o.losses)  # measuring never moves a trajectory
-        # 60 iterations per epoch; every 15 of the last epoch's (150 samples / batch 10)
-        assert [step for step, _ in t.track] == [75, 90, 105, 120] and o.track == []
+        # 60 iterations per epoch; every 15 (150 samples / batch 10), in every epoch
+        assert [step for step, _ in t.track] == [15, 30, 45, 60, 75, 90, 105, 120] and o.track == []
         assert all(0 < loss < 2.3 for _, loss in t.track)
         assert t.summary(1)["track"] == [[s, pytest.approx(v)] for s, v in t.track]
     assert tracked.seeds[0].track != tracked.seeds[1].track

@@ -40,12 +40,13 @@ def loss_oscillation(losses: np.ndarray, iterations_per_epoch: int) -> float:
     return float(diffs.mean()) if diffs.size else float("nan")
 
 
-def model_oscillation(track) -> float:
+def model_oscillation(track, after_step: int = -1) -> float:
     """How much the model's loss jumps between evaluations of the fixed training subset (every
-    track_every_samples samples through the last epoch): the mean |Δ loss| about the mean Δ (the
-    trend). Unlike the per-iteration loss it carries no mini-batch sampling noise, so it can come
-    out either way between batch sizes. NaN with fewer than three evaluations."""
-    loss = np.asarray([v for _, v in track or []], dtype=np.float64)
+    track_every_samples samples) after step `after_step` (the last epoch's start): the mean
+    |Δ loss| about the mean Δ (the trend). Unlike the per-iteration loss it carries no mini-batch
+    sampling noise, so it can come out either way between batch sizes. NaN with fewer than three
+    evaluations."""
+    loss = np.asarray([v for step, v in track or [] if step > after_step], dtype=np.float64)
     d = np.diff(loss)
     d = d[np.isfinite(d)]
     if d.size < 2:
@@ -123,7 +124,7 @@ def summarize_cell(
         "ms_per_step": ms_per_step,
         # a diverged cell's last epoch is the explosion itself, not oscillation
         "oscillation": loss_oscillation(losses, ipe) if metrics["status"] != "diverged" else float("nan"),
-        "model_oscillation": model_oscillation(metrics.get("track")),
+        "model_oscillation": model_oscillation(metrics.get("track"), (int(metrics.get("epochs", 1)) - 1) * ipe),
         "failed_to_learn": metrics["status"] == "ok" and seed_failed("ok", _num(metrics.get("final_val_acc"))),
         **final_evaluations(metrics, epochs),
         **to_targets(losses, probes, b, ms_per_step, smooth_samples, loss_target, target_acc),

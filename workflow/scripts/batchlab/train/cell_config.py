@@ -40,16 +40,22 @@ class CellConfig:
     train_eval_size: int = 10000  # training loss/accuracy at epoch ends: the first n images
     sharpness_subset: int = 512  # Hessian of the training loss on the first n images
     track_subset: int = 1024  # the model's loss on the first n training images, tracked ...
-    track_every_samples: int = 1024  # ... every this many samples through the last epoch (0: off)
+    track_every_samples: int = 1024  # ... every this many samples through the run (0: off)
     fate_every_samples: int = 5000  # the tracked subset checked for collapse every this many samples (0: epoch ends)
     noise_at_val_acc: float = 0.0  # the noise measured too at the first probe reaching this accuracy (0: off)
     sharpness_iterations: int = 12  # power-iteration steps (0: no sharpness)
+    # each initial weight times (1 + init_jitter * N(0, 1)), from the seed's own generator: one
+    # part in 10^7 changes the float rounding of a run and nothing else (0: off)
+    init_jitter: float = 0.0
+    # seeds trained together, about (0: all of the cell's; see seed_groups): how fast, not what;
+    # a seed's run is the same to the bit in any group, so it is not part of a seed's record
+    group_size: int = 0
 
     def of_seed(self, seed: int) -> dict:
         """What defines one seed's run, flat: this config with that seed alone, the optimizer by
         its name beside its settings (the records' and the seed store's keys)."""
         record = asdict(self)
-        del record["seeds"]
+        del record["seeds"], record["group_size"]
         settings = record.pop("optimizer")
         return {**record, "optimizer": settings.pop("name"), **settings, "seed": int(seed)}
 
@@ -100,6 +106,10 @@ def check_cell(cfg: CellConfig) -> None:
         raise CellError(f"unknown lr schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
 
+    if not (0 <= cfg.init_jitter < 0.01):
+        raise CellError(f"init_jitter must be in [0, 0.01), got {cfg.init_jitter:g}")
+    if cfg.group_size == 1 or cfg.group_size < 0:
+        raise CellError(f"seeds train together in groups of 2 or more (0: all at once), got {cfg.group_size}")
 def uses_fused_step(cfg: CellConfig) -> bool:
     """The fused step computes exactly plain SGD on the mlp: no momentum, no weight decay."""
     return cfg.fused and cfg.model == "mlp" and cfg.optimizer.name == "sgd" and cfg.optimizer.weight_decay == 0 and cfg.splits == 1
@@ -110,7 +120,10 @@ def step_implementation(cfg: CellConfig) -> str:
         how = f"Solution 2: one forward pass, {cfg.splits} {BY_NAME[cfg.optimizer.name].description} updates"
     else:
         how = "fused plain SGD" if uses_fused_step(cfg) else f"eager autograd + {BY_NAME[cfg.optimizer.name].description}"
+    groups = seed_groups(cfg)
     together = "one after another" if cfg.model in PER_SEED else "stacked"
+    if cfg.model not in PER_SEED and len(groups) > 1:
+        together += f" in {len(groups)} groups"
     return f"{how}, {len(cfg.seeds)} seed(s) {together}"
 
 
@@ -141,8 +154,13 @@ def lr_schedule(lr: float, warmup: int, total: int = 0, kind: str = "constant") 
 
 
 def seed_groups(cfg: CellConfig) -> list[tuple[int, ...]]:
-    """The seeds that train together: all of a cell's at once where stacking pays (the mlp), one
-    after another, epoch by epoch, where it does not (the cnn; see batchlab.train.ensemble)."""
+    """The seeds that train together: where stacking pays (the mlp), all of a cell's at once, or
+    with cfg.group_size in S // group_size groups as even as possible (10 in groups of 4: 5 and
+    5; 5 in groups of 2: 2 and 3), never a seed alone: a stack of one runs other kernels, and a
+    seed's bits must not depend on its group. One after another, epoch by epoch, where stacking
+    does not pay (the cnn; see batchlab.train.ensemble)."""
     if cfg.model in PER_SEED:
         return [(s,) for s in cfg.seeds]
-    return [tuple(cfg.seeds)]
+    count = max(1, len(cfg.seeds) // cfg.group_size) if cfg.group_size else 1
+    bounds = [i * len(cfg.seeds) // count for i in range(count + 1)]
+    return [tuple(cfg.seeds[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

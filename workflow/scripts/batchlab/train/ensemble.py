@@ -19,6 +19,8 @@ from batchlab.train.models import build_model
 # evaluation chunk (images per seed per forward pass) by model: the cnn's activations are
 # 32x26x26 + 64x24x24 floats per image and seed, about 0.9 MB
 EVAL_CHUNK = {"mlp": 10000, "cnn": 1000}
+# the init jitter's generator: seed + this, a stream apart from the seeds' own
+JITTER_STREAM = 7_000_000
 # models whose seeds run one after another (see above); the others are stacked
 PER_SEED = {"cnn"}
 
@@ -32,11 +34,17 @@ class Ensemble:
         self._nets: list[torch.nn.Module] | None = None
 
     @classmethod
-    def initialize(cls, model: str, seeds: list[int], device: torch.device) -> Ensemble:
+    def initialize(cls, model: str, seeds: list[int], device: torch.device, jitter: float = 0.0) -> Ensemble:
+        """Each seed's initial weights; jitter > 0 multiplies each by (1 + jitter * N(0, 1)),
+        drawn from a generator of the seed's own (batchlab.train.cell_config: init_jitter)."""
         states = []
         for seed in seeds:
             torch.manual_seed(seed)
-            states.append(build_model(model).state_dict())
+            state = build_model(model).state_dict()
+            if jitter:
+                gen = torch.Generator().manual_seed(JITTER_STREAM + seed)
+                state = {k: v + v * (jitter * torch.randn(v.shape, generator=gen)) for k, v in state.items()}
+            states.append(state)
         params = {k: torch.stack([s[k] for s in states]).to(device).contiguous() for k in states[0]}
         return cls(model, seeds, params)
 

@@ -83,8 +83,16 @@ def cell_config(job: Job) -> CellConfig:
         validation_size=train.get("validation_size", 0),
         warmup_epochs=recipe["warmup_epochs"],
         splits=recipe["splits"],
+        init_jitter=train.get("init_jitter", 0.0),
+        group_size=group_size(train.get("seeds_together") or {}, job.batch_size),
         **job.measure,
     )
+
+
+def group_size(seeds_together: dict, batch_size: int) -> int:
+    """Seeds trained together at this batch size: train.seeds_together's entry for it, else 0
+    (all of the cell's at once)."""
+    return int({int(b): n for b, n in seeds_together.items()}.get(batch_size, 0))
 
 
 def pick_device(requested: str):

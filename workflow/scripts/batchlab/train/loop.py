@@ -95,7 +95,7 @@ def setup(cfg, data, device, resume: TrainState | None, log, cuda_graphs: bool =
     if device.type == "cuda":
         strict_fp32()
     seeds = list(cfg.seeds)
-    ens = Ensemble.initialize(cfg.model, seeds, device)
+    ens = Ensemble.initialize(cfg.model, seeds, device, cfg.init_jitter)
     threshold = cfg.divergence_loss
     alive = torch.ones(len(seeds), dtype=torch.bool, device=device)
     # a group of one seed rewinds a window in which it diverged (see train_epoch) instead of

@@ -40,7 +40,7 @@ class SeedResult:
     stopped_step: int | None = None
     stop_reason: str | None = None
     final: dict = field(default_factory=dict)  # evaluation of the final weights
-    # the model's loss on a fixed training subset through the last epoch: [step, loss] pairs
+    # the model's loss on a fixed training subset through the run: [step, loss] pairs
     track: list = field(default_factory=list)
 
     def summary(self, splits: int) -> dict:

@@ -41,7 +41,7 @@ class Run:
     sharpness_seconds: float = 0.0
     since_probe: list[list[np.ndarray]] = field(default_factory=list)  # per seed, since the last probe
     probe_every: int = 0  # steps between regular probes (0: at epoch ends only)
-    track_every: int = 0  # steps between evaluations of the fixed subset in the last epoch (0: off)
+    track_every: int = 0  # steps between evaluations of the fixed subset (0: off)
     early_probes: frozenset[int] = frozenset()  # steps of the early, test-only probes
     fate_every: int = 0  # steps between collapse checks on the fixed subset within an epoch (0: off)
 
@@ -72,8 +72,9 @@ class Run:
         return track, fate
 
     def tracking(self) -> bool:
-        """Whether the epoch being trained is the last, where the fixed subset is tracked."""
-        return bool(self.track_every) and self.epoch + 1 == self.cfg.epochs
+        """Whether the fixed subset is tracked (through the whole run: the oscillation at the end
+        reads the last epoch, the comparisons at matched stage the rest)."""
+        return bool(self.track_every)
 
     def probe_due(self, at: int) -> bool | None:
         """None: no probe at step `at`; else whether it measures the gradient noise too."""
