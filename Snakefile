@@ -9,6 +9,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/equal_updates.smk"
+include: "workflow/rules/gradient.smk"
 include: "workflow/rules/report.smk"
 
 

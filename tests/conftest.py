@@ -101,17 +101,24 @@ def copy_workflow(dest: Path) -> Path:
         shutil.copy2(REPO / name, dest / name)
     for folder in ("workflow", "envs", "profiles"):
         shutil.copytree(REPO / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for study in (REPO / "studies").iterdir():  # the committed reruns report.reruns compares
+        (dest / "studies" / study.name).mkdir(parents=True)
+        for name in ("analysis.json", "best_lr.csv"):
+            if (study / name).is_file():
+                shutil.copy2(study / name, dest / "studies" / study.name / name)
     return dest
 
 
-# the grid only: params.yaml turns the late blow-up runs on (a config of its own the remedy and
-# Solution 2 cells), these configs turn them all off
+# the grid only: params.yaml turns the late blow-up runs and the gradient probe on (a config of
+# its own the remedy and Solution 2 cells), these configs turn them all off
 GRID_ONLY = """\
 remedies:
   enabled: false
 solution2:
   enabled: false
 late_blowup:
+  enabled: false
+gradient_probe:
   enabled: false
 """
 
@@ -177,6 +184,8 @@ equal_updates:
   batch_sizes: [1000]
   reference_batch_size: 128
 late_blowup:
+  enabled: false
+gradient_probe:
   enabled: false
 report:
   reference_lr: 0.1

@@ -40,6 +40,8 @@ equal_updates:
   enabled: false
 late_blowup:
   enabled: false
+gradient_probe:
+  enabled: false
 # DVC needs every params group dvc.yaml lists, even one left at its defaults
 optimizers:
   momentum: {momentum: 0.9}

@@ -24,6 +24,7 @@ remedies: {enabled: false}
 solution2: {enabled: false}
 equal_updates: {enabled: false}
 late_blowup: {enabled: false}
+gradient_probe: {enabled: false}
 """
 
 

@@ -13,6 +13,11 @@ rule aggregate:
         losses=every_cell("losses"),
         probes=every_cell("probes"),
         choice=equal_updates_choice,
+        # the gradient at shared weights, where the study measures it
+        gradient=gradient_tables(),
+        # committed reruns of this study (report.reruns), compared with it
+        rerun_analyses=[f"{d}/analysis.json" for d in study.rerun_folders(config)],
+        rerun_best=[f"{d}/best_lr.csv" for d in study.rerun_folders(config)],
         code=code("aggregate.py"),
     output:
         **summary_outputs(),

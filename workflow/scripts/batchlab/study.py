@@ -13,9 +13,10 @@ aggregated, so adding a comparison never retrains a cell that is already done.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from batchlab.cells import Cell, Recipe, Role
-from batchlab.config import MNIST_TRAIN, round_lr, scaled_lr
+from batchlab.config import MNIST_TRAIN, ConfigError, round_lr, scaled_lr
 from batchlab.train.settings import LABELS, SETTINGS
 
 
@@ -248,6 +249,35 @@ def aggregate_params(config: dict) -> dict:
     }
 
 
+def rerun_folders(config: dict, root: str | Path = ".") -> list[str]:
+    """The committed reruns report.reruns lists, each a study folder holding analysis.json and
+    best_lr.csv; a folder that lacks them is an error that says how to make it."""
+    folders = list(config["report"].get("reruns") or [])
+    for folder in folders:
+        missing = [f for f in ("analysis.json", "best_lr.csv") if not (Path(root) / folder / f).is_file()]
+        if missing:
+            raise ConfigError(
+                f"report.reruns lists {folder}, which has no {' or '.join(missing)}: run that study first"
+                f" (make optimizers OPT_CONFIG=config/{Path(folder).name}.yaml copies it there) or take it off the list"
+            )
+    return folders
+
+
+def gradient_reference(config: dict) -> dict:
+    """What the gradient_probe rule's reference run is (batchlab.train.shared_weights.Reference):
+    the group gradient_probe, with the grid's seeds and the train group's model and hold-out."""
+    probe, train = config["gradient_probe"], config["train"]
+    return {
+        "batch_size": probe["batch_size"],
+        "lr": probe["lr"],
+        "epochs": probe["epochs"],
+        "seeds": tuple(config["grid"]["seeds"]),
+        "batch_sizes": tuple(probe["batch_sizes"]),
+        "validation_size": train["validation_size"],
+        "model": train["model"],
+    }
+
+
 def design_config(config: dict) -> dict:
     """The part of a validated config that aggregate reads: which cell plays which role, without
     the runtime knobs (the aggregate rule, `batchlab peek` and the manifest share it)."""
@@ -258,6 +288,7 @@ def design_config(config: dict) -> dict:
         "solution2": config["solution2"],
         "equal_updates": config["equal_updates"],
         "late_blowup": config["late_blowup"],
+        "gradient_probe": config["gradient_probe"],
         "optimizers": config["optimizers"],
         "train": {"epochs": train["epochs"], "validation_size": train["validation_size"]},
         "report": {"reference_lr": report["reference_lr"]},

@@ -11,6 +11,8 @@ import pandas as pd
 
 from batchlab.analysis.fits import noise_components, noise_scale
 from batchlab.analysis.selection import seed_failed
+from batchlab.analysis.stages import at_levels
+from batchlab.analysis.stages import oscillation as stage_oscillation
 
 
 def smoothing_window(batch_size: int, smooth_samples: int) -> int:
@@ -46,12 +48,7 @@ def model_oscillation(track, after_step: int = -1) -> float:
     |Δ loss| about the mean Δ (the trend). Unlike the per-iteration loss it carries no mini-batch
     sampling noise, so it can come out either way between batch sizes. NaN with fewer than three
     evaluations."""
-    loss = np.asarray([v for step, v in track or [] if step > after_step], dtype=np.float64)
-    d = np.diff(loss)
-    d = d[np.isfinite(d)]
-    if d.size < 2:
-        return float("nan")
-    return float(np.mean(np.abs(d - d.mean())))
+    return stage_oscillation([v for step, v in track or [] if step > after_step])
 
 
 def first_crossing(smoothed: np.ndarray, target: float) -> int | None:
@@ -125,6 +122,7 @@ def summarize_cell(
         # a diverged cell's last epoch is the explosion itself, not oscillation
         "oscillation": loss_oscillation(losses, ipe) if metrics["status"] != "diverged" else float("nan"),
         "model_oscillation": model_oscillation(metrics.get("track"), (int(metrics.get("epochs", 1)) - 1) * ipe),
+        **at_levels(metrics.get("track"), probes),
         "failed_to_learn": metrics["status"] == "ok" and seed_failed("ok", _num(metrics.get("final_val_acc"))),
         **final_evaluations(metrics, epochs),
         **to_targets(losses, probes, b, ms_per_step, smooth_samples, loss_target, target_acc),

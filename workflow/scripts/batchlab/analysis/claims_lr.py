@@ -19,6 +19,7 @@ from batchlab.analysis.verdict_tools import (
     best_lr,
     finished_per_seed,
     log_per_seed,
+    matched_stage,
     pct,
     per_seed,
     points,
@@ -167,8 +168,14 @@ def equal_updates(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> dict
             f" [{math.exp(loss.lo):.3g}, {math.exp(loss.hi):.3g}] of batch {ref}'s; the extra updates gained it {pct(gain)}"
             f" over its own {config['train']['epochs']}-epoch run."
         )
+        stage = matched_stage(cells, (b, lr, recipe), (ref, ref_lr, None), "val_acc", -1)
+        if stage is not None:
+            parts.append(
+                f"At matched stage (where the tracked training loss first reaches {stage['level']:g}, the lowest both"
+                f" reach), its validation accuracy minus batch {ref}'s: {points(stage)}, one-sided p = {stage['p']:.3g}."
+            )
         tests.append(primary(d, -1, ACC_MARGIN))
-        numbers.append({"batch_size": b, "lr": float(lr), "updates": updates, "test_acc_minus_reference": d.as_dict(), "train_loss_log_ratio": loss.as_dict(), "gain_from_updates": gain.as_dict()})
+        numbers.append({"batch_size": b, "lr": float(lr), "updates": updates, "test_acc_minus_reference": d.as_dict(), "train_loss_log_ratio": loss.as_dict(), "gain_from_updates": gain.as_dict(), "at_matched_stage": stage})
     skipped = equal_updates_skipped(config)
     if skipped:
         parts.append("Not run: " + "; ".join(skipped) + ".")
@@ -186,5 +193,6 @@ LOCAL_MINIMA = {
     "test": "One-sided, equal updates, each batch size at its own validation-best lr, compared on the test set: a large"
     " batch that then matches the small one was short of steps, not stuck (supported: below it; not supported: within"
     f" {100 * ACC_MARGIN:.1f} points of it or above). It cannot tell a worse minimum from a slower approach to the same one"
-    " beyond the updates given.",
+    " beyond the updates given. The validation accuracy at matched stage (equal tracked training loss: a worse minimum"
+    " generalizes worse at the same fit) is reported beside it, not decided.",
 }

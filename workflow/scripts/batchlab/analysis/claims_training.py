@@ -16,6 +16,7 @@ from batchlab.analysis.verdict_tools import (
     best_lr,
     equal_noise_pair,
     log_per_seed,
+    matched_stage,
     per_seed,
 )
 
@@ -43,6 +44,13 @@ def oscillation(cells: pd.DataFrame, best: pd.DataFrame) -> dict | None:
         equal = paired_difference(log_per_seed(g, small, a, "model_oscillation"), log_per_seed(g, large, c, "model_oscillation"))
         evidence += f" At equal lr / b = {a / small:.3g} (batch {small} at lr {a:g}, batch {large} at lr {c:g}): {ratio_text(equal)}."
         out["at_equal_noise"] = equal.as_dict()
+    stage = matched_stage(g, (small, lr_s, None), (large, lr_l, None), "osc", +1, log=True)
+    if stage is not None:
+        out["at_matched_stage"] = stage
+        evidence += (
+            f" At matched stage (around where the tracked training loss first reaches {stage['level']:g},"
+            f" the lowest both reach): {stage_ratio(stage)}, one-sided p = {stage['p']:.3g}."
+        )
     post = paired_difference(log_per_seed(g, small, lr_s, "oscillation"), log_per_seed(g, large, lr_l, "oscillation"))
     evidence += (
         f" The post's measure (each iteration's own mini-batch loss, whose sampling noise alone grows as"
@@ -61,8 +69,17 @@ def oscillation(cells: pd.DataFrame, best: pd.DataFrame) -> dict | None:
         "test": "One-sided: batch-1 oscillation above the largest batch's (supported), or short of a factor"
         " 1.1 (not supported). The model's loss on fixed images can jump more or less at either batch size,"
         " so this can come out either way (the per-iteration mini-batch loss cannot: its sampling noise"
-        " alone falls as 1/√b). It measures the last epoch only.",
+        " alone falls as 1/√b). Decided on the last epoch; the same ratio at matched stage (equal tracked"
+        " training loss) is reported beside it, not decided, since it was not fixed before the data.",
     }
+
+
+def stage_ratio(stage: dict) -> str:
+    """A matched-stage log ratio (batchlab.analysis.verdict_tools.matched_stage) as a ratio."""
+    lo, hi = stage["lo"], stage["hi"]
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"×{math.exp(stage['mean']):.3g} (no interval from {stage['n']} seed(s))"
+    return f"×{math.exp(stage['mean']):.3g} [{math.exp(lo):.3g}, {math.exp(hi):.3g}]"
 
 
 def ratio_text(d) -> str:

@@ -21,9 +21,11 @@ from batchlab.analysis.cell_summary import noise_table, summarize_cell
 from batchlab.analysis.claims_optimizers import compare_optimizers
 from batchlab.analysis.curves import downsample_curve, loss_curves_at_best, seed_bands
 from batchlab.analysis.fits import critical_batch
+from batchlab.analysis.gradient import summary as gradient_summary
 from batchlab.analysis.lr_law import lr_law
 from batchlab.analysis.lr_response import response_table, stability_map
 from batchlab.analysis.replication import compare, halves, of_seeds
+from batchlab.analysis.reruns import compare_runs
 from batchlab.analysis.rows import CELL_KEYS, grid_cells
 from batchlab.analysis.runs import per_seed, read_cell
 from batchlab.analysis.summaries import all_summaries
@@ -86,8 +88,11 @@ def collect(cell_paths, s: Settings):
     return rows, epochs, probes, curves, losses
 
 
-def study_tables(cell_paths, chosen: dict, s: Settings) -> Tables:
-    """The tables of the cells given; `chosen`: the lrs the equal-updates checkpoint picked."""
+def study_tables(cell_paths, chosen: dict, s: Settings, gradient: pd.DataFrame | None = None, reruns: dict | None = None) -> Tables:
+    """The tables of the cells given; `chosen`: the lrs the equal-updates checkpoint picked;
+    gradient: the gradient at shared weights (batchlab.train.shared_weights), where measured;
+    reruns: {name: (verdicts, best lr table)} of committed reruns of this study, compared with
+    it (batchlab.analysis.reruns)."""
     rows, epoch_tables, probe_tables, curve_tables, losses = collect(cell_paths, s)
     cells = cells_table(rows)
     cells = pd.concat([cells, roles_columns(cells, s.study, chosen)], axis=1)
@@ -100,7 +105,7 @@ def study_tables(cell_paths, chosen: dict, s: Settings) -> Tables:
     targets = steps_to_target_table(cells)
     critical = critical_batch(targets, cells)
     settings = by_setting(cells)
-    verdicts, best, response, law, compared = decided(cells, settings, epochs, s)
+    verdicts, best, response, law, compared = decided(cells, settings, epochs, s, gradient=gradient)
     summaries = all_summaries(cells, settings, best, targets, probes, curves, s.study)
     analysis = {
         "target_val_acc": s.target_val_acc,
@@ -108,11 +113,13 @@ def study_tables(cell_paths, chosen: dict, s: Settings) -> Tables:
         "solution2_equivalence": solution2_equivalence(losses, solution2_pairs(s.study)),
         "verdicts": verdicts,
         "family": family_table(verdicts),
-        "replication": split_half(cells, epochs, s, verdicts),
+        "replication": split_half(cells, epochs, s, verdicts, gradient),
         "lr_response": [{"batch_size": int(r["batch_size"]), "curve": r["curve"]} for r in response.to_dict("records")],
         "lr_law": law,
         "stability": stability_map(response, grid_cells(cells)),
         "noise_scales": noise_scales(law, critical, summaries),
+        "gradient_shared_weights": gradient_summary(gradient) if gradient is not None and len(gradient) else [],
+        "reruns": compare_runs({"this run": (verdicts, best), **(reruns or {})}),
         "optimizers": compared,
         "summaries": summaries,
     }
@@ -123,7 +130,7 @@ def study_tables(cell_paths, chosen: dict, s: Settings) -> Tables:
     )  # fmt: skip
 
 
-def decided(cells: pd.DataFrame, settings: pd.DataFrame, epochs: pd.DataFrame, s: Settings, corrected: bool = True):
+def decided(cells: pd.DataFrame, settings: pd.DataFrame, epochs: pd.DataFrame, s: Settings, corrected: bool = True, gradient=None):
     """(verdicts, best lr table, lr response table, lr law, optimizer comparison) of the cells
     given (settings: their by_setting table): the whole study, or one half of its seeds
     (corrected=False: without the family's correction)."""
@@ -131,11 +138,11 @@ def decided(cells: pd.DataFrame, settings: pd.DataFrame, epochs: pd.DataFrame, s
     law = lr_law(response, reps)
     best = best_learning_rates(settings).merge(response.drop(columns=["best_lr", "curve"]), on="batch_size", how="left")
     compared = compare_optimizers(cells, s.study)
-    verdicts = paired_verdicts(cells, epochs, best, s.study, response, law, compared, s.target_val_acc, corrected)
+    verdicts = paired_verdicts(cells, epochs, best, s.study, response, law, compared, s.target_val_acc, corrected, gradient)
     return verdicts, best, response, law, compared
 
 
-def split_half(cells: pd.DataFrame, epochs: pd.DataFrame, s: Settings, whole: list[dict]) -> dict | None:
+def split_half(cells: pd.DataFrame, epochs: pd.DataFrame, s: Settings, whole: list[dict], gradient=None) -> dict | None:
     """Every verdict on each half of the seeds, each hypothesis at 5% alone (five seeds cannot pass
     the family's correction: batchlab.analysis.replication); None under 4 seeds."""
     first, second = halves(cells["seed"].unique())
@@ -144,7 +151,7 @@ def split_half(cells: pd.DataFrame, epochs: pd.DataFrame, s: Settings, whole: li
     found = []
     for h in (first, second):
         half = of_seeds(cells, h)
-        found.append(decided(half, by_setting(half), of_seeds(epochs, h), s, corrected=False)[0])
+        found.append(decided(half, by_setting(half), of_seeds(epochs, h), s, corrected=False, gradient=of_seeds(gradient, h))[0])
     return compare(whole, *found, (first, second))
 
 

@@ -8,7 +8,9 @@ import math
 import pandas as pd
 
 from batchlab.analysis.rows import failed_seeds, failed_settings, rows_of
-from batchlab.analysis.stats import Paired
+from batchlab.analysis.signflip import p_greater, p_less
+from batchlab.analysis.stages import column, matched_level
+from batchlab.analysis.stats import Paired, paired_difference
 
 # effects smaller than these are too small to matter: a tight interval inside them says "no"
 ACC_MARGIN = 0.002  # accuracy: 0.2 points
@@ -73,3 +75,17 @@ def equal_noise_pair(cells: pd.DataFrame, small: int, large: int, near: float) -
     lrs_s, lrs_l = sorted(trained(small)), trained(large)
     pairs = [(a, c) for a in lrs_s for c in lrs_l if math.isclose(a / small, c / large, rel_tol=1e-6)]
     return min(pairs, key=lambda p: abs(math.log(p[0] / near))) if pairs else None
+
+
+def matched_stage(cells: pd.DataFrame, a: tuple, b: tuple, kind: str, expected: int, log: bool = False) -> dict | None:
+    """Setting a (batch size, lr, recipe or None) against setting b at matched stage: their
+    `kind` (batchlab.analysis.stages: osc or val_acc) at the lowest tracked training loss both
+    reach, paired by seed (as log ratios where log), with the one-sided sign-flip p-value of the
+    direction `expected` (+1: a above b). None where they share no such level."""
+    level = matched_level(rows_of(cells, *a), rows_of(cells, *b), kind)
+    if level is None:
+        return None
+    col, values = column(kind, level), (log_per_seed if log else per_seed)
+    d = paired_difference(values(cells, a[0], a[1], col, a[2]), values(cells, b[0], b[1], col, b[2]))
+    p = p_greater(d.diffs) if expected > 0 else p_less(d.diffs)
+    return {"level": level, **d.as_dict(), "p": p}

@@ -20,14 +20,17 @@ from batchlab.analysis.claims_training import (
     time_to_target,
 )
 from batchlab.analysis.family import decide_family, read_at_near_optimal
+from batchlab.analysis.gradient import direction_verdict
 
 
-def paired_verdicts(cells, epochs, best, config, response, law, optimizers: dict | None = None, target_acc: float = 0.95, corrected: bool = True) -> list[dict]:
+def paired_verdicts(cells, epochs, best, config, response, law, optimizers: dict | None = None, target_acc: float = 0.95, corrected: bool = True, gradient=None) -> list[dict]:
     """The claims, in the report's order, each read at every near-optimal lr of the batch sizes
     it compares (response: batchlab.analysis.lr_response.response_table) and decided together
     (batchlab.analysis.family); `optimizers`: the optimizer comparison
     (batchlab.analysis.claims_optimizers), one claim per optimizer beside the first; corrected:
-    with Holm's correction over the family (False: each hypothesis at 5% alone)."""
+    with Holm's correction over the family (False: each hypothesis at 5% alone); gradient: the
+    gradient at shared weights (batchlab.train.shared_weights), which the gradient-direction
+    claim reads where the study measured it."""
     near = {int(r.batch_size): list(r.near_optimal) for r in response.itertuples()} if len(response) else {}
     sizes = sorted(int(b) for b in best["batch_size"])
     ends = [sizes[0], sizes[-1]] if sizes else []
@@ -42,7 +45,7 @@ def paired_verdicts(cells, epochs, best, config, response, law, optimizers: dict
     found = [
         at_near(lambda b: oscillation(cells, b), ends),
         at_near(lambda b: time_to_target(cells, b, target_acc, reaching), [sizes[0], reaching] if reaching else []),
-        at_near(lambda b: gradient_direction(cells, b), sizes[-1:]),
+        direction_verdict(gradient, sizes[-1]) if gradient is not None and len(gradient) and sizes else at_near(lambda b: gradient_direction(cells, b), sizes[-1:]),
         late_blowup(cells, epochs, config),
         lr_follows_batch(cells, response, law),
         at_near(lambda b: equal_updates(cells, b, config), [int(eq.get("reference_batch_size", 0))]),
