@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchlab.analysis.lr_law import fit_laws, fit_saturating, lr_law
+from batchlab.analysis.lr_law import LAWS, SURGE, fit_laws, fit_saturating, lr_law, surge_shape
 from batchlab.analysis.lr_response import fit_curve, near_optimal, optimum, response_table
 
 SEEDS = 10
@@ -101,6 +101,21 @@ def test_the_laws_are_told_apart_both_ways():
     assert max(linear, key=lambda k: linear[k]["weight"]) == "linear"
     root = fit_laws(sizes, 0.01 * np.sqrt(sizes) * wiggle)
     assert max(root, key=lambda k: root[k]["weight"]) == "square root"
+
+
+def test_the_surge_law_is_told_from_the_square_root_rule_both_ways():
+    """Li et al. 2024's surge (Adam's optimum rises, then falls past B_noise) against the
+    square-root rule, judged on the same optima."""
+    sizes = np.asarray([16, 32, 64, 128, 256, 1024, 4096], dtype=float)
+    wiggle = np.exp(0.03 * np.sin(np.arange(7)))
+    laws = (*LAWS, SURGE)
+    surge = 0.004 / (0.5 * (np.sqrt(300 / sizes) + np.sqrt(sizes / 300)))
+    fits = fit_laws(sizes, surge * wiggle, laws)
+    assert max(fits, key=lambda k: fits[k]["weight"]) == SURGE
+    assert fit_saturating(sizes, surge, surge_shape)["b_noise"] == pytest.approx(300, rel=0.01)
+    root = fit_laws(sizes, 0.0002 * np.sqrt(sizes) * wiggle, laws)
+    assert max(root, key=lambda k: root[k]["weight"]) == "square root"
+    assert SURGE not in fit_laws(sizes, surge)  # only where asked
 
 
 def test_one_seed_gives_a_reason_instead_of_an_interval():

@@ -18,7 +18,8 @@ CONFIG = {
     "grid": {"optimizers": ["sgd"]},
     "train": {"epochs": 2},
     "report": {"reference_lr": 0.1},
-    "solution2": {"enabled": True, "batch_size": 64, "splits": 4, "lr": 0.1},
+    "solution2": {"enabled": True, "batch_size": 64, "splits": 4, "lr": 0.1, "optimizers": ["sgd", "momentum"]},
+    "optimizers": {"momentum": {"momentum": 0.9}},
 }
 SEEDS = range(10)  # a family of one verdict tests at 0.025: five seeds (1/32) could never decide
 
@@ -99,9 +100,16 @@ def test_best_lr_grows_with_batch_every_way():
 # ----------------------------------------------------------------------------- Solution 2
 
 
+SOL2 = "_momentum_k4"  # Solution 2's momentum variant, which its verdict reads
+
+
 def with_solution2(plain_best, split_acc, noise=0.0):
+    """Solution 2 with momentum at its window 0.05, 0.1, 0.2, best at 0.1 (inside); at momentum 0
+    (_k4) as good as tuned plain training, which the verdict must not read."""
     rng = np.random.default_rng(1)
-    extra = [row(64, 0.1, s, split_acc + seed_effect(s) + noise * rng.standard_normal(), "_k4") for s in SEEDS]
+    extra = [row(64, 0.1, s, split_acc + seed_effect(s) + noise * rng.standard_normal(), SOL2) for s in SEEDS]
+    extra += [row(64, lr, s, split_acc - 0.02 + seed_effect(s), SOL2) for lr in (0.05, 0.2) for s in SEEDS]
+    extra += [row(64, 0.1, s, plain_best + seed_effect(s), "_k4") for s in SEEDS]
     acc = {(1, 0.01): 0.95, (1, 0.1): 0.93, (64, 0.01): 0.90, (64, 0.1): 0.92, (64, 0.4): plain_best}
     return cells_frame(lambda b, lr, s: acc.get((b, lr), 0.5) + seed_effect(s), lrs=(0.01, 0.1, 0.4), extra=extra)
 
@@ -116,13 +124,17 @@ def test_solution2_is_compared_with_tuned_plain_training():
     assert solution2_helps(with_solution2(0.95, 0.96), best, {**CONFIG, "solution2": {"enabled": False}}) is None
 
 
-def test_solution2_is_taken_at_its_own_best_lr():
+def test_solution2_is_taken_at_its_own_best_lr_inside_its_window_with_momentum():
     best = best_frame([(1, 0.01), (64, 0.4)])
     cells = with_solution2(plain_best=0.95, split_acc=0.90)  # at lr 0.1: worse than tuned plain
-    better = [row(64, 0.05, s, 0.96 + seed_effect(s), "_k4") for s in SEEDS]  # at lr 0.05: better
+    better = [row(64, 0.025, s, 0.96 + seed_effect(s), SOL2) for s in SEEDS]  # at lr 0.025: better, the window's edge
     v = decided(solution2_helps(pd.concat([cells, pd.DataFrame(better)], ignore_index=True), best, CONFIG))
-    assert v["verdict"] == "supported"
-    assert "at its best lr 0.05 (the edge of its window) of 0.05, 0.1" in v["evidence"]
+    assert v["verdict"] == "inconclusive" and "primary" not in v and "edge of its window" in v["why"]
+    assert "at its best lr 0.025 (the edge of its window) of 0.025, 0.05, 0.1, 0.2" in v["evidence"]
+    # at momentum 0 Solution 2 is plain SGD at k x lr: an identity, never decided
+    plain = {**CONFIG, "solution2": {**CONFIG["solution2"], "optimizers": ["sgd"]}}
+    identity = decided(solution2_helps(with_solution2(0.95, 0.96), best, plain))
+    assert identity["verdict"] == "inconclusive" and "identity" in identity["why"] and "momentum 0" in identity["claim"]
 
 
 # ----------------------------------------------------------------------------- time to target

@@ -101,39 +101,48 @@ def law_text(law: dict) -> str:
 
 
 def solution2_helps(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> dict | None:
-    """Solution 2 helps a big batch: against plain training at the best lr of its batch size
-    (best against tuned plain, never against a too small nominal lr), paired on the test set."""
+    """Solution 2 helps a big batch: its momentum variant (at momentum 0 Solution 2 is plain SGD
+    at k x lr, an identity the study shows as a fact: analysis.solution2_equivalence, so a verdict
+    on it could not fail) at its own best lr, inside its window, against plain training at the
+    best lr of its batch size (best against tuned plain), paired on the test set."""
     sol = config.get("solution2") or {}
     if not sol.get("enabled"):
         return None
     b, k = sol["batch_size"], sol["splits"]
-    name = primary_optimizer(config)  # the grid's optimizer: its best lr is the reference
-    momentum = momentum_of(config, name)
+    variant = "momentum" if "momentum" in (sol.get("optimizers") or []) else primary_optimizer(config)
+    momentum = momentum_of(config, variant)
     plain_best = best_lr(best, b)
-    recipe = Recipe(optimizer=name, splits=k).suffix()
+    recipe = Recipe(optimizer=variant, splits=k).suffix()
     at = cells[(cells["recipe"].fillna("") == recipe) & (cells["batch_size"] == b)]
     if plain_best is None or at.empty:
         return None
     # Solution 2's own best on validation, by the rule that picks every best lr
     lr = select_lr((lr, g["final_val_acc"].mean(), failed_seeds(g).any()) for lr, g in at.groupby("lr"))
     window = sorted(at["lr"].unique())
-    edge = " (the edge of its window)" if len(window) > 1 and lr in (window[0], window[-1]) else ""
+    edge = len(window) > 1 and lr in (window[0], window[-1])
     split = per_seed(cells, b, lr, "final_test_acc", recipe)
     plain = per_seed(grid_cells(cells), b, plain_best, "final_test_acc")
     d = paired_difference(split, plain)
-    return {
+    out = {
         "key": "solution2",
         "claim": f"Solution 2 (one forward pass, k updates from k slices) helps a big batch (momentum {momentum:g}).",
         "verdict": "inconclusive",
         "headline": f"{points(d)} against tuned plain training (test)",
         "difference": d.as_dict(),
-        "primary": primary(d, +1, ACC_MARGIN),
-        "evidence": f"Batch {b}: Solution 2 (k = {k}) at its best lr {lr:g}{edge} of"
-        f" {', '.join(f'{v:g}' for v in window)} minus plain training at its best lr {plain_best:g}, test"
-        f" accuracy (both chosen on validation): {pct(d)}.",
-        "test": "Best against best at one batch size and budget of epochs; Solution 2 costs k times the"
+        "evidence": f"Batch {b}: Solution 2 (k = {k}, momentum {momentum:g}) at its best lr {lr:g}"
+        f"{' (the edge of its window)' if edge else ''} of {', '.join(f'{v:g}' for v in window)} minus plain"
+        f" training at its best lr {plain_best:g}, test accuracy (both chosen on validation): {pct(d)}.",
+        "test": "Best against best at one batch size and budget of epochs, on the momentum variant (at momentum 0"
+        " Solution 2 is plain SGD at k × lr: shown as an identity, not tested); Solution 2 costs k times the"
         " backward passes, which this comparison does not charge it for.",
     }
+    if momentum == 0:
+        out["why"] = "at momentum 0 Solution 2 is plain SGD at k × lr (an identity, not a claim that could fail): list momentum in solution2.optimizers"
+        return {**out, "evidence": f"{out['evidence']} Not decided: {out['why']}."}
+    if edge:
+        out["why"] = f"its best lr {lr:g} lies at the edge of its window: widen solution2.learning_rates"
+        return {**out, "evidence": f"{out['evidence']} Not decided: {out['why']}."}
+    return {**out, "primary": primary(d, +1, ACC_MARGIN)}
 
 
 def equal_updates(cells: pd.DataFrame, best: pd.DataFrame, config: dict) -> dict | None:

@@ -1,11 +1,13 @@
-"""Does the optimizer change the batch-size rule? Per optimizer of the grid's optimizer axis:
-its best lr against batch size (the interpolated optima and the fitted exponent, as for the
-grid, batchlab.analysis.fits), set beside the linear and square-root rules; its steps to the target
-and critical batch size; and, against the study's first optimizer, the paired difference of
-the exponents with a verdict on the literature's expectation.
+"""Does the optimizer change the batch-size rule? Per optimizer of the grid's optimizer axis,
+the same fit as the grid's: its lr response per batch size (batchlab.analysis.lr_response), the
+laws its optima follow judged by AICc (batchlab.analysis.lr_law; for Adam's kind also Li et
+al. 2024's surge beside the square-root rule), each seed's exponent of optimum lr against batch
+size; its steps to the target and critical batch size; and, against the study's first
+optimizer, the paired difference of the exponents with a verdict on the literature's
+expectation, decided in the study's family (batchlab.analysis.family).
 
-Seed s of every optimizer starts from the same weights and sees the same data order, so the
-exponents of two optimizers are compared by resampling seeds jointly (a paired bootstrap).
+Seed s of every optimizer starts from the same weights and sees the same data order, so two
+optimizers' exponents are paired by seed.
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ import math
 import pandas as pd
 
 from batchlab.analysis.aggregate import steps_to_target_table
-from batchlab.analysis.fits import N_BOOT, critical_batch, log_b_crit, lr_exponent, lr_optima, peak_slope
+from batchlab.analysis.claims_lr import seed_exponents
+from batchlab.analysis.family import primary
+from batchlab.analysis.fits import critical_batch, log_b_crit
+from batchlab.analysis.lr_law import LAWS, SURGE, lr_law
+from batchlab.analysis.lr_response import response_table
 from batchlab.analysis.rows import shared_seeds, steps_by_seed
-from batchlab.analysis.stats import Paired, decide, decide_same, paired_bootstrap
+from batchlab.analysis.signflip import p_greater, p_less
+from batchlab.analysis.stats import Paired, decide, mean_ci, paired_bootstrap, paired_difference
 from batchlab.study import design, optimizers
 from batchlab.train.settings import LABELS
 
@@ -31,6 +38,7 @@ EXPECTED = {
     "lars": (1.0, "linear scaling of the global lr (You et al. 2017)"),
     "lamb": (0.5, "square-root scaling (You et al. 2019)"),
 }
+ADAPTIVE = {"adam", "adamw", "lamb"}  # per-coordinate steps: the surge law is judged beside the others
 SAME_MARGIN = 0.15  # exponents closer than this follow the same rule (a x2 lr window resolves about that)
 B_CRIT_MARGIN = math.log(1.25)  # critical batch sizes within 25% of each other are alike
 SCALING = "perfect scaling up to larger batches (Shallue et al. 2018; Zhang et al. 2019)"
@@ -46,20 +54,25 @@ def optimizer_grid(cells: pd.DataFrame, config: dict, name: str) -> pd.DataFrame
 
 
 def optimizer_rule(name: str, sub: pd.DataFrame, targets: pd.DataFrame) -> dict:
-    """One optimizer's best lr against batch size, its exponent and critical batch size;
-    `targets`: its steps to the target (batchlab.analysis.aggregate.steps_to_target_table)."""
-    optima = lr_optima(sub)
+    """One optimizer's lr response and laws, each seed's exponent over the batch sizes whose
+    optimum lies inside its window, and its critical batch size; `targets`: its steps to the
+    target (batchlab.analysis.aggregate.steps_to_target_table)."""
+    response, reps = response_table(sub)
+    law = lr_law(response, reps, (*LAWS, SURGE) if name in ADAPTIVE else LAWS)
+    used = sorted(int(b) for b in response.loc[response["window_edge"].isna(), "batch_size"]) if len(response) else []
+    slopes = seed_exponents(sub, used) if len(used) >= 2 else {}
+    e = mean_ci(list(slopes.values()))
     critical = critical_batch(targets, sub) if len(targets) else {}
-    exponent = lr_exponent(sub, optima, critical.get("b_crit")) if len(optima) else {"exponent": math.nan}
-    lo, hi = exponent.get("lo", math.nan), exponent.get("hi", math.nan)
+    lo, hi = e["lo"], e["hi"]
     expected, source = EXPECTED[name]
     agrees = bool(lo <= expected <= hi) if math.isfinite(lo) and math.isfinite(hi) else None
     return {
         "optimizer": name,
         "label": LABELS[name],
-        "optima": optima.to_dict("records"),
-        "exponent": exponent,
-        "consistent_with": [r for r, e in RULES.items() if lo <= e <= hi] if math.isfinite(lo) else [],
+        "optima": response.drop(columns=["curve"]).to_dict("records"),
+        "exponent": {"exponent": e["mean"], "lo": lo, "hi": hi, "batch_sizes": used, "seeds": {str(k): v for k, v in slopes.items()}},
+        "law": law,
+        "consistent_with": [r for r, k in RULES.items() if lo <= k <= hi] if math.isfinite(lo) else [],
         "expected_exponent": expected,
         "literature": source,
         "agrees_with_literature": agrees,  # its expected exponent inside the interval (None: no interval)
@@ -68,13 +81,11 @@ def optimizer_rule(name: str, sub: pd.DataFrame, targets: pd.DataFrame) -> dict:
     }
 
 
-def exponent_gap(a: pd.DataFrame, b: pd.DataFrame, used: list[int], seed: int = 0) -> Paired:
-    """exponent(a) - exponent(b) over the batch sizes `used` (the fit of batchlab.analysis.fits)."""
+def exponent_gap(a: pd.DataFrame, b: pd.DataFrame, used: list[int]) -> Paired:
+    """Each seed's exponent under a minus its exponent under b, over the batch sizes `used`."""
     if len(used) < 2:
         return Paired(math.nan, math.nan, math.nan, 0, ())
-    (seeds_a, slope_a), (seeds_b, slope_b) = peak_slope(a, used), peak_slope(b, used)
-    shared = sorted(set(seeds_a) & set(seeds_b))
-    return paired_bootstrap(shared, lambda pick: slope_a(pick) - slope_b(pick), N_BOOT, seed)
+    return paired_difference(seed_exponents(a, used), seed_exponents(b, used))
 
 
 def b_crit_gap(a: dict[int, pd.Series], b: dict[int, pd.Series], n_boot: int = 300, seed: int = 0) -> Paired:
@@ -101,8 +112,8 @@ def compare_optimizers(cells: pd.DataFrame, config: dict) -> dict | None:
         if name == ref or ref not in rules:
             continue
         used = sorted(set(rule["exponent"].get("batch_sizes") or []) & set(rules[ref]["exponent"].get("batch_sizes") or []))
-        gaps.append({"optimizer": name, "reference": ref, "batch_sizes": used,
-                     "gap": exponent_gap(subs[name], subs[ref], used).as_dict(),
+        gap = exponent_gap(subs[name], subs[ref], used)
+        gaps.append({"optimizer": name, "reference": ref, "batch_sizes": used, "gap": {**gap.as_dict(), "diffs": list(gap.diffs)},
                      "log_b_crit_gap": b_crit_gap(steps[name], steps[ref]).as_dict()})  # fmt: skip
     return {"reference": ref, "rules": list(rules.values()), "gaps": gaps}
 
@@ -131,28 +142,44 @@ def _capital(text: str) -> str:
 
 
 def exponent_verdict(g: dict, mine: dict, theirs: dict) -> dict:
+    """The literature's expectation for two optimizers' exponents, decided in the family on the
+    per-seed differences: "grows more slowly" one-sided (below 0; against: short of -SAME_MARGIN),
+    "the same rule" as an equivalence (for: within ±SAME_MARGIN, two one-sided tests; against:
+    beyond it either way)."""
     d = _paired(g["gap"])
     if mine["expected_exponent"] < theirs["expected_exponent"]:
         claim = f"{_capital(mine['label'])}'s best lr grows more slowly with batch size than {theirs['label']}'s."
-        verdict, why = decide(d, -1, SAME_MARGIN) if math.isfinite(d.lo) else decide_same(d, SAME_MARGIN)
+        test = primary(d, -1, SAME_MARGIN)
+        rule = f"One-sided, per seed: the difference below 0 (supported) or short of -{SAME_MARGIN:g} (not supported)."
     else:
         claim = f"{_capital(mine['label'])}'s best lr follows the same batch-size rule as {theirs['label']}'s."
-        verdict, why = decide_same(d, SAME_MARGIN)
+        diffs = list(d.diffs)
+        within = max(p_greater(diffs, -SAME_MARGIN), p_less(diffs, SAME_MARGIN))
+        beyond = min(1.0, 2 * min(p_greater(diffs, SAME_MARGIN), p_less(diffs, -SAME_MARGIN)))
+        test = {**primary(d, +1, SAME_MARGIN), "p": [within, beyond]}
+        rule = f"Equivalence, per seed: the difference within ±{SAME_MARGIN:g} (supported, two one-sided tests) or beyond it (not supported)."
     text = f"{d.mean:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}]" if math.isfinite(d.lo) else "not fitted"
     return {
         "key": f"optimizer_rule:{mine['optimizer']}",
         "claim": claim,
-        "verdict": verdict,
+        "verdict": "inconclusive",
         "headline": f"exponent {mine['label']} − {theirs['label']}: {text}",
         "difference": g["gap"],
-        "evidence": f"Exponent of the best lr against batch size, each fitted below its own critical batch size:"
-        f" {_exponent_text(mine)} for {mine['label']} (batch sizes {_used(mine)}), {_exponent_text(theirs)} for"
-        f" {theirs['label']} ({_used(theirs)}); over the batch sizes both fit, {g['batch_sizes']}, the paired"
-        f" difference is {text} over {d.n} seeds ({why}). The literature: {mine['label']}, {mine['literature']};"
-        f" {theirs['label']}, {theirs['literature']}.",
-        "test": "A paired bootstrap over seeds of the difference of the two fitted exponents (seed s of each"
-        f" optimizer starts from the same weights); exponents within ±{SAME_MARGIN:g} count as one rule.",
+        "primary": test,
+        "evidence": f"Each seed's exponent of its fitted optimum lr against batch size: {_exponent_text(mine)} for"
+        f" {mine['label']} (batch sizes {_used(mine)}), {_exponent_text(theirs)} for {theirs['label']} ({_used(theirs)});"
+        f" over the batch sizes both fit, {g['batch_sizes']}, the paired difference is {text} over {d.n} seeds. Laws:"
+        f" {_law_text(mine)} for {mine['label']}; {_law_text(theirs)} for {theirs['label']}. The literature:"
+        f" {mine['label']}, {mine['literature']}; {theirs['label']}, {theirs['literature']}.",
+        "test": f"{rule} Seed s of each optimizer starts from the same weights; exponents within ±{SAME_MARGIN:g} count as one rule.",
     }
+
+
+def _law_text(rule: dict) -> str:
+    laws = (rule.get("law") or {}).get("laws") or {}
+    if not laws:
+        return "no law fitted"
+    return f"preferred {rule['law']['preferred']} (" + ", ".join(f"{k} {v.get('weight', math.nan):.2f}" for k, v in laws.items()) + ")"
 
 
 def b_crit_verdict(g: dict, mine: dict, theirs: dict) -> dict:

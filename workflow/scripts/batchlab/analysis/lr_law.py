@@ -4,7 +4,9 @@
   B_noise, flat above it;
 - linear scaling (Goyal et al. 2017): lr_opt = c * b; its small-batch limit;
 - square-root scaling (Krizhevsky 2014; Hoffer et al. 2017): lr_opt = c * sqrt(b);
-- a free power law lr_opt = c * b^k (the exponent the study reported before).
+- a free power law lr_opt = c * b^k (the exponent the study reported before);
+- for Adam-like optimizers also the surge (Li et al. 2024): lr_opt(b) = lr_max / (½ (sqrt(B_noise
+  / b) + sqrt(b / B_noise))), which rises as sqrt(b) below B_noise and falls past it.
 
 Each is fitted by least squares on log lr_opt over the batch sizes whose optimum lies inside its
 window, and judged by the small-sample Akaike criterion (AICc) on those residuals: the weight of
@@ -21,20 +23,33 @@ import numpy as np
 from batchlab.analysis.stats import t_quantile
 
 LAWS = ("saturating", "linear", "square root", "power")
-PARAMETERS = {"saturating": 2, "linear": 1, "square root": 1, "power": 2}
+SURGE = "surge"  # judged beside LAWS for the optimizers that adapt per coordinate (Adam's kind)
+PARAMETERS = {"saturating": 2, "linear": 1, "square root": 1, "power": 2, SURGE: 2}
 
 
-def fit_saturating(batch_sizes, optima) -> dict:
+def saturating_shape(b: np.ndarray, b_noise: np.ndarray) -> np.ndarray:
+    """log(b / (b + B_noise)): rows over B_noise, columns over b."""
+    return np.log(b)[None, :] - np.log(b[None, :] + b_noise[:, None])
+
+
+def surge_shape(b: np.ndarray, b_noise: np.ndarray) -> np.ndarray:
+    """-log(½ (sqrt(B_noise / b) + sqrt(b / B_noise))): 0 at b = B_noise."""
+    ratio = b[None, :] / b_noise[:, None]
+    return -np.log(0.5 * (np.sqrt(1.0 / ratio) + np.sqrt(ratio)))
+
+
+def fit_saturating(batch_sizes, optima, shape=saturating_shape) -> dict:
     """{'lr_max', 'b_noise', 'sse', 'at_search_edge'}: B_noise by a log-spaced search (for each,
-    the best log lr_max is the mean of log lr_opt - log b + log(b + B_noise)), refined."""
+    the best log lr_max is the mean of log lr_opt - shape), refined; `shape` the law's log form
+    without lr_max (the saturating law's, or surge_shape)."""
     b, y = np.asarray(batch_sizes, dtype=float), np.log(np.asarray(optima, dtype=float))
     lo, hi = math.log(b.min() / 100), math.log(b.max() * 100)
     edge = False
     for rnd in range(3):
         grid = np.exp(np.linspace(lo, hi, 300))
-        shape = np.log(b)[None, :] - np.log(b[None, :] + grid[:, None])
-        log_max = (y[None, :] - shape).mean(axis=1)
-        sse = ((y[None, :] - log_max[:, None] - shape) ** 2).sum(axis=1)
+        form = shape(b, grid)
+        log_max = (y[None, :] - form).mean(axis=1)
+        sse = ((y[None, :] - log_max[:, None] - form) ** 2).sum(axis=1)
         k = int(np.argmin(sse))
         if rnd == 0:
             edge = k in (0, len(grid) - 1)
@@ -59,15 +74,18 @@ def aicc(sse: float, n: int, k: int) -> float:
     return n * math.log(sse / n) + 2 * p + 2 * p * (p + 1) / (n - p - 1)
 
 
-def fit_laws(batch_sizes, optima) -> dict[str, dict]:
-    """Every law of LAWS fitted to the optima: {law: parameters + sse + aicc + weight}."""
+def fit_laws(batch_sizes, optima, laws=LAWS) -> dict[str, dict]:
+    """Every law of `laws` (LAWS, and SURGE where asked) fitted to the optima: {law: parameters
+    + sse + aicc + weight}."""
     n = len(batch_sizes)
-    fits = {
-        "saturating": fit_saturating(batch_sizes, optima),
-        "linear": fit_power(batch_sizes, optima, 1.0),
-        "square root": fit_power(batch_sizes, optima, 0.5),
-        "power": fit_power(batch_sizes, optima),
+    every = {
+        "saturating": lambda: fit_saturating(batch_sizes, optima),
+        "linear": lambda: fit_power(batch_sizes, optima, 1.0),
+        "square root": lambda: fit_power(batch_sizes, optima, 0.5),
+        "power": lambda: fit_power(batch_sizes, optima),
+        SURGE: lambda: fit_saturating(batch_sizes, optima, surge_shape),
     }
+    fits = {law: every[law]() for law in laws}
     for law, f in fits.items():
         f["aicc"] = aicc(f["sse"], n, PARAMETERS[law])
     scores = {law: f["aicc"] for law, f in fits.items() if math.isfinite(f["aicc"])}
@@ -79,7 +97,7 @@ def fit_laws(batch_sizes, optima) -> dict[str, dict]:
     return fits
 
 
-def lr_law(table, log_reps: np.ndarray) -> dict:
+def lr_law(table, log_reps: np.ndarray, laws=LAWS) -> dict:
     """The laws fitted to response_table's optima inside their windows, the saturating law's
     parameters with intervals over the bootstrap replicates, and which law the data prefer."""
     inside = [j for j, e in enumerate(table["window_edge"]) if e is None or (isinstance(e, float) and math.isnan(e))]
@@ -89,7 +107,7 @@ def lr_law(table, log_reps: np.ndarray) -> dict:
         out["why_not"] = f"{len(sizes)} batch size(s) with an optimum inside the window; the laws need 3"
         return out
     optima = [float(table["lr_opt"].iloc[j]) for j in inside]
-    laws = fit_laws(sizes, optima)
+    laws = fit_laws(sizes, optima, laws)
     out["laws"] = laws
     weighted = {k: v.get("weight", math.nan) for k, v in laws.items()}
     out["preferred"] = max(weighted, key=lambda k: weighted[k] if math.isfinite(weighted[k]) else -1)

@@ -41,10 +41,19 @@ def _row(rule: dict) -> dict:
         "best lr by batch size (validation)": optima,
         "exponent k, best lr ∝ b^k [95%]": _interval(e.get("exponent"), e.get("lo"), e.get("hi")),
         "rules its interval holds": " and ".join(rule["consistent_with"]) or "neither",
+        "laws, AICc weight": _laws(rule.get("law") or {}),
         "the literature expects": rule["literature"],
         "this study agrees": {True: "yes", False: "no", None: "n/a"}[rule.get("agrees_with_literature")],
         "critical batch size [95%]": _b_crit(bc),
     }
+
+
+def _laws(law: dict) -> str:
+    laws = law.get("laws") or {}
+    if not laws:
+        return f"not fitted ({law.get('why_not', 'too few optima')})"
+    ranked = sorted(laws.items(), key=lambda kv: -kv[1].get("weight", 0.0) if is_finite(kv[1].get("weight")) else 1.0)
+    return ", ".join(f"{k} {v['weight']:.2f}" if is_finite(v.get("weight")) else f"{k} n/a" for k, v in ranked)
 
 
 def _b_crit(bc: dict) -> str:
@@ -123,10 +132,13 @@ def section(study: Inputs) -> Section | None:
     return Section(
         "optimizers",
         "Does the optimizer change the batch-size rule?",
-        "Every optimizer trained the whole grid, each over its own windows of learning rates (chosen on validation,"
-        " interpolated as for the grid). The exponent k of best lr ∝ b^k is fitted below each optimizer's critical"
-        " batch size, with a bootstrap interval over seeds; seed s of every optimizer starts from the same weights,"
-        f" so two optimizers' exponents are compared seed by seed. The first, {rules[0]['label']}, is the study's own.",
+        "Every optimizer trained the whole grid, each over its own windows of learning rates, and gets the grid's own"
+        " fit: its lr response per batch size (the optimum with an interval from seeds resampled through the fit),"
+        " the laws its optima follow judged by AICc weights (saturating, linear, square root, a free power; for"
+        " Adam's kind also Li et al. 2024's surge, whose optimum falls again past B_noise), and each seed's exponent"
+        " k of optimum lr ∝ b^k over the batch sizes whose optimum lies inside its window. Seed s of every optimizer"
+        f" starts from the same weights, so two optimizers' exponents are compared seed by seed. The first,"
+        f" {rules[0]['label']}, is the study's own.",
         charts=figures,
         tables=[html_table(pd.DataFrame([_row(r) for r in rules]))],
         findings=findings,
