@@ -7,7 +7,7 @@ import yaml
 
 from batchlab.cells import Cell, Recipe, Role, format_lr
 from batchlab.config import ConfigError, validate_config
-from batchlab.study import design, roles_table, solution2_pairs
+from batchlab.study import design, rerun_folders, roles_table, solution2_pairs, train_priority
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/params.schema.yaml").read_text())
@@ -113,6 +113,29 @@ def test_the_optimizer_axis_trains_each_optimizer_over_its_own_windows():
 def test_seeds_do_not_change_the_cells():
     one, five = small_config(), small_config(grid={"batch_sizes": [64, 1024], "learning_rates": [0.08, 0.32], "seeds": [0, 1, 2, 3, 4]})
     assert [c.name() for c in design(one)] == [c.name() for c in design(five)]
+
+
+def test_long_runs_and_the_cells_the_checkpoint_reads_train_first():
+    """The scheduler's order: the long runs, and batch 1024's grid cells (the equal-updates
+    checkpoint reads them), before the rest, so the 48-epoch run trains beside the grid."""
+    config = validate_config(PARAMS, SCHEMA)
+    first = {c.name() for c in design(config) if train_priority(config, c.name()) > 0}
+    assert first == {c.name() for c in design(config) if c.recipe.epochs or (c.batch_size == 1024 and c.in_group("grid"))}
+    assert "bs1_lr0.02_e10" in first and "bs1024_lr0.64" in first and "bs64_lr0.16" not in first
+    assert train_priority(config, "bs1024_lr0.64_e48") == 1
+    off = validate_config({**PARAMS, "equal_updates": {"enabled": False}}, SCHEMA)
+    assert train_priority(off, "bs1024_lr0.64") == 0
+
+
+def test_a_rerun_that_is_not_there_is_named_with_what_to_do(tmp_path):
+    (tmp_path / "studies" / "seeds-10-19").mkdir(parents=True)
+    for name in ("analysis.json", "best_lr.csv"):
+        (tmp_path / "studies" / "seeds-10-19" / name).write_text("{}")
+    config = {"report": {"reruns": ["studies/seeds-10-19", "studies/init-jitter"]}}
+    with pytest.raises(ConfigError, match=r"report.reruns lists studies/init-jitter, which has no analysis.json or best_lr.csv.*OPT_CONFIG=config/init-jitter.yaml"):
+        rerun_folders(config, tmp_path)
+    assert rerun_folders({"report": {"reruns": ["studies/seeds-10-19"]}}, tmp_path) == ["studies/seeds-10-19"]
+    assert rerun_folders({"report": {}}, tmp_path) == []
 
 
 def test_the_full_study_config_is_valid_and_as_documented():

@@ -55,6 +55,11 @@ wildcard_constraints:
     recipe=cells.WILDCARDS["recipe"],
 
 
+def train_priority(wildcards):
+    """Long runs and the cells the equal-updates checkpoint reads train first."""
+    return study.train_priority(config, CELL.format(**wildcards))
+
+
 def cell_optimizer_settings(wildcards):
     """The settings of a cell's own optimizer: changing another optimizer's retrains nothing."""
     optimizer = cells.Recipe.parse(wildcards.recipe).optimizer

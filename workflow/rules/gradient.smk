@@ -26,4 +26,8 @@ rule gradient_probe:
 
 def gradient_tables():
     """The gradient probe's table where the study runs it (an input of aggregate), else none."""
-    return [rules.gradient_probe.output.table] if config["gradient_probe"]["enabled"] else []
+    return (
+        [rules.gradient_probe.output.table]
+        if config["gradient_probe"]["enabled"]
+        else []
+    )

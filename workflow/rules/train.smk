@@ -16,6 +16,8 @@ rule train:
         "../../envs/batchlab.yaml"
     # train.threads is a runtime knob: not in the job's params (batchlab.study.train_params)
     threads: config["train"]["threads"]
+    # long runs, and the cells the equal-updates checkpoint reads, first
+    priority: train_priority
     resources:
         gpu=TRAIN_GPUS,
     params:
