@@ -7,7 +7,14 @@ import yaml
 
 from batchlab.cells import Cell, Recipe, Role, format_lr
 from batchlab.config import ConfigError, validate_config
-from batchlab.study import design, rerun_folders, roles_table, solution2_pairs, train_priority
+from batchlab.study import (
+    design,
+    gradient_reference,
+    rerun_folders,
+    roles_table,
+    solution2_pairs,
+    train_priority,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/params.schema.yaml").read_text())
@@ -125,6 +132,13 @@ def test_long_runs_and_the_cells_the_checkpoint_reads_train_first():
     assert train_priority(config, "bs1024_lr0.64_e48") == 1
     off = validate_config({**PARAMS, "equal_updates": {"enabled": False}}, SCHEMA)
     assert train_priority(off, "bs1024_lr0.64") == 0
+
+
+def test_the_gradient_probe_trains_like_the_studys_cells():
+    config = validate_config({**PARAMS, "train": {**PARAMS["train"], "init_jitter": 1e-7}}, SCHEMA)
+    ref = gradient_reference(config)
+    assert ref["init_jitter"] == 1e-7 and ref["seeds"] == tuple(config["grid"]["seeds"])
+    assert ref["validation_size"] == config["train"]["validation_size"] and ref["model"] == config["train"]["model"]
 
 
 def test_a_rerun_that_is_not_there_is_named_with_what_to_do(tmp_path):

@@ -285,6 +285,7 @@ def gradient_reference(config: dict) -> dict:
         "batch_sizes": tuple(probe["batch_sizes"]),
         "validation_size": train["validation_size"],
         "model": train["model"],
+        "init_jitter": train.get("init_jitter", 0.0),
     }
 
 

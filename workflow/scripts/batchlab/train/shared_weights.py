@@ -46,6 +46,7 @@ class Reference:
     batch_sizes: tuple[int, ...]  # measured at each checkpoint
     validation_size: int = 10000
     model: str = "mlp"
+    init_jitter: float = 0.0  # as the study's cells (train.init_jitter): a rerun under other rounding
 
 
 def pairs_for(batch_size: int) -> int:
@@ -84,7 +85,8 @@ def probe(ref: Reference, data_path: str, device: torch.device, log=print) -> pd
     data = to_device(load_prepared(data_path), input_shape(ref.model), device, ref.validation_size)
     cfg = CellConfig(
         batch_size=ref.batch_size, lr=ref.lr, seeds=ref.seeds, epochs=ref.epochs, model=ref.model,
-        validation_size=ref.validation_size, probe_every_samples=0, sharpness_iterations=0, track_subset=0,
+        validation_size=ref.validation_size, init_jitter=ref.init_jitter, probe_every_samples=0, sharpness_iterations=0,
+        track_subset=0,
     )  # fmt: skip
     rows, t0 = [], time.perf_counter()
 
