@@ -174,3 +174,12 @@ def name_failed_jobs(log):
     message = summary(text, Path.cwd())
     if message:
         print(message, file=sys.stderr)
+
+
+def gradient_tables():
+    """The gradient probe's table where the study runs it (an input of aggregate), else none."""
+    return (
+        [rules.gradient_probe.output.table]
+        if config["gradient_probe"]["enabled"]
+        else []
+    )

@@ -22,12 +22,3 @@ rule gradient_probe:
         device=config["train"]["device"],
     script:
         "../scripts/gradient_probe.py"
-
-
-def gradient_tables():
-    """The gradient probe's table where the study runs it (an input of aggregate), else none."""
-    return (
-        [rules.gradient_probe.output.table]
-        if config["gradient_probe"]["enabled"]
-        else []
-    )

@@ -12,12 +12,12 @@ rule train:
         f"logs/train/{CELL}.log",
     benchmark:
         f"results/benchmarks/train/{CELL}.tsv"
+    # long runs, and the cells the equal-updates checkpoint reads, first
+    priority: train_priority
     conda:
         "../../envs/batchlab.yaml"
     # train.threads is a runtime knob: not in the job's params (batchlab.study.train_params)
     threads: config["train"]["threads"]
-    # long runs, and the cells the equal-updates checkpoint reads, first
-    priority: train_priority
     resources:
         gpu=TRAIN_GPUS,
     params:
