@@ -38,6 +38,9 @@ def at_levels(track, probes: pd.DataFrame) -> dict:
     steps = np.asarray([s for s, _ in track or []], dtype=float)
     loss = np.asarray([v for _, v in track or []], dtype=float)
     have = {"step", "val_acc"} <= set(probes.columns) and len(probes) > 0
+    if have:
+        p = probes.sort_values("step")
+        probe_steps, probe_acc = p["step"].astype(float), p["val_acc"].astype(float)
     out = {}
     for level in LEVELS:
         hits = np.flatnonzero(loss <= level)
@@ -47,8 +50,7 @@ def at_levels(track, probes: pd.DataFrame) -> dict:
             start = min(max(0, i - WINDOW // 2), loss.size - WINDOW)
             osc = oscillation(np.log(loss[start : start + WINDOW]))
             if have:
-                p = probes.sort_values("step")
-                acc = float(np.interp(steps[i], p["step"].astype(float), p["val_acc"].astype(float)))
+                acc = float(np.interp(steps[i], probe_steps, probe_acc))
         out[column("osc", level)] = osc
         out[column("val_acc", level)] = acc
     return out

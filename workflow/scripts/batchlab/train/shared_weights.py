@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from batchlab.data.tensors import load_prepared, to_device
 from batchlab.io import write_parquet
@@ -25,6 +24,7 @@ from batchlab.train.cell_config import CellConfig
 from batchlab.train.devices import cuda_available, resolve_device
 from batchlab.train.ensemble import Ensemble
 from batchlab.train.loop import train_cell
+from batchlab.train.measure import _loss_gradient
 from batchlab.train.models import input_shape
 
 COLUMNS = ["seed", "epoch", "step", "batch_size", "pairs", "cosine", "g_sq"]
@@ -65,19 +65,13 @@ def measure(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
         cos, sq = [], []
         for _ in range(pairs_for(b)):
             idx = torch.randperm(x.shape[0], generator=gen)[: 2 * b].to(x.device)
-            ga, gb = (gradient(model, x[i], y[i], params) for i in (idx[:b], idx[b:]))
+            with torch.enable_grad():
+                ga, gb = (_loss_gradient(model, x[i], y[i], params) for i in (idx[:b], idx[b:]))
             cos.append(ga.dot(gb) / (ga.norm() * gb.norm()).clamp_min(1e-300))
             sq.append((ga.dot(ga) + gb.dot(gb)) / 2)
         host = torch.stack([torch.stack(cos).mean(), torch.stack(sq).mean()]).cpu()
         rows.append({"batch_size": int(b), "pairs": len(cos), "cosine": float(host[0]), "g_sq": float(host[1])})
     return rows
-
-
-def gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params) -> torch.Tensor:
-    """The mean cross-entropy's gradient on (x, y), flattened, in float64."""
-    with torch.enable_grad():
-        grads = torch.autograd.grad(F.cross_entropy(model(x), y), params)
-    return torch.cat([g.reshape(-1) for g in grads]).double()
 
 
 def probe(ref: Reference, data_path: str, device: torch.device, log=print) -> pd.DataFrame:
