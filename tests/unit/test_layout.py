@@ -169,6 +169,13 @@ def test_the_schema_names_the_registrys_optimizers_and_their_settings():
     assert tuple(props["remedies"]["properties"]["optimizers"]["items"]["enum"]) == LAYER_WISE
 
 
+def test_the_schema_names_the_packages_models():
+    from batchlab.train.models import MODELS
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/params.schema.yaml").read_text())
+    assert tuple(schema["properties"]["train"]["properties"]["model"]["enum"]) == MODELS
+
+
 def test_the_tables_and_the_reports_inputs_follow_the_summary_registry():
     from dataclasses import fields
 

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from batchlab.train.cell_config import CellConfig, lr_schedule, make_config
+from batchlab.train.cell_config import CellConfig, make_config
 from batchlab.train.optimizers import build_optimizer
+from batchlab.train.plan import lr_schedule
 from batchlab.train.settings import OPTIMIZERS
 from batchlab.train.settings import OptimizerSettings as Settings
 

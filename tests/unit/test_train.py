@@ -12,11 +12,12 @@ import torch
 import batchlab.train.ensemble as ensemble_module
 import batchlab.train.loop as train_module
 from batchlab.data.tensors import DeviceData, to_device
-from batchlab.train.cell_config import CellConfig, CellError, iterations_per_epoch, make_config, seed_groups
+from batchlab.train.cell_config import CellConfig, CellError, make_config, seed_groups
 from batchlab.train.checkpoint import load_checkpoint, save_checkpoint
 from batchlab.train.fates import first_bad_step, is_collapsed
 from batchlab.train.loop import train_cell
 from batchlab.train.models import build_model, input_shape
+from batchlab.train.plan import iterations_per_epoch
 
 CPU = torch.device("cpu")
 QUIET = {"probe_every_samples": 0, "sharpness_iterations": 0}
@@ -485,12 +486,12 @@ def test_the_naive_solution2_fails_in_pytorch():
 
 
 def test_linear_warmup_schedule():
-    from batchlab.train.cell_config import lr_schedule, warmup_steps
+    from batchlab.train.plan import lr_schedule, warmup_steps
 
     lr_at = lr_schedule(0.8, 4)
     assert [lr_at(t) for t in range(6)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 0.8, 0.8])
     assert lr_schedule(0.8, 0)(0) == 0.8
-    assert warmup_steps(CellConfig(batch_size=64, lr=1, warmup_epochs=0.5), 938) == 469
+    assert warmup_steps(0.5, 938) == 469
 
 
 def test_warmup_changes_early_steps_only_through_the_lr():

@@ -39,21 +39,39 @@ def cell_name(batch_size: int, lr: float | str, recipe: str = "") -> str:
 class Recipe:
     """How a cell's training deviates from `train`: _<optimizer> an optimizer other than plain
     SGD (its settings from the config group `optimizers`: one way to say "momentum 0.9" is
-    _momentum with optimizers.momentum.momentum = 0.9), _w{E} a linear lr warm-up over E
-    epochs, _k{K} Solution 2 with K slices per batch, _e{E} E epochs instead of train.epochs
-    (the equal-updates runs)."""
+    _momentum with optimizers.momentum.momentum = 0.9), _bn the BatchNorm variant of
+    train.model, _w{E} a linear lr warm-up over E epochs, _k{K} Solution 2 with K slices per
+    batch, _a{M} gradient accumulation over micro-batches of M images, _g{G} ghost BatchNorm
+    over virtual batches of G images, _r{B0}[d{K}][s] a batch-size ramp from B0 doubling
+    every K epochs (1 if left out), the lr held or (s) scaled with the batch, _e{E} E epochs
+    instead of train.epochs (the equal-updates runs)."""
 
     optimizer: str = "sgd"
+    bn: bool = False
     warmup_epochs: float = 0.0
     splits: int = 1
+    micro_batch: int = 0
+    ghost_batch: int = 0
+    ramp_from: int = 0
+    ramp_every: int = 1
+    ramp_scaled: bool = False
     epochs: int | None = None  # None: train.epochs
 
     def suffix(self) -> str:
         out = f"_{self.optimizer}" if self.optimizer != "sgd" else ""
+        if self.bn:
+            out += "_bn"
         if self.warmup_epochs:
             out += f"_w{format_lr(self.warmup_epochs)}"
         if self.splits > 1:
             out += f"_k{int(self.splits)}"
+        if self.micro_batch:
+            out += f"_a{int(self.micro_batch)}"
+        if self.ghost_batch:
+            out += f"_g{int(self.ghost_batch)}"
+        if self.ramp_from:
+            out += f"_r{int(self.ramp_from)}" + (f"d{int(self.ramp_every)}" if self.ramp_every != 1 else "")
+            out += "s" if self.ramp_scaled else ""
         if self.epochs is not None:
             out += f"_e{int(self.epochs)}"
         return out
@@ -64,12 +82,19 @@ class Recipe:
         if match is None:
             raise ConfigError(
                 f"cell recipe {text!r} is not understood; it is made of _<optimizer> ({', '.join(OPTIMIZERS[1:])}),"
-                " _w<epochs>, _k<slices>, _e<epochs>"
+                " _bn, _w<epochs>, _k<slices>, _a<micro-batch>, _g<virtual batch>, _r<first batch>[d<epochs>][s],"
+                " _e<epochs>, in this order"
             )
         return cls(
             optimizer=match["o"] or "sgd",
+            bn=bool(match["bn"]),
             warmup_epochs=float(match["w"]) if match["w"] else 0.0,
             splits=int(match["k"]) if match["k"] else 1,
+            micro_batch=int(match["a"]) if match["a"] else 0,
+            ghost_batch=int(match["g"]) if match["g"] else 0,
+            ramp_from=int(match["r"]) if match["r"] else 0,
+            ramp_every=int(match["rd"]) if match["rd"] else 1,
+            ramp_scaled=bool(match["rs"]),
             epochs=int(match["e"]) if match["e"] else None,
         )
 
@@ -77,7 +102,10 @@ class Recipe:
 NUMBER = r"[0-9]+(?:\.[0-9]+)?"
 # every optimizer but plain SGD (the unnamed default), the longer names first
 NAMED = "|".join(sorted(OPTIMIZERS[1:], key=len, reverse=True))
-RECIPE_PATTERN = re.compile(rf"(?:_(?P<o>{NAMED}))?(?:_w(?P<w>{NUMBER}))?(?:_k(?P<k>[0-9]+))?(?:_e(?P<e>[1-9][0-9]*))?")
+RECIPE_PATTERN = re.compile(
+    rf"(?:_(?P<o>{NAMED}))?(?P<bn>_bn)?(?:_w(?P<w>{NUMBER}))?(?:_k(?P<k>[0-9]+))?(?:_a(?P<a>[1-9][0-9]*))?"
+    r"(?:_g(?P<g>[1-9][0-9]*))?(?:_r(?P<r>[1-9][0-9]*)(?:d(?P<rd>[1-9][0-9]*))?(?P<rs>s)?)?(?:_e(?P<e>[1-9][0-9]*))?"
+)
 # Snakemake's wildcard constraints, from the same patterns
 WILDCARDS = {"bs": "[1-9][0-9]*", "lr": NUMBER, "recipe": re.sub(r"\?P<\w+>", "?:", RECIPE_PATTERN.pattern)}
 NAME_PATTERN = re.compile(TEMPLATE.format(**{k: f"(?P<{k}>{v if k != 'recipe' else '.*'})" for k, v in WILDCARDS.items()}))

@@ -131,6 +131,8 @@ def summarize_cell(
         "measure_share": _num(share),
         "device": metrics.get("device"),
         "ensemble_size": metrics.get("ensemble_size"),
+        # the training job's, shared by the seeds trained in it (batchlab.train.job.memory_mb)
+        "peak_memory_mb": _num(metrics.get("peak_memory_mb")),
     }
 
 

@@ -13,7 +13,7 @@ from batchlab import study
 from batchlab.analysis.stats import seed_interval
 from batchlab.cells import Cell, job_fields
 from batchlab.config import MNIST_TRAIN, fill_defaults, validate_config
-from batchlab.train.cell_config import iterations_per_epoch
+from batchlab.train.plan import iterations_per_epoch
 
 # the targets on one H200
 TARGETS = {"step_us_bs1_s5_graphs": 50.0, "study_wall_s": 120.0, "full_projection_min": 60.0}

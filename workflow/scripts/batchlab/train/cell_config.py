@@ -1,14 +1,16 @@
 """What defines the training of a cell's seeds (CellConfig), checked, and the choices that
-follow from it: the step, the lr schedule, which seeds train together."""
+follow from it: the step, which seeds train together (its run step by step:
+batchlab.train.plan)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 
 from batchlab import BatchlabError
 from batchlab.train.ensemble import PER_SEED
+from batchlab.train.models import MODELS, has_batch_norm
+from batchlab.train.plan import SCHEDULES, EpochPlan
 from batchlab.train.settings import BY_NAME, OPTIMIZERS, OptimizerSettings
 
 SETTING_FIELDS = tuple(f.name for f in fields(OptimizerSettings) if f.name != "name")
@@ -30,6 +32,14 @@ class CellConfig:
     fused: bool = True  # the fused plain-SGD step for the mlp, where it applies
     warmup_epochs: float = 0.0  # linear warm-up of the lr from lr/steps to lr over these epochs
     splits: int = 1  # "Solution 2": k updates per forward pass, each from 1/k of the batch
+    micro_batch: int = 0  # gradient accumulation over micro-batches of this many images (0: off)
+    ghost_batch: int = 0  # BatchNorm over virtual batches of this many images (0: the whole batch)
+    # a batch-size ramp (Smith et al. 2018): the first epoch's batch size, doubled every
+    # ramp_every epochs up to batch_size (0: batch_size throughout), the lr held or, with
+    # ramp_scaled, scaled with the batch (lr x b / batch_size)
+    ramp_from: int = 0
+    ramp_every: int = 1
+    ramp_scaled: bool = False
     validation_size: int = 0  # training images held out for selection (0: select on the test set)
     probe_every_samples: int = 20000  # validation accuracy + gradient noise every this many samples
     probe_val_size: int = 2000  # validation images of the probes between epoch ends (0: all)
@@ -51,6 +61,10 @@ class CellConfig:
     # a seed's run is the same to the bit in any group, so it is not part of a seed's record
     group_size: int = 0
 
+    def plan(self, n_train: int) -> EpochPlan:
+        """Each epoch's batch size and iterations over n_train training images."""
+        return EpochPlan.of(n_train, self.epochs, self.batch_size, self.ramp_from, self.ramp_every)
+
     def of_seed(self, seed: int) -> dict:
         """What defines one seed's run, flat: this config with that seed alone, the optimizer by
         its name beside its settings (the records' and the seed store's keys)."""
@@ -65,11 +79,6 @@ def make_config(optimizer: str = "sgd", **given) -> CellConfig:
     does not read are dropped, so they keep their defaults."""
     settings = {k: given.pop(k) for k in SETTING_FIELDS if k in given}
     return CellConfig(optimizer=OptimizerSettings.of(optimizer, settings), **given)
-
-
-def iterations_per_epoch(n_train: int, batch_size: int) -> int:
-    """ceil(N / b): every image is seen once per epoch, the last batch may be smaller."""
-    return -(-n_train // batch_size)
 
 
 class CellError(BatchlabError):
@@ -104,15 +113,46 @@ def check_cell(cfg: CellConfig) -> None:
         raise CellError("eps and the trust coefficient must be positive, the weight decay at least 0")
     if cfg.schedule not in SCHEDULES:
         raise CellError(f"unknown lr schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-
-
     if not (0 <= cfg.init_jitter < 0.01):
         raise CellError(f"init_jitter must be in [0, 0.01), got {cfg.init_jitter:g}")
     if cfg.group_size == 1 or cfg.group_size < 0:
         raise CellError(f"seeds train together in groups of 2 or more (0: all at once), got {cfg.group_size}")
+    check_batch_parts(cfg)
+    check_ramp(cfg)
+
+
+def check_ramp(cfg: CellConfig) -> None:
+    if cfg.ramp_from and not (1 <= cfg.ramp_from < cfg.batch_size):
+        raise CellError(f"a batch-size ramp starts at 1 to {cfg.batch_size - 1} images (0: no ramp), got {cfg.ramp_from}")
+    if cfg.ramp_every < 1:
+        raise CellError(f"a batch-size ramp doubles every 1 or more epochs, got {cfg.ramp_every}")
+    if cfg.ramp_from and (cfg.micro_batch or cfg.splits > 1):
+        raise CellError("a batch-size ramp cannot be combined with gradient accumulation or Solution 2: choose one")
+    if cfg.ramp_from == 1 and has_batch_norm(cfg.model):
+        raise CellError("BatchNorm cannot normalize a batch of one image: start the ramp at 2 or more")
+
+
+def check_batch_parts(cfg: CellConfig) -> None:
+    """The model, and the parts a batch is cut into: micro-batches, BatchNorm's virtual batches."""
+    if cfg.model not in MODELS:
+        raise CellError(f"unknown model {cfg.model!r}; choose one of {', '.join(MODELS)}")
+    least = 2 if has_batch_norm(cfg.model) else 1  # BatchNorm cannot normalize one image
+    if cfg.micro_batch and not (least <= cfg.micro_batch < cfg.batch_size):
+        raise CellError(f"micro-batches must hold {least} to {cfg.batch_size - 1} images (0: off), got {cfg.micro_batch}")
+    if cfg.micro_batch and cfg.splits > 1:
+        raise CellError("gradient accumulation and Solution 2 cannot be combined: choose one")
+    if cfg.ghost_batch and not has_batch_norm(cfg.model):
+        raise CellError(f"ghost BatchNorm needs a BatchNorm model (mlp_bn, cnn_bn), not {cfg.model!r}")
+    if cfg.ghost_batch and not (2 <= cfg.ghost_batch < cfg.batch_size):
+        raise CellError(f"virtual batches must hold 2 to {cfg.batch_size - 1} images (0: the whole batch), got {cfg.ghost_batch}")
+    if has_batch_norm(cfg.model) and cfg.batch_size < 2:
+        raise CellError("BatchNorm cannot normalize a batch of one image: use a batch size of 2 or more")
+
+
 def uses_fused_step(cfg: CellConfig) -> bool:
     """The fused step computes exactly plain SGD on the mlp: no momentum, no weight decay."""
-    return cfg.fused and cfg.model == "mlp" and cfg.optimizer.name == "sgd" and cfg.optimizer.weight_decay == 0 and cfg.splits == 1
+    plain = cfg.splits == 1 and cfg.micro_batch == 0 and cfg.ramp_from == 0
+    return cfg.fused and cfg.model == "mlp" and cfg.optimizer.name == "sgd" and cfg.optimizer.weight_decay == 0 and plain
 
 
 def step_implementation(cfg: CellConfig) -> str:
@@ -120,37 +160,18 @@ def step_implementation(cfg: CellConfig) -> str:
         how = f"Solution 2: one forward pass, {cfg.splits} {BY_NAME[cfg.optimizer.name].description} updates"
     else:
         how = "fused plain SGD" if uses_fused_step(cfg) else f"eager autograd + {BY_NAME[cfg.optimizer.name].description}"
+    if cfg.micro_batch:
+        how += f", the gradient accumulated over micro-batches of {cfg.micro_batch}"
+    if cfg.ghost_batch:
+        how += f", ghost BatchNorm over virtual batches of {cfg.ghost_batch}"
+    if cfg.ramp_from:
+        lr = "scaled with it" if cfg.ramp_scaled else "held"
+        how += f", the batch ramped from {cfg.ramp_from} to {cfg.batch_size} (x2 every {cfg.ramp_every} epoch(s), the lr {lr})"
     groups = seed_groups(cfg)
     together = "one after another" if cfg.model in PER_SEED else "stacked"
     if cfg.model not in PER_SEED and len(groups) > 1:
         together += f" in {len(groups)} groups"
     return f"{how}, {len(cfg.seeds)} seed(s) {together}"
-
-
-def warmup_steps(cfg: CellConfig, iters_per_epoch: int) -> int:
-    return round(cfg.warmup_epochs * iters_per_epoch)
-
-
-SCHEDULES = ("constant", "linear", "cosine")
-
-
-def lr_schedule(lr: float, warmup: int, total: int = 0, kind: str = "constant") -> Callable[[int], float]:
-    """lr at 0-based iteration t of `total`: a linear warm-up lr*(t+1)/warmup over the first
-    `warmup` iterations, then lr held (constant), decayed linearly to zero at the end (linear,
-    as Shallue et al. 2018), or along half a cosine to zero (cosine)."""
-    if kind not in SCHEDULES:
-        raise CellError(f"unknown lr schedule {kind!r}; choose one of {', '.join(SCHEDULES)}")
-    decay = max(total - warmup, 1)
-
-    def at(t: int) -> float:
-        if t < warmup:
-            return lr * (t + 1) / warmup
-        if kind == "constant":
-            return lr
-        done = min((t - warmup) / decay, 1.0)
-        return lr * (1.0 - done if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * done)))
-
-    return at
 
 
 def seed_groups(cfg: CellConfig) -> list[tuple[int, ...]]:

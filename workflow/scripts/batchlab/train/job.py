@@ -8,6 +8,7 @@ checkpoint), store them, write the outputs. Outputs hold every seed, with a `see
 from __future__ import annotations
 
 import os
+import resource
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -22,7 +23,7 @@ from batchlab.cli import process_age_s, run_step
 from batchlab.closure import source_hash, trainer_code
 from batchlab.data.tensors import load_prepared, to_device
 from batchlab.io import write_json, write_parquet
-from batchlab.train.cell_config import CellConfig, check_cell, iterations_per_epoch, make_config, seed_groups
+from batchlab.train.cell_config import CellConfig, check_cell, make_config, seed_groups
 from batchlab.train.checkpoint import load_checkpoint, save_checkpoint
 from batchlab.train.devices import (
     claim_gpu,
@@ -33,7 +34,7 @@ from batchlab.train.devices import (
     resolve_device,
 )
 from batchlab.train.loop import train_cell
-from batchlab.train.models import input_shape
+from batchlab.train.models import BN_VARIANT, input_shape
 from batchlab.train.probes import PROBE_COLUMNS
 from batchlab.train.records import EPOCH_COLUMNS, SeedResult
 from batchlab.train.seed_store import SeedStore, file_hash, seed_key
@@ -47,7 +48,7 @@ class Job:
     batch_size: int
     lr: float
     recipe: str  # its recipe's suffix, e.g. _momentum_k8 ("" for plain training)
-    recipe_fields: dict  # the recipe parsed (batchlab.cells.job_fields): optimizer, warmup_epochs, splits, epochs
+    recipe_fields: dict  # the recipe parsed (batchlab.cells.job_fields): optimizer, bn, warmup_epochs, ...
     seeds: tuple[int, ...]
     train: dict  # the config group `train`
     measure: dict  # the config group `measure`
@@ -75,7 +76,7 @@ def cell_config(job: Job) -> CellConfig:
         lr=job.lr,
         seeds=tuple(sorted(job.seeds)),
         epochs=recipe["epochs"] or train["epochs"],
-        model=train["model"],
+        model=BN_VARIANT[train["model"]] if recipe["bn"] else train["model"],
         optimizer=recipe["optimizer"],
         **job.optimizer,
         schedule=train.get("schedule", "constant"),
@@ -83,6 +84,11 @@ def cell_config(job: Job) -> CellConfig:
         validation_size=train.get("validation_size", 0),
         warmup_epochs=recipe["warmup_epochs"],
         splits=recipe["splits"],
+        micro_batch=recipe["micro_batch"],
+        ghost_batch=recipe["ghost_batch"],
+        ramp_from=recipe["ramp_from"],
+        ramp_every=recipe["ramp_every"],
+        ramp_scaled=recipe["ramp_scaled"],
         init_jitter=train.get("init_jitter", 0.0),
         group_size=group_size(train.get("seeds_together") or {}, job.batch_size),
         **job.measure,
@@ -153,8 +159,20 @@ def main(job: Job, log) -> None:
     Path(job.checkpoint).unlink(missing_ok=True)  # finished: the outputs are the record
 
 
+def memory_mb(device: torch.device, peak: bool = True) -> float:
+    """On CUDA the memory held by tensors (now, or its peak); on the CPU the process's peak
+    resident set (getrusage), which only grows: read before and after training, the difference
+    is what training added to the job's peak."""
+    if device.type == "cuda":
+        return (torch.cuda.max_memory_allocated(device) if peak else torch.cuda.memory_allocated(device)) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def train_seeds(cfg: CellConfig, data, device, job: Job, log, graphs: bool = True) -> tuple[dict, dict]:
     resume = load_checkpoint(job.checkpoint, cfg, log)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    before = memory_mb(device, peak=False)
     t0 = time.monotonic()
     result = train_cell(
         cfg,
@@ -167,6 +185,7 @@ def train_seeds(cfg: CellConfig, data, device, job: Job, log, graphs: bool = Tru
     )
     if result.first_step_seconds is not None:
         log(f"first step {result.first_step_seconds:.3f} s (the steps after it: see the epoch lines)")
+    log(f"peak memory {memory_mb(device):.0f} MiB ({before:.0f} MiB before training)")
     extra = {
         "ensemble_size": max(len(group) for group in seed_groups(cfg)),  # seeds trained together
         "step_implementation": result.step_implementation,
@@ -174,6 +193,8 @@ def train_seeds(cfg: CellConfig, data, device, job: Job, log, graphs: bool = Tru
         "first_step_seconds": result.first_step_seconds,
         "train_and_eval_seconds": time.monotonic() - t0,
         "resumed_from_epoch": result.resumed_from_epoch,
+        "memory_before_training_mb": before,
+        "peak_memory_mb": memory_mb(device),
         "device": str(device),
         "threads": job.threads,
     }
@@ -181,11 +202,12 @@ def train_seeds(cfg: CellConfig, data, device, job: Job, log, graphs: bool = Tru
 
 
 def write_outputs(job, cfg, n_train, device, seeds: list[SeedResult], extras: dict, startup: dict):
-    ipe = iterations_per_epoch(n_train, cfg.batch_size)
+    plan = cfg.plan(n_train)
+    ends = np.cumsum(plan.iters)  # the last step of each epoch
     losses = []
     for s in seeds:
         steps = np.arange(len(s.losses))
-        epoch = np.minimum(steps // ipe + 1, cfg.epochs).astype(np.int32)
+        epoch = np.minimum(np.searchsorted(ends, steps, side="right") + 1, cfg.epochs).astype(np.int32)
         losses.append(pd.DataFrame({"seed": s.seed, "step": steps + 1, "epoch": epoch, "loss": s.losses}))
     write_parquet(job.outputs["losses"], pd.concat(losses, ignore_index=True))
     epochs = [row for s in seeds for row in s.epochs]
@@ -201,7 +223,8 @@ def write_outputs(job, cfg, n_train, device, seeds: list[SeedResult], extras: di
             "cell": job.cell,
             "recipe": job.recipe,
             "seeds": [{**s.summary(cfg.splits), **extras[s.seed]} for s in seeds],
-            "iterations_per_epoch": ipe,
+            "iterations_per_epoch": plan.iters[-1],  # the last epoch's (a ramp's grow)
+            "epoch_batch_sizes": list(plan.batch_sizes),
             "n_train": n_train,
             "selection_set": "test" if cfg.validation_size == 0 else "validation",
             "device": str(device),

@@ -26,20 +26,19 @@ from batchlab.data.tensors import DeviceData
 from batchlab.train.batches import Batches
 from batchlab.train.cell_config import (
     CellConfig,
+    CellError,
     check_cell,
-    iterations_per_epoch,
-    lr_schedule,
     seed_groups,
     step_implementation,
     uses_fused_step,
-    warmup_steps,
 )
 from batchlab.train.devices import strict_fp32
 from batchlab.train.ensemble import Ensemble, evaluate
 from batchlab.train.fates import collapse_reason, first_bad_step, is_collapsed, subset_collapse_reason
 from batchlab.train.graphs import graphed, step_note
 from batchlab.train.optimizers import build_optimizer
-from batchlab.train.probes import Probes, early_probe_steps, final_sharpness, probe_interval
+from batchlab.train.plan import EpochPlan, lr_schedule, warmup_steps
+from batchlab.train.probes import Probes, early_probe_steps, final_sharpness
 from batchlab.train.records import CellResult, SeedResult, TrainState
 from batchlab.train.run import Run
 from batchlab.train.steps import autograd_step, fused_mlp_sgd
@@ -96,6 +95,14 @@ def setup(cfg, data, device, resume: TrainState | None, log, cuda_graphs: bool =
         strict_fp32()
     seeds = list(cfg.seeds)
     ens = Ensemble.initialize(cfg.model, seeds, device, cfg.init_jitter)
+    ens.ghost = cfg.ghost_batch
+    plan = cfg.plan(data.n_train)
+    for b in set(plan.batch_sizes) if ens.buffers else ():
+        if data.n_train % b == 1:
+            raise CellError(
+                f"an epoch of {data.n_train} images in batches of {b} ends with a batch of one image,"
+                " which BatchNorm cannot normalize: choose another batch size"
+            )
     threshold = cfg.divergence_loss
     alive = torch.ones(len(seeds), dtype=torch.bool, device=device)
     # a group of one seed rewinds a window in which it diverged (see train_epoch) instead of
@@ -106,9 +113,8 @@ def setup(cfg, data, device, resume: TrainState | None, log, cuda_graphs: bool =
         optimizer, step_fn = None, fused_mlp_sgd(ens, alive, threshold, cfg.batch_size, masked, defer=not graphs)
     else:
         optimizer = build_optimizer(ens.tensors(), cfg.optimizer)
-        step_fn = autograd_step(ens, optimizer, alive, threshold, cfg.splits, masked)
+        step_fn = autograd_step(ens, optimizer, alive, threshold, cfg.splits, masked, cfg.micro_batch)
     step_fn = graphed(step_fn, device, cuda_graphs, log)
-    iters = iterations_per_epoch(data.n_train, cfg.batch_size)
     run = Run(
         cfg=cfg,
         data=data,
@@ -120,29 +126,36 @@ def setup(cfg, data, device, resume: TrainState | None, log, cuda_graphs: bool =
         generators=[torch.Generator().manual_seed(s) for s in seeds],  # CPU: same order everywhere
         probes=Probes(cfg, data, ens, resume.probe_generators if resume else None),
         seeds=[SeedResult(s, np.zeros(0, np.float32), [], []) for s in seeds],
-        iters=iters,
-        lr_at=lr_schedule(cfg.lr, warmup_steps(cfg, iters), cfg.epochs * iters, cfg.schedule),
+        plan=plan,
+        lr_at=ramped_lr(cfg, plan, lr_schedule(cfg.lr, warmup_steps(cfg.warmup_epochs, plan.iters[0]), plan.total, cfg.schedule)),
         log=log,
-        probe_every=probe_interval(cfg.probe_every_samples, cfg.batch_size),
-        track_every=probe_interval(cfg.track_every_samples, cfg.batch_size) if cfg.track_subset > 0 else 0,
-        early_probes=frozenset(early_probe_steps(cfg.probe_every_samples, cfg.batch_size)),
-        fate_every=probe_interval(cfg.fate_every_samples, cfg.batch_size) if cfg.track_subset > 0 else 0,
+        early_probes=frozenset(early_probe_steps(cfg.probe_every_samples, plan.batch_sizes[0])),
     )
+    run.begin_epoch(1)
     if resume is not None:
         run.restore(resume)
     run.chunks = [[] for _ in seeds]
     return run
 
 
+def ramped_lr(cfg: CellConfig, plan: EpochPlan, lr_at: Callable[[int], float]) -> Callable[[int], float]:
+    """On a batch-size ramp with cfg.ramp_scaled, the lr scaled with the batch (lr x b / B, so
+    lr / b holds); otherwise as scheduled."""
+    if not (cfg.ramp_from and cfg.ramp_scaled):
+        return lr_at
+    return lambda t: lr_at(t) * plan.batch_sizes[plan.epoch_of(t + 1) - 1] / cfg.batch_size
+
+
 def train_epoch(run: Run, epoch: int, window_seconds: float) -> float:
     """One epoch of the ensemble, window by window; returns its training seconds."""
-    cfg, device = run.cfg, run.device
+    device = run.device
+    run.begin_epoch(epoch)
     _sync(device)
     t0 = time.perf_counter()
     probe_s0 = run.probes.total_seconds()
     offset = run.step
     order = torch.stack([torch.randperm(run.data.n_train, generator=g) for g in run.generators])
-    batches = Batches(run.data, order.to(device), cfg.batch_size)
+    batches = Batches(run.data, order.to(device), run.batch_size)
     since_probe: list[list[np.ndarray]] = [[] for _ in run.seeds]
     pos, last_line = 0, t0
     while pos < run.iters and run.training():
@@ -169,7 +182,7 @@ def train_epoch(run: Run, epoch: int, window_seconds: float) -> float:
         noise = run.probe_due(offset + pos)
         if pos < run.iters and noise is not None and run.training():
             recent = {i: mean_of(since_probe[i]) for i in run.training()}
-            run.add_probes(run.probes(offset + pos, run.iters, recent, noise=noise, reached=run.reached_target()))
+            run.add_probes(run.probes(offset + pos, run.plan, recent, noise=noise, reached=run.reached_target()))
             since_probe = [[] for _ in run.seeds]
     run.since_probe = since_probe
     return time.perf_counter() - t0 - (run.probes.total_seconds() - probe_s0)
@@ -186,13 +199,14 @@ def end_epoch(run: Run, epoch: int, seconds: float) -> None:
     run.probes.seconds["epoch_eval"] += time.perf_counter() - t0
     training = run.training()
     recent = {i: mean_of(run.since_probe[i]) if run.since_probe[i] else mean_of(run.chunks[i][-1:]) for i in training}
-    run.add_probes(run.probes(run.step, run.iters, recent, val=val_eval, reached=run.reached_target()))
+    run.add_probes(run.probes(run.step, run.plan, recent, val=val_eval, reached=run.reached_target()))
     per_seed = seconds / run.ens.size  # the ensemble's time, shared by its seeds
     for i in training:
         seed = run.seeds[i]
         row = {
             "seed": seed.seed,
             "epoch": epoch,
+            "epoch_batch_size": run.batch_size,
             "iterations": run.iters,
             "samples": n,
             "seconds": per_seed,
@@ -223,10 +237,10 @@ def end_epoch(run: Run, epoch: int, seconds: float) -> None:
     run.epoch = epoch
 
 
-def stopped_within_an_epoch(seed: SeedResult, iters: int) -> bool:
+def stopped_within_an_epoch(seed: SeedResult, plan: EpochPlan) -> bool:
     """Diverged, or collapsed at a check inside an epoch: its last epoch row predates its
     frozen weights."""
-    return seed.status == "diverged" or not seed.epochs or (seed.stopped_step or 0) > len(seed.epochs) * iters
+    return seed.status == "diverged" or not seed.epochs or (seed.stopped_step or 0) > plan.steps_before(len(seed.epochs) + 1)
 
 
 def finish(run: Run) -> list[SeedResult]:
@@ -234,7 +248,7 @@ def finish(run: Run) -> list[SeedResult]:
     frozen inside an epoch the evaluation of the weights it was frozen with (a diverged seed's
     training loss and sharpness are NaN: its loss exploded)."""
     data = run.data
-    unfinished = any(stopped_within_an_epoch(s, run.iters) for s in run.seeds)
+    unfinished = any(stopped_within_an_epoch(s, run.plan) for s in run.seeds)
     train_n = min(run.cfg.train_eval_size, data.n_train) if run.cfg.train_eval_size > 0 else data.n_train
     train_eval = evaluate(run.ens, data.train_x[:train_n], data.train_y[:train_n]) if unfinished else None
     val_eval = evaluate(run.ens, data.select_x, data.select_y) if unfinished else None
@@ -242,7 +256,7 @@ def finish(run: Run) -> list[SeedResult]:
     sharp_s = 0.0
     for i, seed in enumerate(run.seeds):
         seed.losses, seed.final = run.losses(i), {}
-        if stopped_within_an_epoch(seed, run.iters):
+        if stopped_within_an_epoch(seed, run.plan):
             diverged = seed.status == "diverged" or not seed.epochs
             seed.final = {
                 "train_loss": float("nan") if diverged else train_eval[i]["loss"],
@@ -315,9 +329,9 @@ def rewind_to_divergence(run: Run, values: np.ndarray, saved, batches: Batches, 
 
 def progress_line(run: Run, epoch: int, pos: int, seconds: float, since_probe) -> None:
     cfg, training = run.cfg, run.training()
-    rate = pos * cfg.batch_size / seconds if seconds > 0 else float("nan")  # per seed
+    rate = pos * run.batch_size / seconds if seconds > 0 else float("nan")  # per seed
     recent = [mean_of(since_probe[i]) for i in training if since_probe[i]]
-    left = (run.iters - pos + (cfg.epochs - epoch) * run.iters) * cfg.batch_size / rate if rate > 0 else 0
+    left = (run.plan.samples_at(run.plan.total) - run.plan.samples_at(run.step)) / rate if rate > 0 else 0
     run.log(
         f"epoch {epoch}/{cfg.epochs} step {pos}/{run.iters} | {len(training)}/{len(run.seeds)} seeds training"
         f" | {rate * run.ens.size:.0f} samples/s | recent loss {np.mean(recent) if recent else float('nan'):.4f}"

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from batchlab.data.tensors import DeviceData
 from batchlab.train.ensemble import Ensemble, evaluate
 from batchlab.train.measure import gradient_cosine, gradient_norms, power_iteration
+from batchlab.train.plan import EpochPlan
 
 PROBE_COLUMNS = [
     "seed",
@@ -110,7 +111,7 @@ class Probes:
         self.seconds["track"] += time.perf_counter() - t0
         return out
 
-    def __call__(self, step, iters_per_epoch, recent: dict, val: list | None = None, noise=True, reached=()) -> list:
+    def __call__(self, step: int, plan: EpochPlan, recent: dict, val: list | None = None, noise=True, reached=()) -> list:
         """One row per seed in `recent` ({seed index: recent training loss}); `val`: the
         validation evaluation when the caller has it (epoch ends evaluate the whole set). The
         noise is measured where `noise` says, and for a seed not in `reached` (the indexes that
@@ -126,8 +127,8 @@ class Probes:
             row = {
                 "seed": self.ens.seeds[i],
                 "step": step,
-                "epoch": step / iters_per_epoch,
-                "samples": step * self.cfg.batch_size,
+                "epoch": plan.epochs_at(step),
+                "samples": plan.samples_at(step),
                 "recent_train_loss": loss,
                 "val_loss": val[i]["loss"],
                 "val_acc": val[i]["acc"],

@@ -13,6 +13,7 @@ from batchlab.train.cell_config import CellConfig
 EPOCH_COLUMNS = [
     "seed",
     "epoch",
+    "epoch_batch_size",  # the cell's batch size, but on a batch-size ramp
     "iterations",
     "samples",
     "seconds",

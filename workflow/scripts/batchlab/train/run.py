@@ -14,7 +14,8 @@ from batchlab.data.tensors import DeviceData
 from batchlab.train.cell_config import CellConfig
 from batchlab.train.ensemble import Ensemble
 from batchlab.train.fates import divergence_reason, first_bad_step
-from batchlab.train.probes import Probes
+from batchlab.train.plan import EpochPlan
+from batchlab.train.probes import Probes, probe_interval
 from batchlab.train.records import SeedResult, TrainState
 
 
@@ -30,7 +31,7 @@ class Run:
     generators: list[torch.Generator]
     probes: Probes
     seeds: list[SeedResult]
-    iters: int
+    plan: EpochPlan  # each epoch's batch size and iterations
     lr_at: Callable[[int], float]
     log: Callable[[str], None]
     step: int = 0
@@ -40,10 +41,22 @@ class Run:
     train_seconds: float = 0.0
     sharpness_seconds: float = 0.0
     since_probe: list[list[np.ndarray]] = field(default_factory=list)  # per seed, since the last probe
-    probe_every: int = 0  # steps between regular probes (0: at epoch ends only)
-    track_every: int = 0  # steps between evaluations of the fixed subset (0: off)
     early_probes: frozenset[int] = frozenset()  # steps of the early, test-only probes
-    fate_every: int = 0  # steps between collapse checks on the fixed subset within an epoch (0: off)
+    # this epoch's (begin_epoch): batch size, iterations, and the intervals, in its steps, of
+    batch_size: int = 0
+    iters: int = 0
+    probe_every: int = 0  # regular probes (0: at epoch ends only)
+    track_every: int = 0  # evaluations of the fixed subset (0: off)
+    fate_every: int = 0  # collapse checks on the fixed subset within an epoch (0: off)
+
+    def begin_epoch(self, epoch: int) -> None:
+        """This epoch's batch size and iterations, and the intervals (set in samples) in its steps."""
+        cfg = self.cfg
+        self.batch_size, self.iters = self.plan.batch_sizes[epoch - 1], self.plan.iters[epoch - 1]
+        subset = cfg.track_subset > 0
+        self.probe_every = probe_interval(cfg.probe_every_samples, self.batch_size)
+        self.track_every = probe_interval(cfg.track_every_samples, self.batch_size) if subset else 0
+        self.fate_every = probe_interval(cfg.fate_every_samples, self.batch_size) if subset else 0
 
     def training(self) -> list[int]:
         return [i for i, s in enumerate(self.seeds) if s.status == "ok"]
@@ -123,8 +136,9 @@ class Run:
     # -- weights and checkpoints ---------------------------------------------------------------
 
     def weights(self) -> list[torch.Tensor]:
-        """Every tensor a step updates: the parameters and the optimizer's state."""
-        return [*self.ens.tensors(), *(self.optimizer.buffers if self.optimizer is not None else [])]
+        """Every tensor a step updates: the parameters, BatchNorm's running statistics and the
+        optimizer's state."""
+        return [*self.ens.tensors(), *self.ens.buffer_tensors(), *(self.optimizer.buffers if self.optimizer is not None else [])]
 
     def restore(self, state: TrainState) -> None:
         self.ens.load(state.params)

@@ -86,7 +86,7 @@ def probe(ref: Reference, data_path: str, device: torch.device, log=print) -> pd
 
     def at_epoch_end(states):
         for state in states:  # one per group of seeds
-            ens = Ensemble(ref.model, [s["seed"] for s in state.seeds], {k: v.to(device) for k, v in state.params.items()})
+            ens = Ensemble.from_state(ref.model, [s["seed"] for s in state.seeds], {k: v.to(device) for k, v in state.params.items()})
             for i, seed in enumerate(ens.seeds):
                 if state.seeds[i]["status"] != "ok":
                     continue

@@ -10,7 +10,8 @@ host next looks. Frozen weights stay exactly as they were: the masked update add
   backward batched product itself (baddbmm_ with alpha = -lr), so no gradient is materialized.
 - `autograd_step`: autograd through the ensemble's forward (any model), then the cell's
   optimizer (batchlab.train.optimizers) over the stacked parameters; with k splits, Solution 2: one
-  forward pass, then k updates from the k slices of every batch.
+  forward pass, then k updates from the k slices of every batch; with micro-batches of m,
+  gradient accumulation: the batch's gradient summed from its micro-batches, one update.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from batchlab.train.ensemble import Ensemble
+from batchlab.train.ensemble import Ensemble, chunk_bounds
 
 Step = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 
@@ -141,7 +142,13 @@ def _settled() -> bool:
 
 
 def autograd_step(
-    ens: Ensemble, optimizer, alive: torch.Tensor, threshold: float, splits: int = 1, masked: bool = True
+    ens: Ensemble,
+    optimizer,
+    alive: torch.Tensor,
+    threshold: float,
+    splits: int = 1,
+    masked: bool = True,
+    micro_batch: int = 0,
 ) -> Step:
     """Autograd through the ensemble's forward, then the optimizer. With splits = k > 1, the original
     post's "Solution 2", done so that it works: one forward pass over the batch, then k
@@ -155,6 +162,12 @@ def autograd_step(
     (exact for equal slices); with momentum the k steps build the velocity in between, so the
     equivalence is no longer exact. The returned loss is the batch's mean loss before the updates.
 
+    micro_batch = m > 0: gradient accumulation, how a huge batch is reached when memory is the
+    limit. Each micro-batch of m images is run forward and backward alone (its graph freed
+    before the next), its gradient weighted by its share of the batch and summed: one update of
+    the whole batch, the same as without accumulation up to float rounding, except that
+    BatchNorm then normalizes over each micro-batch (ghost BatchNorm with virtual batches of m).
+
     Stacked models take one gradient of the sum of the seeds' losses (the seeds are independent,
     so it is every seed's own gradient); per-seed models (the cnn) take each seed's alone.
 
@@ -164,6 +177,7 @@ def autograd_step(
     """
     params = [p.requires_grad_(not ens.per_seed) for p in ens.tensors()]
     nets = ens.nets() if ens.per_seed else []
+    stats = ens.buffer_tensors() if masked else []  # BatchNorm's running statistics
 
     def slice_grads(per_sample: torch.Tensor, targets: list[torch.Tensor]) -> list[tuple]:
         """The gradient of each slice's mean loss (summed over the seeds of per_sample)."""
@@ -173,26 +187,42 @@ def autograd_step(
             for j, s in enumerate(slices)
         ]
 
+    def gradients(x: torch.Tensor, y: torch.Tensor) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
+        """grads[j][i]: slice j's gradient of parameter i, stacked over the seeds; and the
+        seeds' per-sample losses [S, b], detached."""
+        if ens.per_seed:
+            per_sample = [F.cross_entropy(ens.forward_one(t, x[t], train=True), y[t], reduction="none") for t in range(ens.size)]
+            grads = [slice_grads(loss, list(net.parameters())) for loss, net in zip(per_sample, nets, strict=True)]
+            return _stacked(grads), torch.stack([loss.detach() for loss in per_sample])
+        size, b = y.shape
+        logits = ens.forward(x, train=True).reshape(size * b, -1)
+        per_sample = F.cross_entropy(logits, y.reshape(-1), reduction="none").view(size, b)
+        return [list(g) for g in slice_grads(per_sample, params)], per_sample.detach()
+
+    def accumulated(x: torch.Tensor, y: torch.Tensor) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
+        """As gradients(), the batch's gradient summed from its micro-batches' (one slice)."""
+        total, losses, b = None, [], y.shape[1]
+        for lo, hi in chunk_bounds(b, micro_batch):
+            grads, per_sample = gradients(x[:, lo:hi], y[:, lo:hi])
+            part = [g.mul_((hi - lo) / b) for g in grads[0]]
+            total = part if total is None else [t.add_(g) for t, g in zip(total, part, strict=True)]
+            losses.append(per_sample)
+        return [total], torch.cat(losses, 1)
+
     def step(x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
+        before = [t.clone() for t in stats]
         with torch.enable_grad():
-            if ens.per_seed:  # grads[t][j]: seed t's gradients of slice j
-                per_sample = [F.cross_entropy(net(x[t]), y[t], reduction="none") for t, net in enumerate(nets)]
-                grads = [slice_grads(loss, list(net.parameters())) for loss, net in zip(per_sample, nets, strict=True)]
-                per_sample = torch.stack([loss.detach() for loss in per_sample])
-            else:  # grads[0][j]: every seed's gradients of slice j, stacked
-                size, b = y.shape
-                logits = ens.forward(x).reshape(size * b, -1)
-                per_sample = F.cross_entropy(logits, y.reshape(-1), reduction="none").view(size, b)
-                grads = [slice_grads(per_sample, params)]
-        loss = per_sample.detach().mean(1)
-        grads = _stacked(grads) if ens.per_seed else grads[0]
+            grads, per_sample = accumulated(x, y) if micro_batch else gradients(x, y)
+        loss = per_sample.mean(1)
         if not masked:
             for grad in grads:
-                optimizer.step_all(list(grad), lr)
+                optimizer.step_all(grad, lr)
             return loss
         ok = _still_alive(alive, loss, threshold)
+        for now, old in zip(stats, before, strict=True):  # a frozen seed's statistics stay too
+            now.copy_(torch.where(ok.view(-1, *[1] * (now.dim() - 1)), now, old))
         for grad in grads:
-            optimizer.step(list(grad), lr, ok)
+            optimizer.step(grad, lr, ok)
         return loss
 
     step.flush, step.settled, step.masked = _no_flush, _settled, masked
