@@ -64,7 +64,8 @@ def test_defaults_are_filled():
     )
     assert config["train"]["model"] == "mlp"
     assert config["grid"]["optimizers"] == ["sgd"] and config["train"]["schedule"] == "constant"
-    assert config["optimizers"]["momentum"] == {"momentum": 0.9, "nesterov": False, "weight_decay": 0.0}
+    assert config["optimizers"]["momentum"] == {"momentum": 0.9, "weight_decay": 0.0}
+    assert config["optimizers"]["nesterov"] == {"momentum": 0.9, "weight_decay": 0.0}
     assert config["optimizers"]["adam"]["beta2"] == 0.999 and "learning_rates" not in config["optimizers"]["adam"]
     assert config["data"]["mirrors"]
 
@@ -75,6 +76,7 @@ def test_defaults_are_filled():
         ("train.momentum", 0.9, "train.momentum is no longer read: say momentum as grid.optimizers: [momentum]"),
         ("train.optimizer", "sgd", "train.optimizer is no longer read: list optimizers in grid.optimizers"),
         ("solution2.momentum", [0.9], "solution2.momentum is no longer read: list solution2.optimizers"),
+        ("optimizers.momentum.nesterov", True, "nesterov is no longer read: Nesterov momentum is an optimizer of its own"),
     ],
 )
 def test_keys_that_moved_say_where_they_went(path, value, message):

@@ -72,7 +72,7 @@ def test_only_steps_without_python_state_or_a_host_lr_may_be_captured():
     assert fused_mlp_sgd(ens, alive, 1000.0, 1, defer=False).graphable
     assert fused_mlp_sgd(ens, alive, 1000.0, 64).graphable  # batch 64 never defers
     for name in OPTIMIZERS:
-        step = autograd_step(ens, build_optimizer(ens.tensors(), Settings(name)), alive, 1000.0)
+        step = autograd_step(ens, build_optimizer(ens.tensors(), Settings(name, momentum=0.9)), alive, 1000.0)
         assert step.graphable == (name in GRAPHABLE), name
 
 

@@ -27,7 +27,8 @@ def problem(seed=0):
 
 TORCH = {
     "sgd": lambda ps, s: torch.optim.SGD(ps, lr=0.1, weight_decay=s.weight_decay),
-    "momentum": lambda ps, s: torch.optim.SGD(ps, lr=0.1, momentum=s.momentum, nesterov=s.nesterov, weight_decay=s.weight_decay),
+    "momentum": lambda ps, s: torch.optim.SGD(ps, lr=0.1, momentum=s.momentum, weight_decay=s.weight_decay),
+    "nesterov": lambda ps, s: torch.optim.SGD(ps, lr=0.1, momentum=s.momentum, nesterov=True, weight_decay=s.weight_decay),
     "adam": lambda ps, s: torch.optim.Adam(ps, lr=0.1, betas=(s.beta1, s.beta2), eps=s.eps, weight_decay=s.weight_decay),
     "adamw": lambda ps, s: torch.optim.AdamW(ps, lr=0.1, betas=(s.beta1, s.beta2), eps=s.eps, weight_decay=s.weight_decay),
 }
@@ -68,7 +69,7 @@ def lamb_reference(ws, gs_by_step, lr, s: Settings):
 CASES = {
     "sgd": Settings("sgd", weight_decay=0.01),
     "momentum": Settings("momentum", momentum=0.9, weight_decay=0.01),
-    "nesterov": Settings("momentum", momentum=0.9, nesterov=True),
+    "nesterov": Settings("nesterov", momentum=0.9),
     "adam": Settings("adam", beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.01),
     "adamw": Settings("adamw", weight_decay=0.1),
     "lars": Settings("lars", momentum=0.9, trust_coefficient=0.02, weight_decay=0.001),

@@ -92,7 +92,8 @@ def lone_reference(cfg: CellConfig, seed: int, data: DeviceData, steps: int) -> 
 
 TEXTBOOK = {  # torch.optim for the optimizers it has (LARS and LAMB: tests/unit/test_optimizers.py)
     "sgd": lambda ps, lr, o: torch.optim.SGD(ps, lr=lr, weight_decay=o.weight_decay),
-    "momentum": lambda ps, lr, o: torch.optim.SGD(ps, lr=lr, momentum=o.momentum, nesterov=o.nesterov),
+    "momentum": lambda ps, lr, o: torch.optim.SGD(ps, lr=lr, momentum=o.momentum),
+    "nesterov": lambda ps, lr, o: torch.optim.SGD(ps, lr=lr, momentum=o.momentum, nesterov=True),
     "adam": lambda ps, lr, o: torch.optim.Adam(ps, lr=lr, betas=(o.beta1, o.beta2), eps=o.eps),
     "adamw": lambda ps, lr, o: torch.optim.AdamW(ps, lr=lr, weight_decay=o.weight_decay),
 }
@@ -122,7 +123,7 @@ def stacked_calls(monkeypatch):
 RECIPES = {
     "fused": {"model": "mlp"},
     "momentum": {"model": "mlp", "optimizer": "momentum", "momentum": 0.9},  # the eager step
-    "nesterov": {"model": "mlp", "optimizer": "momentum", "momentum": 0.9, "nesterov": True},
+    "nesterov": {"model": "mlp", "optimizer": "nesterov", "momentum": 0.9},
     "adam": {"model": "mlp", "optimizer": "adam"},
     "adamw": {"model": "mlp", "optimizer": "adamw", "weight_decay": 0.01},
     "lars": {"model": "mlp", "optimizer": "lars", "momentum": 0.9, "trust_coefficient": 0.02},
@@ -349,6 +350,8 @@ def test_cells_with_bad_values_are_errors():
         run(CellConfig(batch_size=4, lr=0.1, splits=8))
     with pytest.raises(CellError, match="warm-up must last 0 to 3 epochs"):
         run(CellConfig(batch_size=4, lr=0.1, warmup_epochs=5))
+    with pytest.raises(CellError, match="Nesterov momentum needs a momentum above 0"):
+        run(make_config(batch_size=4, lr=0.1, optimizer="nesterov", momentum=0.0))
 
 
 def test_first_bad_step():

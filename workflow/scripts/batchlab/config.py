@@ -80,6 +80,7 @@ MOVED = {
     "train.momentum": "say momentum as grid.optimizers: [momentum] with optimizers.momentum.momentum",
     "train.weight_decay": "each optimizer has its own: optimizers.<name>.weight_decay",
     "solution2.momentum": "list solution2.optimizers: [sgd, momentum] (the value: optimizers.momentum.momentum)",
+    "optimizers.momentum.nesterov": "Nesterov momentum is an optimizer of its own: grid.optimizers: [nesterov], its settings in optimizers.nesterov",
 }
 
 

@@ -33,6 +33,7 @@ RULES = {"linear": 1.0, "square root": 0.5}
 EXPECTED = {
     "sgd": (1.0, "linear scaling, lr ∝ b (Goyal et al. 2017; Shallue et al. 2018)"),
     "momentum": (1.0, "linear, as plain SGD, with perfect scaling up to larger batches (Shallue et al. 2018; Zhang et al. 2019)"),
+    "nesterov": (1.0, "linear, as momentum SGD (Shallue et al. 2018 found the two alike)"),
     "adam": (0.5, "square-root scaling, lr ∝ √b (Malladi et al. 2022)"),
     "adamw": (0.5, "square-root scaling, lr ∝ √b (Malladi et al. 2022)"),
     "lars": (1.0, "linear scaling of the global lr (You et al. 2017)"),

@@ -107,6 +107,8 @@ def check_cell(cfg: CellConfig) -> None:
         raise CellError(f"unknown optimizer {opt.name!r}; choose one of {', '.join(OPTIMIZERS)}")
     if not (0 <= opt.momentum < 1):
         raise CellError(f"momentum must be in [0, 1), got {opt.momentum:g}")
+    if opt.name == "nesterov" and opt.momentum == 0:
+        raise CellError("Nesterov momentum needs a momentum above 0 (optimizers.nesterov.momentum)")
     if not (0 <= opt.beta1 < 1 and 0 <= opt.beta2 < 1):
         raise CellError(f"betas must be in [0, 1), got ({opt.beta1:g}, {opt.beta2:g})")
     if not (opt.eps > 0 and opt.weight_decay >= 0 and opt.trust_coefficient > 0):

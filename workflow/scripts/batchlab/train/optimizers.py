@@ -6,7 +6,7 @@ AdamW) are exactly per-seed, and the layer-wise ones (LARS, LAMB) take their nor
 per layer (over every axis but the first), never over the stack.
 
 - `sgd`: plain SGD (with L2 weight decay), by hand: a masked update needs no state.
-- `momentum`, `adam`, `adamw`: torch.optim.SGD (heavy ball, dampening 0, optional Nesterov),
+- `momentum`, `nesterov`, `adam`, `adamw`: torch.optim.SGD (heavy ball or Nesterov, dampening 0),
   torch.optim.Adam and torch.optim.AdamW, stepping the stacked tensors with `foreach`.
 - `lars`, `lamb`: not in torch.optim; written out below from the papers (You et al. 2017,
   algorithm 1 with momentum; You et al. 2019, algorithm 2 with phi the identity).
@@ -197,10 +197,10 @@ def build_optimizer(params: list[torch.Tensor], s: OptimizerSettings):
     """The optimizer `s.name` over the stacked parameters."""
     if s.name == "sgd":
         return PlainSGD(params, s)
-    if s.name == "momentum":
+    if s.name in ("momentum", "nesterov"):
         return TorchOptimizer(
             params, lambda ps: torch.optim.SGD(
-                ps, lr=0.0, momentum=s.momentum, nesterov=s.nesterov, weight_decay=s.weight_decay, foreach=True
+                ps, lr=0.0, momentum=s.momentum, nesterov=s.name == "nesterov", weight_decay=s.weight_decay, foreach=True
             ),
         )  # fmt: skip
     if s.name in ("adam", "adamw"):

@@ -18,7 +18,8 @@ class Optimizer:
 
 REGISTRY = (
     Optimizer("sgd", "SGD", "SGD", ("weight_decay",)),
-    Optimizer("momentum", "momentum", "momentum SGD", ("momentum", "nesterov", "weight_decay")),
+    Optimizer("momentum", "momentum", "momentum SGD", ("momentum", "weight_decay")),  # the heavy ball
+    Optimizer("nesterov", "Nesterov", "Nesterov momentum SGD", ("momentum", "weight_decay")),
     Optimizer("adam", "Adam", "Adam", ("beta1", "beta2", "eps", "weight_decay")),
     Optimizer("adamw", "AdamW", "AdamW", ("beta1", "beta2", "eps", "weight_decay")),
     Optimizer("lars", "LARS", "LARS", ("momentum", "trust_coefficient", "weight_decay"), layer_wise=True),
@@ -37,7 +38,6 @@ class OptimizerSettings:
 
     name: str = "sgd"
     momentum: float = 0.0
-    nesterov: bool = False
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
