@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests use: a headless browser for the report, a one-node Slurm cluster.
 DEBIAN_TEST_PACKAGES := chromium slurm-wlm munge
 
-.PHONY: setup test-setup system-deps study optimizers remedies status peek test lint bench gpu-check repro pull clean
+.PHONY: setup test-setup system-deps study optimizers huge-batch status peek test lint bench gpu-check repro pull clean
 
 setup: $(VENV)/.batchlab-setup
 
@@ -58,9 +58,9 @@ optimizers: setup
 	@echo
 	@echo "Report: $(CURDIR)/studies/$(OPT_NAME)/report.html"
 
-# the huge-batch study (remedies and Solution 2), run the same way
-remedies:
-	$(MAKE) optimizers OPT_CONFIG=config/remedies-cpu.yaml
+# the huge-batch league (and Solution 2), run the same way: studies/huge-batch-cpu/
+huge-batch:
+	$(MAKE) optimizers OPT_CONFIG=config/huge-batch-cpu.yaml
 
 # follow a running study (from another terminal): STATUS_ARGS=--watch redraws every 5 s
 status: setup

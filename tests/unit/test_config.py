@@ -155,8 +155,9 @@ def test_unknown_group_and_missing_grid():
 def test_schema_is_strict_and_described():
     def walk(node, path):
         if node.get("type") == "object":
-            # a mapping keyed by batch size takes any key; every other group is closed
-            assert node.get("additionalProperties") is False or node.get("x-integer-keys"), path
+            # a mapping keyed by batch size or by a name of the user's takes any key; every
+            # other group is closed
+            assert node.get("additionalProperties") is False or node.get("x-integer-keys") or node.get("x-named-keys"), path
             for name, sub in node.get("properties", {}).items():
                 assert sub.get("description"), f"{path}.{name} has no description"
                 walk(sub, f"{path}.{name}")

@@ -36,7 +36,7 @@ def test_an_overlay_merges_mapping_into_mapping_and_replaces_the_rest():
 
 def test_each_cell_gets_what_the_train_rule_hands_its_job():
     raw = params()
-    raw["remedies"]["enabled"] = True  # the huge-batch study's cells (config/remedies-cpu.yaml)
+    raw["remedies"]["enabled"] = True  # the huge-batch league's cells (config/huge-batch-cpu.yaml)
     config = validate_config(raw, SCHEMA)
     cells = {c.name(): c for c in study.design(config)}
     lars = check.job_settings(config, cells["bs1024_lr4_lars"])

@@ -12,7 +12,7 @@ import yaml
 
 from batchlab import summary
 from batchlab.closure import PACKAGE_DIR, imported_modules, module_name, script_closure, trainer_code
-from batchlab.train.settings import LAYER_WISE, OPTIMIZERS, SETTINGS
+from batchlab.train.settings import OPTIMIZERS, SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "workflow/scripts"
@@ -166,7 +166,7 @@ def test_the_schema_names_the_registrys_optimizers_and_their_settings():
     for name, group in props["optimizers"]["properties"].items():
         assert set(group["properties"]) - {"learning_rates"} == set(SETTINGS[name]), name
     assert tuple(props["grid"]["properties"]["optimizers"]["items"]["enum"]) == OPTIMIZERS
-    assert tuple(props["remedies"]["properties"]["optimizers"]["items"]["enum"]) == LAYER_WISE
+    assert tuple(props["remedies"]["properties"]["optimizers"]["items"]["enum"]) == OPTIMIZERS[1:]  # SGD: the grid's
 
 
 def test_the_schema_names_the_packages_models():

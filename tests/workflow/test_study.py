@@ -229,7 +229,7 @@ SECTIONS_BEYOND = {
     "method": [],
     "steps-to-target": ["steps-vs-batch-size", "samples-vs-batch-size"],
     "noise-scale": ["noise-scale-vs-loss"],
-    "remedies": ["remedies-accuracy-bs4000", "remedies-loss-bs4000"],
+    "remedies": ["league-bs4000", "league-curves-bs4000"],
     "solution2": ["solution2-m0"],
     "optimizers": ["optimizers-best-lr"],
     "sharpness": ["sharpness-vs-batch-size", "gap-vs-batch-size"],
@@ -286,9 +286,15 @@ def test_report_goes_beyond_the_first_observations(tiny_study):
     assert "A public replication measured B_simple of about 870-900" in noise
     assert "of a cell's training time" in noise
     assert "Sharpness (top Hessian eigenvalue)" in section_text(page, "sharpness")
+    # the league at batch 4000 (not in the grid: no tuned SGD there), against batch 128's optimum
     remedies = section_text(page, "remedies")
-    assert "Batch 4000: with no remedy (lr 0.1)" in remedies
-    assert "LARS, lr 8" in remedies
+    assert "The target is batch 128's accuracy at its own best lr (0.1)" in remedies
+    assert "linear scaling + 1-epoch warm-up" in remedies and "LARS" in remedies
+    league = analysis["summaries"]["remedies"]
+    assert league["reference"]["batch_size"] == 128 and [t["batch_size"] for t in league["batch_sizes"]] == [4000]
+    assert {e["arm"] for e in league["batch_sizes"][0]["arms"]} == {
+        "none scaling", "none scaling + 1-epoch warm-up", "linear scaling", "linear scaling + 1-epoch warm-up", "LARS"
+    }
 
     # the optimizer axis: each optimizer's rule beside the literature's, and a verdict on Adam's
     rules = {r["optimizer"]: r for r in analysis["optimizers"]["rules"]}

@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from batchlab import BatchlabError, ConfigError  # noqa: F401 (ConfigError: config's error)
+from batchlab.cells import Recipe
 
 # images in the MNIST training set: the training split is what train.validation_size leaves
 MNIST_TRAIN = 60000
@@ -200,9 +201,10 @@ def _window_checks(config: dict) -> list[str]:
     own = config.get("optimizers") or {}
     needs = [(name, b) for name in grid.get("optimizers") or [] for b in grid.get("batch_sizes", [])]
     needs = [(name, b) for name, b in needs if (own.get(name) or {}).get("learning_rates") is not None]
+    out = []
     if rem.get("enabled"):
         needs += [(name, b) for name in rem.get("optimizers") or [] for b in rem["batch_sizes"]]
-    out = []
+        out += _recipe_checks(rem, grid)
     for name, b in needs:
         windows = (own.get(name) or {}).get("learning_rates")
         key = f"optimizers.{name}.learning_rates" if windows is not None else "grid.learning_rates"
@@ -210,6 +212,29 @@ def _window_checks(config: dict) -> list[str]:
         if isinstance(windows, dict) and b not in windows:
             out.append(f"config key {key}: {name} trains at batch size {b} but has no window for it; add one")
     return list(dict.fromkeys(out))
+
+
+def _recipe_checks(rem: dict, grid: dict) -> list[str]:
+    """The league's target is the reference batch size's tuned optimum (a grid batch size); each
+    league recipe parses and has a window at every huge batch size; micro-batches are smaller
+    than every huge batch."""
+    out = []
+    if rem["reference_batch_size"] not in grid.get("batch_sizes", []):
+        out.append(
+            f"config key remedies.reference_batch_size: {rem['reference_batch_size']} is not in grid.batch_sizes;"
+            " the league's target is that batch size's accuracy at its own best lr, so the grid must train it"
+        )
+    for label, arm in (rem.get("recipes") or {}).items():
+        key = f"config key remedies.recipes.{label}"
+        try:
+            Recipe.parse(arm["recipe"])
+        except ConfigError as err:
+            out.append(f"{key}.recipe: {err}")
+        out += [f"{key}.learning_rates: no window for batch size {b}; add one" for b in rem["batch_sizes"] if b not in arm["learning_rates"]]
+    m = rem.get("micro_batch") or 0
+    if m and m >= min(rem["batch_sizes"]):
+        out.append(f"config key remedies.micro_batch: {m} is not smaller than the batch size {min(rem['batch_sizes'])}; micro-batches cut a batch into parts")
+    return out
 
 
 def params_hash(config: dict) -> str:

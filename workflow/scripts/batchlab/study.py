@@ -19,23 +19,64 @@ from batchlab.cells import Cell, Recipe, Role
 from batchlab.config import MNIST_TRAIN, ConfigError, round_lr, scaled_lr
 from batchlab.train.settings import LABELS, SETTINGS
 
+# trained plainly, these are the standard optimizers a huge-batch remedy must beat when tuned alike
+STANDARD = ("sgd", "momentum", "nesterov", "adam", "adamw")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One entry of the huge-batch league at one batch size: its name, how its lr was found
+    ("tuned" over a window, or "rule": one lr scaled from the reference), whether it is a
+    standard optimizer trained plainly, and its cells (one per lr)."""
+
+    name: str
+    kind: str
+    standard: bool
+    cells: tuple[Cell, ...]
+
+
+def league_arms(config: dict, batch_size: int) -> list[Arm]:
+    """The league at one huge batch size (remedies.batch_sizes): tuned plain SGD (the grid's own
+    cells there), each lr scaling rule from the reference without and with warm-up (untuned),
+    each optimizer of remedies.optimizers and each recipe of remedies.recipes over its own
+    window. The tuned arms' windows should hold the same number of lrs: an equal tuning budget."""
+    rem, b = config.get("remedies") or {}, batch_size
+    if not rem.get("enabled"):
+        return []
+    arms = []
+    if b in config["grid"]["batch_sizes"]:
+        sgd = primary_optimizer(config)
+        arms.append(Arm(LABELS[sgd], "tuned", sgd in STANDARD, tuple(Cell(b, lr, Recipe(optimizer=sgd)) for lr in grid_lrs(config, b))))
+    for rule in rem["scaling"]:
+        lr = scaled_lr(rem["reference_lr"], rem["reference_batch_size"], b, rule)
+        for warm in (0.0, rem["warmup_epochs"]):
+            label = f"{rule} scaling" + (f" + {warm:g}-epoch warm-up" if warm else "")
+            arms.append(Arm(label, "rule", False, (Cell(b, lr, Recipe(warmup_epochs=warm), (Role("remedies", label),)),)))
+    for name in rem.get("optimizers") or []:
+        cells = tuple(Cell(b, lr, Recipe(optimizer=name), (Role("remedies", f"{LABELS[name]}, lr {lr:g}"),)) for lr in optimizer_lrs(config, name, b))
+        arms.append(Arm(LABELS[name], "tuned", name in STANDARD, cells))
+    for label, arm in (rem.get("recipes") or {}).items():
+        recipe = Recipe.parse(arm["recipe"])
+        cells = tuple(Cell(b, lr, recipe, (Role("remedies", f"{label}, lr {lr:g}"),)) for lr in sorted(arm["learning_rates"][b]))
+        arms.append(Arm(label, "tuned", False, cells))
+    return arms
+
 
 def remedy_cells(config: dict) -> list[Cell]:
-    """At each huge batch size, each lr scaling rule from the reference (plain SGD), without and
-    with warm-up; and each optimizer of remedies.optimizers (LARS, LAMB) over its own window."""
+    """Every league arm's cells but tuned plain SGD's (the grid's), at each huge batch size; and
+    where remedies.micro_batch is set, plain SGD at the middle of the grid's window with its
+    gradient accumulated over micro-batches: the same update, for what it costs and saves."""
     rem = config.get("remedies") or {}
     if not rem.get("enabled"):
         return []
     out = []
     for b in sorted(rem["batch_sizes"]):
-        for rule in rem["scaling"]:
-            lr = scaled_lr(rem["reference_lr"], rem["reference_batch_size"], b, rule)
-            for warm in (0.0, rem["warmup_epochs"]):
-                label = f"{rule} scaling" + (f" + {warm:g}-epoch warm-up" if warm else "")
-                out.append(Cell(b, lr, Recipe(warmup_epochs=warm), (Role("remedies", label),)))
-        for name in rem.get("optimizers") or []:
-            for lr in optimizer_lrs(config, name, b):
-                out.append(Cell(b, lr, Recipe(optimizer=name), (Role("remedies", f"{LABELS[name]}, lr {lr:g}"),)))
+        out += [c for arm in league_arms(config, b) for c in arm.cells if c.roles]  # SGD's: the grid's
+        m = rem.get("micro_batch") or 0
+        if m and b in config["grid"]["batch_sizes"]:
+            lrs = grid_lrs(config, b)
+            lr = lrs[(len(lrs) - 1) // 2]
+            out.append(Cell(b, lr, Recipe(optimizer=primary_optimizer(config), micro_batch=m), (Role("accumulation", f"micro-batches of {m}"),)))
     return out
 
 

@@ -13,10 +13,10 @@ import math
 import numpy as np
 import pandas as pd
 
+from batchlab.analysis.league import accumulation, league
 from batchlab.analysis.rows import at_best_lr, at_lr, failed_seeds, grid_cells, nearest, rows_of
-from batchlab.analysis.stats import decide, mean_ci, paired_difference, spearman, trend
-from batchlab.analysis.verdict_tools import ACC_MARGIN
-from batchlab.study import momentum_of, remedy_cells, solution2_cells
+from batchlab.analysis.stats import mean_ci, spearman, trend
+from batchlab.study import momentum_of, solution2_cells
 
 UNIT = (0.0, 1.0)  # an accuracy's range
 POSITIVE = (0.0, math.inf)
@@ -152,56 +152,6 @@ def sharpness(cells: pd.DataFrame, best: pd.DataFrame) -> dict:
     return {"rows": rows, "trends": trends}
 
 
-def smoothed_loss_at(curves: pd.DataFrame, step: float) -> float:
-    """The seed-mean smoothed training loss at an iteration, interpolated on log(iteration)."""
-    values = []
-    for _, c in curves.groupby("seed"):
-        c = c.sort_values("step")
-        if c["step"].max() >= step:
-            values.append(float(np.interp(np.log(step), np.log(c["step"]), c["loss_smooth"])))
-    return float(np.mean(values)) if values else float("nan")
-
-
-def _by_seed(frame: pd.DataFrame, col: str) -> dict:
-    return {int(s): float(v) for s, v in zip(frame["seed"], frame[col], strict=True)}
-
-
-def remedies(cells: pd.DataFrame, curves: pd.DataFrame, config: dict) -> dict:
-    """Each remedy cell against the reference; per huge batch size the best remedy (on
-    validation) against no remedy, paired over seeds on the test set."""
-    rem = config.get("remedies") or {}
-    if not rem.get("enabled"):
-        return {}
-    ref_b, ref_lr, planned = rem["reference_batch_size"], rem["reference_lr"], config["train"]["epochs"]
-    ref_cells, ref_curves = rows_of(cells, ref_b, ref_lr, ""), rows_of(curves, ref_b, ref_lr, "")
-    rows, chosen = [], {}
-    for c in remedy_cells(config):
-        at = rows_of(cells, c.batch_size, c.lr, c.recipe.suffix())
-        if at.empty:
-            continue
-        steps = int(at["iterations_per_epoch"].iloc[0]) * planned
-        cur = rows_of(curves, c.batch_size, c.lr, c.recipe.suffix())
-        rows.append({
-            "batch_size": c.batch_size, "variant": c.variant, "lr": c.lr, "recipe": c.recipe.suffix(),
-            "val_acc": mean_ci(at["final_val_acc"], UNIT), "failed": int(failed_seeds(at).sum()), "seeds": int(len(at)),
-            "loss_at_last_step": smoothed_loss_at(cur, steps), "reference_loss_at_step": smoothed_loss_at(ref_curves, steps),
-        })  # fmt: skip
-        chosen.setdefault(c.batch_size, []).append((c, at))
-    per_batch = []
-    for b, options in chosen.items():
-        none = next(((c, at) for c, at in options if c.variant == "none scaling"), None)
-        ok = [(c, at) for c, at in options if not failed_seeds(at).any()] or options
-        best_c, best_at = max(ok, key=lambda o: o[1]["final_val_acc"].mean())
-        entry = {"batch_size": b, "best_variant": best_c.variant, "best_lr": best_c.lr}
-        if none is not None and best_c.variant != "none scaling":
-            d = paired_difference(_by_seed(best_at, "final_test_acc"), _by_seed(none[1], "final_test_acc"))
-            entry["none_lr"], entry["gain"] = none[0].lr, d.as_dict()
-            entry["verdict"], entry["why"] = decide(d, +1, ACC_MARGIN)
-        per_batch.append(entry)
-    reference = {"batch_size": ref_b, "lr": ref_lr, "val_acc": mean_ci(ref_cells["final_val_acc"], UNIT) if len(ref_cells) else None}
-    return {"reference": reference, "rows": rows, "per_batch": per_batch}
-
-
 def solution2(cells: pd.DataFrame, config: dict) -> list[dict]:
     """Each Solution 2 comparison cell: its validation accuracy and training loss with their
     intervals and its failed seeds (diverged, collapsed or failed to learn)."""
@@ -251,7 +201,8 @@ def all_summaries(cells, settings, best, targets, probes, curves, config: dict) 
         "target_fates": target_fates(targets, cells),
         "noise": noise(probes_at_best, cells, best),
         "sharpness": sharpness(cells, best),
-        "remedies": remedies(cells, curves, config),
+        "remedies": league(cells, probes, config),
+        "accumulation": accumulation(cells, config),
         "solution2": solution2(cells, config),
         "equal_updates": equal_updates(cells),
     }

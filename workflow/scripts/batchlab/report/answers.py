@@ -10,6 +10,7 @@ from batchlab.report import charts
 from batchlab.report.fmt import html_table, mark
 from batchlab.report.inputs import Inputs
 from batchlab.report.page import Section
+from batchlab.report.remedies import answer_table
 
 
 def section(study: Inputs) -> Section | None:
@@ -27,6 +28,13 @@ def section(study: Inputs) -> Section | None:
     counts = pd.Series([v["verdict"] for v in study.verdicts]).value_counts()
     tally = ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
     waits = ", … waiting for cells still training" if "waiting" in counts else ""
+    tables = [html_table(pd.DataFrame(rows), css_class="data answers")]
+    league = study.summaries.get("remedies")
+    if league:  # the huge-batch study: its practical answer on the first screen too
+        tables.append(
+            "<h3>If a huge batch cannot be avoided: the best arm of the league (details below)</h3>"
+            + html_table(answer_table(league, study.config["train"]["epochs"]))
+        )
     return Section(
         "answers",
         "The answers at a glance",
@@ -35,6 +43,6 @@ def section(study: Inputs) -> Section | None:
         f" ◐ mixed, ? inconclusive{waits}): {tally}."
         " The evidence and what each test can and cannot show follow below the two figures.",
         charts=figures,
-        tables=[html_table(pd.DataFrame(rows), css_class="data answers")],
+        tables=tables,
         tables_first=True,
     )

@@ -1,120 +1,123 @@
-"""When a huge batch cannot be avoided: lr scaling rules and warm-up (Goyal et al. 2017)."""
+"""When a huge batch cannot be avoided: the league of remedies against fairly tuned baselines
+(batchlab.analysis.league computes it; this formats and draws it)."""
 
 from __future__ import annotations
 
+import altair as alt
 import pandas as pd
 
 from batchlab.analysis.rows import rows_of
 from batchlab.report import charts
-from batchlab.report.encodings import thin
-from batchlab.report.fmt import ci_text, fmt_num, fmt_pct, fmt_points, html_table
+from batchlab.report.encodings import WIDTH, spec
+from batchlab.report.fmt import ci_text, fmt_int, fmt_pct, fmt_points, html_table, mark
 from batchlab.report.inputs import Inputs
 from batchlab.report.page import Section
-from batchlab.train.settings import LAYER_WISE
 
 
-def findings(s: dict, planned: int, best: pd.DataFrame | None = None) -> list[str]:
-    ref, out = s["reference"], []
-    tuned = {int(r.batch_size): r for r in best.itertuples()} if best is not None and len(best) else {}
-    if ref.get("val_acc"):
-        out.append(f"Reference: batch {ref['batch_size']} at lr {ref['lr']:g} reaches {ci_text(ref['val_acc'], fmt_pct)} validation accuracy after {planned} epochs.")
-    rows = {(r["batch_size"], r["variant"]): r for r in s["rows"]}
-    for entry in s["per_batch"]:
-        b = entry["batch_size"]
-        none = rows.get((b, "none scaling"))
-        text = f"Batch {b}: with no remedy (lr {none['lr']:g}) validation accuracy is {ci_text(none['val_acc'], fmt_pct)}" if none else f"Batch {b}"
-        at = "" if ", lr " in entry["best_variant"] else f" at lr {entry['best_lr']:g}"
-        text += f"; the best remedy on validation is {entry['best_variant']}{at}"
-        if "gain" in entry:
-            text += f", against no remedy on the test set {fmt_points(entry['gain'])}: {entry['verdict']} ({entry['why']})"
-        lin = rows.get((b, "linear scaling"))
-        lin_w = next((r for (bb, v), r in rows.items() if bb == b and v.startswith("linear scaling +")), None)
-        if lin and lin_w:
-            text += (
-                f". Linear scaling alone: {ci_text(lin['val_acc'], fmt_pct)} ({lin['failed']}/{lin['seeds']} seeds failed);"
-                f" with warm-up: {ci_text(lin_w['val_acc'], fmt_pct)} ({lin_w['failed']}/{lin_w['seeds']} failed)"
-            )
-        if b in tuned:
-            t = tuned[b]
-            text += f". Plain SGD at the grid's best lr for batch {b} ({t.best_lr:g}) reaches {100 * t.best_val_acc:.1f}% on validation"
-        out.append(text + ".")
-    return out
+def reached(r: dict, unit: str, planned: int | None = None) -> str:
+    """'2.4 (10/10 seeds)', or 'not within 5 epochs' where fewer than half the seeds reach."""
+    if r["reached"] * 2 < r["seeds"] or r["median"] != r["median"]:
+        return f"not within {planned} epochs ({r['reached']}/{r['seeds']} seeds reach)" if planned else f"not reached ({r['reached']}/{r['seeds']})"
+    return f"{r['median']:.1f} {unit} ({r['reached']}/{r['seeds']} seeds)" if unit == "epochs" else f"{fmt_int(round(r['median']))} ({r['reached']}/{r['seeds']})"
 
 
-# the recipes of the layer-wise optimizers (batchlab.train.settings): _lars, _lamb
-LAYER_WISE_RECIPES = tuple(f"_{name}" for name in LAYER_WISE)
+def answer_table(s: dict, planned: int) -> pd.DataFrame:
+    """The first-screen answer: per huge batch size, its best arm and what it recovers."""
+    ref = s["reference"]
+    rows = []
+    for t in s["batch_sizes"]:
+        a = t["answer"]
+        saved = a["seconds_saved"]
+        rows.append({
+            "batch size": t["batch_size"], "best arm (chosen on validation)": f"{a['arm']}, lr {a['lr']:g}",
+            "test accuracy": ci_text(a["test_acc"], fmt_pct),
+            f"gap to batch {ref['batch_size']}, equal epochs (test)": fmt_points(a["gap"]),
+            f"gap after {fmt_int(a['updates'])} updates each (validation)": fmt_points(a["gap_equal_updates"]),
+            f"epochs to batch {ref['batch_size']}'s {fmt_pct(ref['target'])}": reached(a["epochs_to_target"], "epochs", planned),
+            "steps to it": reached(a["steps_to_target"], "steps"),
+            "wall time saved where a step costs the same": f"{saved:.1f} s" if saved == saved else "n/a",
+        })  # fmt: skip
+    return pd.DataFrame(rows)
 
 
-def charted(rows: list[dict]) -> list[dict]:
-    """The rows a chart draws: every scaling rule, and of each layer-wise optimizer (LARS,
-    LAMB, trained over a window) its best lr on validation alone, so the chart stays legible."""
-    out, best = [], {}
-    for r in rows:
-        kind = next((k for k in LAYER_WISE_RECIPES if r["recipe"].startswith(k)), None)
-        if kind is None:
-            out.append(r)
-        elif kind not in best or r["val_acc"]["mean"] > best[kind]["val_acc"]["mean"]:
-            best[kind] = r
-    return out + list(best.values())
+def league_table(t: dict, planned: int) -> pd.DataFrame:
+    verdicts = {(v["arm"], v["baseline"]): v for v in t["verdicts"]}
+    rows = []
+    for e in t["arms"]:
+        against = [f"{mark(v['verdict'])} {v['verdict']} over {base}" for (arm, base), v in verdicts.items() if arm == e["arm"]]
+        rows.append({
+            "arm": e["arm"], "lr (window)": f"{e['lr']:g} ({', '.join(f'{x:g}' for x in e['window'])})" if e["kind"] == "tuned" else f"{e['lr']:g} (a rule)",
+            "validation": ci_text(e["val_acc"], fmt_pct), "test": ci_text(e["test_acc"], fmt_pct),
+            "failed seeds": f"{e['failed']}/{e['seeds']}", "updates": fmt_int(e["updates"]),
+            f"after {fmt_int(e['equal_updates']['updates'])} updates": ci_text(e["equal_updates"]["val_acc"], fmt_pct),
+            "epochs to the small batch's accuracy": reached(e["epochs_to_target"], "epochs", planned),
+            "better than": "; ".join(against) or "(the baseline)",
+        })  # fmt: skip
+    return pd.DataFrame(rows)
 
 
-def figures(study: Inputs, s: dict) -> list:
-    rem = study.config["remedies"]
-    ref_b, ref_lr = rem["reference_batch_size"], rem["reference_lr"]
-    ref_label = f"reference: batch {ref_b}, lr {ref_lr:g}"
-    ref_acc = rows_of(study.probes, ref_b, ref_lr, "").assign(variant=ref_label)
-    ref_curves = rows_of(study.curves, ref_b, ref_lr, "").assign(variant=ref_label)
-    out = []
-    for b in sorted(rem["batch_sizes"]):
-        mine = charted([r for r in s["rows"] if r["batch_size"] == b])
-        if not mine:
-            continue
-        label = {r["recipe"] + str(r["lr"]): r["variant"] if ", lr " in r["variant"] else f"{r['variant']} (lr {r['lr']:g})" for r in mine}
-        acc = [rows_of(study.probes, b, r["lr"], r["recipe"]).assign(variant=label[r["recipe"] + str(r["lr"])]) for r in mine]
-        loss = [rows_of(study.curves, b, r["lr"], r["recipe"]).assign(variant=label[r["recipe"] + str(r["lr"])]) for r in mine]
-        out.append((
-            f"remedies-accuracy-bs{b}",
-            charts.variants(pd.concat([ref_acc, *acc], ignore_index=True), "epoch", "val_acc", f"Batch {b}: validation accuracy against epoch (equal epochs)", "validation accuracy"),
-            "",
-        ))  # fmt: skip
-        out.append((
-            f"remedies-loss-bs{b}",
-            charts.variants(thin(pd.concat([ref_curves, *loss], ignore_index=True)), "step", "loss_smooth", f"Batch {b}: smoothed training loss against iteration (equal steps)", "training loss", log_x=True),
-            "",
-        ))  # fmt: skip
-    return out
-
-
-def table(s: dict) -> pd.DataFrame:
-    ref_b = s["reference"]["batch_size"]
+def accumulation_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([
         {
-            "batch size": r["batch_size"], "variant": r["variant"], "lr": f"{r['lr']:g}",
-            "validation acc after all epochs": ci_text(r["val_acc"], fmt_pct), "failed seeds": f"{r['failed']}/{r['seeds']}",
-            "train loss at its last step": fmt_num(r["loss_at_last_step"]), f"batch {ref_b} at the same step": fmt_num(r["reference_loss_at_step"]),
+            "batch size": r["batch_size"], "lr": f"{r['lr']:g}", "micro-batch": r["micro_batch"],
+            "peak memory (MiB)": f"{r['peak_memory_mb']:.0f} (in one piece {r['whole_peak_memory_mb']:.0f})",
+            "seconds per epoch": f"{r['epoch_seconds']:.2f} (in one piece {r['whole_epoch_seconds']:.2f})",
+            "largest validation accuracy difference": f"{100 * r['largest_val_acc_difference']:.2f} points",
         }
-        for r in s["rows"]
+        for r in rows
     ])  # fmt: skip
+
+
+def arms_chart(t: dict) -> dict:
+    """Each arm's test accuracy at its chosen lr, with its 95% interval."""
+    data = pd.DataFrame([
+        {"arm": e["arm"], "acc": e["test_acc"]["mean"], "lo": e["test_acc"]["lo"], "hi": e["test_acc"]["hi"], "lr": e["lr"]}
+        for e in t["arms"]
+    ])  # fmt: skip
+    order = list(data.sort_values("acc", ascending=False)["arm"])
+    y = alt.Y("arm:N", sort=order, title="")
+    points = alt.Chart(data).mark_point(filled=True).encode(x=alt.X("acc:Q", title="test accuracy", scale=alt.Scale(zero=False)), y=y, tooltip=["arm", "lr", "acc", "lo", "hi"])
+    bars = alt.Chart(data.dropna(subset=["lo", "hi"])).mark_rule().encode(x="lo:Q", x2="hi:Q", y=y)
+    return spec(alt.layer(bars, points).properties(title=f"Batch {t['batch_size']}: each arm at its lr chosen on validation", width=WIDTH, height=22 * len(data)))
+
+
+def curves_chart(study: Inputs, s: dict, t: dict) -> dict:
+    """Validation accuracy against update of the reference and of the league's best three arms."""
+    ref = s["reference"]
+    shown = sorted(t["arms"], key=lambda e: -e["val_acc"]["mean"])[:3]
+    parts = [rows_of(study.probes, ref["batch_size"], ref["lr"], "").assign(variant=f"batch {ref['batch_size']}, lr {ref['lr']:g}")]
+    parts += [rows_of(study.probes, t["batch_size"], e["lr"], e["recipe"]).assign(variant=f"{e['arm']}, lr {e['lr']:g}") for e in shown]
+    return charts.variants(pd.concat(parts, ignore_index=True), "step", "val_acc", f"Batch {t['batch_size']}: validation accuracy against update", "validation accuracy", log_x=True)
 
 
 def section(study: Inputs) -> Section | None:
     s = study.summaries.get("remedies")
     if not s:
         return None
-    rem, planned = study.config["remedies"], study.config["train"]["epochs"]
+    rem, planned, ref = study.config["remedies"], study.config["train"]["epochs"], s["reference"]
+    figures = []
+    for t in s["batch_sizes"]:
+        figures.append((f"league-bs{t['batch_size']}", arms_chart(t), ""))
+        figures.append((f"league-curves-bs{t['batch_size']}", curves_chart(study, s, t), ""))
+    tables = [html_table(answer_table(s, planned))]
+    tables += [f"<h3>Batch {t['batch_size']}</h3>" + html_table(league_table(t, planned)) for t in s["batch_sizes"]]
+    accumulated = study.summaries.get("accumulation") or []
+    if accumulated:
+        tables.append("<h3>Gradient accumulation: the same update, in parts</h3>" + html_table(accumulation_table(accumulated)))
     return Section(
         "remedies",
         "When a huge batch cannot be avoided",
-        f"Goyal et al. (2017): scale the learning rate with the batch size (lr = {rem['reference_lr']:g} ×"
-        f" (b/{rem['reference_batch_size']})^p, p = 0 none, ½ square root, 1 linear) and warm it up linearly over the"
-        f" first {rem['warmup_epochs']:g} epoch(s)"
-        + (f"; and {' and '.join(n.upper() for n in rem.get('optimizers') or [])} (You et al. 2017, 2019), layer-wise"
-           " trust ratios made for huge batches, each over its own window of lrs (the charts draw each one's best on"
-           " validation)" if rem.get("optimizers") else "")
-        + ". Compared at equal epochs (accuracy after all epochs) and at equal"
-        f" steps (the smoothed training loss of the reference batch {rem['reference_batch_size']} at the large batch's"
-        " last step). The best remedy is chosen on validation and compared with no remedy on the test set, paired by seed.",
-        charts=figures(study, s),
-        tables=[html_table(table(s))] if s["rows"] else [],
-        findings=findings(s, planned, study.best_lr),
+        f"A league at each huge batch size. Every tuned arm is trained over its own window of lrs, and tuned plain SGD"
+        f" is the grid's own cells there. The scaling rules take one lr each, scaled from lr {rem['reference_lr']:g} at"
+        f" batch {rem['reference_batch_size']} (square root or linear, with and without {rem['warmup_epochs']:g} epoch(s)"
+        " of warm-up). Each arm is read at its lr chosen on validation and compared with tuned SGD and with the best"
+        " tuned standard optimizer, paired by seed on the test set. Each comparison is a one-sided claim, \"the arm is"
+        f" better\", decided by exact sign-flip tests with Holm's correction over the league's {s['family_size']}"
+        f" hypotheses. The target is batch {ref['batch_size']}'s accuracy at its own best lr ({ref['lr']:g}):"
+        f" {ci_text(ref['val_acc'], fmt_pct)} on validation. At equal updates each arm stands beside batch"
+        f" {ref['batch_size']} after as many updates as the huge batch makes in {planned} epochs.",
+        charts=figures,
+        tables=tables,
+        findings=[f"{v['claim']} {mark(v['verdict'])} {v['verdict']}: {v['evidence']} {v['why']}." for t in s["batch_sizes"] for v in t["verdicts"]],
+        tables_first=True,
     )
