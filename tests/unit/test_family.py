@@ -90,6 +90,15 @@ def test_a_flat_top_with_a_cliff_gives_depends_on_the_lr_and_never_flips():
     assert alone["verdict"] == "not supported"
 
 
+def test_one_reading_that_holms_descent_never_reaches_is_inconclusive_not_lr_dependent():
+    """26 claims, each read once, every seed on its side: p = 1/1024 each, below the level of
+    the later ranks but not the first's (0.05 / 52): the descent stops at once, and a claim with
+    one reading has no lr to depend on."""
+    claims = [_verdict(f"c{i}", [0.01 + 0.001 * j for j in range(10)], margin=0.002) for i in range(26)]
+    out = decide_family(claims)
+    assert {v["verdict"] for v in out} == {"inconclusive"}
+
+
 def test_readings_start_at_the_best_and_cap_each_batch_size():
     best = _best({1: 0.01, 4: 0.04})
     near = {1: [0.0025, 0.005, 0.01, 0.02, 0.04, 0.08], 4: [0.04]}

@@ -114,7 +114,7 @@ def _decided(v: dict, reads, ps, p_for, p_against, h_for, h_against, m: int) -> 
         verdict, why = "not supported", f"short of the margin{where} (p = {p_against:.2g}, Holm level {h_against[1]:.2g})"
     elif h_for[2]:
         verdict, why = "supported", f"on the predicted side{where} (p = {p_for:.2g}, Holm level {h_for[1]:.2g})"
-    elif set(outcomes) - {"inconclusive"}:
+    elif len(reads) > 1 and set(outcomes) - {"inconclusive"}:  # one reading: no lr to depend on
         found = "; ".join(f"{_lrs_text(t['lrs'])}: {o} ({_value_text(t)})" for t, o in zip(reads, outcomes, strict=True))
         verdict, why = "depends on the lr", f"the near-optimal lrs disagree: {found}"
     else:
