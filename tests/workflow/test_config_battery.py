@@ -61,7 +61,7 @@ BATTERY = [
     (
         "unknown optimizer",
         "grid:\n  optimizers: [rmsprop]\n",
-        r"grid\.optimizers\[0\]: 'rmsprop' is not one of the allowed values: 'sgd', 'momentum', 'adam'",
+        r"grid\.optimizers\[0\]: 'rmsprop' is not one of the allowed values: 'sgd', 'momentum', 'nesterov', 'adam'",
     ),
     (
         "momentum where it used to be said",
