@@ -141,6 +141,49 @@ def _settled() -> bool:
     return True
 
 
+class EnsembleGradients:
+    """The gradients of an ensemble's training loss (autograd_step's), by slice: grads[j][i]
+    is slice j's gradient of parameter i, stacked over the seeds (one slice but for Solution 2).
+    Stacked models take one gradient of the sum of the seeds' losses; per-seed models each
+    seed's alone."""
+
+    def __init__(self, ens: Ensemble, splits: int = 1):
+        self.ens, self.splits = ens, splits
+        self.params = [p.requires_grad_(not ens.per_seed) for p in ens.tensors()]
+        self.nets = ens.nets() if ens.per_seed else []
+
+    def slice_grads(self, per_sample: torch.Tensor, targets: list[torch.Tensor]) -> list[tuple]:
+        """The gradient of each slice's mean loss (summed over the seeds of per_sample)."""
+        slices = [s for s in torch.tensor_split(per_sample, self.splits, dim=-1) if s.shape[-1]]
+        return [
+            torch.autograd.grad(s.mean(-1).sum(), targets, retain_graph=j < len(slices) - 1)
+            for j, s in enumerate(slices)
+        ]
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
+        """grads[j][i], and the seeds' per-sample losses [S, b], detached."""
+        ens = self.ens
+        if ens.per_seed:
+            per_sample = [F.cross_entropy(ens.forward_one(t, x[t], train=True), y[t], reduction="none") for t in range(ens.size)]
+            grads = [self.slice_grads(loss, list(net.parameters())) for loss, net in zip(per_sample, self.nets, strict=True)]
+            return _stacked(grads), torch.stack([loss.detach() for loss in per_sample])
+        size, b = y.shape
+        logits = ens.forward(x, train=True).reshape(size * b, -1)
+        per_sample = F.cross_entropy(logits, y.reshape(-1), reduction="none").view(size, b)
+        return [list(g) for g in self.slice_grads(per_sample, self.params)], per_sample.detach()
+
+    def accumulated(self, x: torch.Tensor, y: torch.Tensor, micro_batch: int) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
+        """As a call, the batch's gradient summed from its micro-batches' (one slice), each
+        weighted by its share of the batch."""
+        total, losses, b = None, [], y.shape[1]
+        for lo, hi in chunk_bounds(b, micro_batch):
+            grads, per_sample = self(x[:, lo:hi], y[:, lo:hi])
+            part = [g.mul_((hi - lo) / b) for g in grads[0]]
+            total = part if total is None else [t.add_(g) for t, g in zip(total, part, strict=True)]
+            losses.append(per_sample)
+        return [total], torch.cat(losses, 1)
+
+
 def autograd_step(
     ens: Ensemble,
     optimizer,
@@ -175,44 +218,13 @@ def autograd_step(
     a pass less over every weight; for a group of one seed, whose trainer rewinds a window in
     which the seed diverged instead (batchlab.train.loop).
     """
-    params = [p.requires_grad_(not ens.per_seed) for p in ens.tensors()]
-    nets = ens.nets() if ens.per_seed else []
+    gradients = EnsembleGradients(ens, splits)
     stats = ens.buffer_tensors() if masked else []  # BatchNorm's running statistics
-
-    def slice_grads(per_sample: torch.Tensor, targets: list[torch.Tensor]) -> list[tuple]:
-        """The gradient of each slice's mean loss (summed over the seeds of per_sample)."""
-        slices = [s for s in torch.tensor_split(per_sample, splits, dim=-1) if s.shape[-1]]
-        return [
-            torch.autograd.grad(s.mean(-1).sum(), targets, retain_graph=j < len(slices) - 1)
-            for j, s in enumerate(slices)
-        ]
-
-    def gradients(x: torch.Tensor, y: torch.Tensor) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
-        """grads[j][i]: slice j's gradient of parameter i, stacked over the seeds; and the
-        seeds' per-sample losses [S, b], detached."""
-        if ens.per_seed:
-            per_sample = [F.cross_entropy(ens.forward_one(t, x[t], train=True), y[t], reduction="none") for t in range(ens.size)]
-            grads = [slice_grads(loss, list(net.parameters())) for loss, net in zip(per_sample, nets, strict=True)]
-            return _stacked(grads), torch.stack([loss.detach() for loss in per_sample])
-        size, b = y.shape
-        logits = ens.forward(x, train=True).reshape(size * b, -1)
-        per_sample = F.cross_entropy(logits, y.reshape(-1), reduction="none").view(size, b)
-        return [list(g) for g in slice_grads(per_sample, params)], per_sample.detach()
-
-    def accumulated(x: torch.Tensor, y: torch.Tensor) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
-        """As gradients(), the batch's gradient summed from its micro-batches' (one slice)."""
-        total, losses, b = None, [], y.shape[1]
-        for lo, hi in chunk_bounds(b, micro_batch):
-            grads, per_sample = gradients(x[:, lo:hi], y[:, lo:hi])
-            part = [g.mul_((hi - lo) / b) for g in grads[0]]
-            total = part if total is None else [t.add_(g) for t, g in zip(total, part, strict=True)]
-            losses.append(per_sample)
-        return [total], torch.cat(losses, 1)
 
     def step(x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
         before = [t.clone() for t in stats]
         with torch.enable_grad():
-            grads, per_sample = accumulated(x, y) if micro_batch else gradients(x, y)
+            grads, per_sample = gradients.accumulated(x, y, micro_batch) if micro_batch else gradients(x, y)
         loss = per_sample.mean(1)
         if not masked:
             for grad in grads:
