@@ -5,12 +5,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from test_train import QUIET, run, synthetic
+from test_train import QUIET, run, synthetic, textbook_epoch
 
 from batchlab.cells import Recipe
 from batchlab.train.cell_config import CellConfig, CellError
 from batchlab.train.models import build_model
-from batchlab.train.plan import batch_at, iterations_per_epoch
+from batchlab.train.plan import batch_at
 
 
 def test_the_ramp_doubles_every_k_epochs_up_to_the_batch_size():
@@ -38,14 +38,7 @@ def ramp_reference(data, seed: int, lr: float, sizes: list[int], scaled: bool) -
     for b in sizes:
         for group in opt.param_groups:
             group["lr"] = lr * b / sizes[-1] if scaled else lr
-        perm = torch.randperm(data.n_train, generator=gen)
-        for i in range(iterations_per_epoch(data.n_train, b)):
-            idx = perm[i * b : (i + 1) * b]
-            loss = torch.nn.functional.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            out.append(loss.item())
+        out += textbook_epoch(model, opt, data, torch.randperm(data.n_train, generator=gen), b)
     return np.array(out, dtype=np.float32)
 
 

@@ -75,19 +75,26 @@ def lone_reference(cfg: CellConfig, seed: int, data: DeviceData, steps: int) -> 
     model = build_model(cfg.model)
     opt = TEXTBOOK[cfg.optimizer.name](model.parameters(), cfg.lr, cfg.optimizer)
     gen = torch.Generator().manual_seed(seed)
-    out, b = [], cfg.batch_size
+    out = []
     while len(out) < steps:
-        perm = torch.randperm(data.n_train, generator=gen)
-        for i in range(iterations_per_epoch(data.n_train, b)):
-            idx = perm[i * b : (i + 1) * b]
-            loss = torch.nn.functional.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            out.append(loss.item())
-            if len(out) == steps:
-                break
+        out += textbook_epoch(model, opt, data, torch.randperm(data.n_train, generator=gen), cfg.batch_size, steps - len(out))
     return np.array(out, dtype=np.float32)
+
+
+def textbook_epoch(model, opt, data: DeviceData, perm: torch.Tensor, b: int, limit: int | None = None) -> list[float]:
+    """One epoch's steps over `perm` in batches of b (at most `limit`): F.cross_entropy,
+    backward, the optimizer's step; each step's loss."""
+    out = []
+    for i in range(iterations_per_epoch(data.n_train, b)):
+        idx = perm[i * b : (i + 1) * b]
+        loss = torch.nn.functional.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        out.append(loss.item())
+        if len(out) == limit:
+            break
+    return out
 
 
 TEXTBOOK = {  # torch.optim for the optimizers it has (LARS and LAMB: tests/unit/test_optimizers.py)
